@@ -1,0 +1,179 @@
+//! `kdsr bench`: times one training step (forward, cross-entropy over all items, backward,
+//! Adam) of SASRec and GRU4Rec on a real Beauty batch, and one full evaluation, then runs the
+//! PyTorch reference (`bench/torch_ref.py`) on the same batch with the same initial weights
+//! and writes both to a JSON report.
+
+use crate::config::TrainConfig;
+use crate::data::batch::{train_batch, train_windows, SampleMode};
+use crate::data::split::{Instance, Split};
+use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
+use crate::eval::{rank_instances, EvalOptions, Scorer};
+use crate::model::params::ParamStore;
+use crate::model::{Backbone, Ctx, Gru4RecConfig, ModelKind, SasRecConfig};
+use crate::train::fit::batch_loss;
+use crate::train::optim::Adam;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Python with torch and numpy for the reference (skipped when absent).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "reports/bench/latest.json")]
+    out: PathBuf,
+    /// Timed repetitions (the median is reported; one warm-up step is not timed).
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Training windows per batch.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
+    let ds = Dataset::load(&DatasetRef::Named(DatasetId::Beauty), paths)?;
+    let split = Split::new(&ds.sequences, Default::default());
+    let train = TrainConfig::default();
+    let mut windows = train_windows(&split, train.max_len, SampleMode::Sequence);
+    windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2023));
+    let batch = train_batch(&ds.sequences, &windows[..args.batch_size.min(windows.len())]);
+    let device = Device::Cpu;
+    let threads = rayon::current_num_threads();
+    let mut report = serde_json::Map::new();
+    let mut npz: Vec<(String, Tensor)> = Vec::new();
+
+    for kind in [ModelKind::Sasrec, ModelKind::Gru4rec] {
+        let name = kind.name();
+        let params = ParamStore::new(2023);
+        let model = Backbone::new(
+            kind,
+            &SasRecConfig::default(),
+            &Gru4RecConfig::default(),
+            ds.n_items,
+            train.max_len,
+            params.var_builder(&device),
+        )?
+        .expect("neural");
+        for (k, t) in params.tensors() {
+            npz.push((format!("{name}.{k}"), t));
+        }
+        let (loss, m) = batch_loss(&model, &batch, &mut Ctx::eval(), &device)?;
+        report.insert(format!("{name}_loss_eval"), json!(loss.to_scalar::<f32>()?));
+        let mut adam = Adam::new(params.vars().into_iter().map(|(_, v)| v).collect(), train.lr, 0.0)?;
+        let mut ctx = Ctx::train(1);
+        let mut times = Vec::new();
+        for r in 0..=args.reps {
+            let t0 = Instant::now();
+            let (loss, _) = batch_loss(&model, &batch, &mut ctx, &device)?;
+            adam.step(&loss.backward()?)?;
+            if r > 0 {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let ms = median(times);
+        eprintln!("candle {name} step: {ms:.1} ms ({} windows, width {}, {m} targets)", batch.rows, batch.width);
+        report.insert(format!("{name}_step_ms"), json!(ms));
+
+        if kind == ModelKind::Sasrec {
+            let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
+            let opts = EvalOptions { max_len: train.max_len, batch_size: train.eval_batch_size, mask_history: false };
+            let t0 = Instant::now();
+            rank_instances(&Scorer::Model(&model), &ds.sequences, &instances, &opts, &device)?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            eprintln!("candle sasrec full evaluation: {ms:.0} ms ({} instances x {} items)", instances.len(), ds.n_items);
+            report.insert("eval_ms".into(), json!(ms));
+            report.insert("eval_instances".into(), json!(instances.len()));
+        }
+    }
+    let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
+    report.insert(
+        "batch".into(),
+        json!({"dataset": "beauty", "windows": batch.rows, "width": batch.width, "targets": n_targets, "n_items": ds.n_items}),
+    );
+    report.insert("threads".into(), json!(threads));
+    report.insert("code_version".into(), serde_json::to_value(crate::results::CodeVersion::current())?);
+
+    if let Some(python) = &args.python {
+        let torch = run_torch(python, &batch, npz, ds.n_items, train.max_len, threads, args.reps)?;
+        for (k, v) in torch.as_object().context("torch reference printed a non-object")? {
+            report.insert(k.clone(), v.clone());
+        }
+        let ratio = report["sasrec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_sasrec_step_ms"].as_f64().unwrap_or(1.0);
+        report.insert("ratio".into(), json!(ratio));
+        let gratio = report["gru4rec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_gru4rec_step_ms"].as_f64().unwrap_or(1.0);
+        report.insert("gru4rec_ratio".into(), json!(gratio));
+        eprintln!(
+            "torch sasrec step: {:.1} ms -> candle/torch ratio {ratio:.2}; gru4rec {:.1} ms -> ratio {gratio:.2}",
+            report["torch_sasrec_step_ms"].as_f64().unwrap_or(0.0),
+            report["torch_gru4rec_step_ms"].as_f64().unwrap_or(0.0)
+        );
+        for name in ["sasrec", "gru4rec"] {
+            let (a, b) = (report[&format!("{name}_loss_eval")].as_f64(), report[&format!("torch_{name}_loss_eval")].as_f64());
+            if let (Some(a), Some(b)) = (a, b) {
+                eprintln!("{name} loss on the same batch and weights: candle {a:.6}, torch {b:.6}");
+                if (a - b).abs() > 1e-3 * b.abs().max(1.0) {
+                    bail!("{name}: candle and torch losses differ ({a} vs {b}): the models are not the same");
+                }
+            }
+        }
+    } else {
+        eprintln!("no --python given: PyTorch reference skipped");
+    }
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(report))?;
+    crate::results::write_atomic(&args.out, text.as_bytes())?;
+    println!("{text}");
+    Ok(())
+}
+
+fn run_torch(
+    python: &PathBuf,
+    batch: &crate::data::batch::Batch,
+    mut npz: Vec<(String, Tensor)>,
+    n_items: usize,
+    max_len: usize,
+    threads: usize,
+    reps: usize,
+) -> Result<Value> {
+    let dev = Device::Cpu;
+    let (rows, targets): (Vec<u32>, Vec<u32>) =
+        batch.targets.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i as u32, t - 1)).unzip();
+    let cfg = json!({"n_items": n_items, "max_len": max_len, "threads": threads, "models": ["sasrec", "gru4rec"]}).to_string();
+    let cfg_bytes: Vec<u8> = cfg.into_bytes();
+    npz.push(("items".into(), Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), &dev)?.to_dtype(candle_core::DType::I64)?));
+    npz.push(("rows".into(), Tensor::new(rows, &dev)?.to_dtype(candle_core::DType::I64)?));
+    npz.push(("targets".into(), Tensor::new(targets, &dev)?.to_dtype(candle_core::DType::I64)?));
+    npz.push(("config".into(), Tensor::new(cfg_bytes, &dev)?));
+    let dir = std::env::temp_dir().join(format!("kdsr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("batch.npz");
+    let refs: Vec<(&str, &Tensor)> = npz.iter().map(|(k, t)| (k.as_str(), t)).collect();
+    Tensor::write_npz(&refs, &path)?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_ref.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("bench")
+        .arg(&path)
+        .arg(reps.to_string())
+        .output()
+        .with_context(|| format!("running {} {}", python.display(), script.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        bail!("torch reference failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).context("parsing the torch reference's JSON")
+}

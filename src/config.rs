@@ -1,0 +1,189 @@
+//! The resolved configuration of one run. It is written to `run.toml` with every result, and
+//! its canonical TOML text hashes to the run id.
+
+use crate::data::batch::SampleMode;
+use crate::data::split::Protocol;
+use crate::data::DatasetRef;
+use crate::error::bad_input;
+use crate::eval::Metric;
+use crate::model::{Gru4RecConfig, ModelKind, SasRecConfig};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The model and its hyper-parameters; only the chosen model's settings are part of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ModelSpec {
+    Pop,
+    Sasrec(SasRecConfig),
+    Gru4rec(Gru4RecConfig),
+}
+
+impl ModelSpec {
+    pub fn default_for(kind: ModelKind) -> Self {
+        match kind {
+            ModelKind::Pop => Self::Pop,
+            ModelKind::Sasrec => Self::Sasrec(SasRecConfig::default()),
+            ModelKind::Gru4rec => Self::Gru4rec(Gru4RecConfig::default()),
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            Self::Pop => ModelKind::Pop,
+            Self::Sasrec(_) => ModelKind::Sasrec,
+            Self::Gru4rec(_) => ModelKind::Gru4rec,
+        }
+    }
+}
+
+/// Optimisation, early stopping and evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Adam learning rate.
+    pub lr: f64,
+    /// L2 penalty added to the gradient (PyTorch `Adam(weight_decay=...)`).
+    pub weight_decay: f64,
+    /// Training windows per step (sequences in `sequence` mode, prefixes in `prefix` mode).
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation `valid_metric`.
+    pub patience: usize,
+    pub valid_metric: Metric,
+    pub sample_mode: SampleMode,
+    /// Longest history fed to the model.
+    pub max_len: usize,
+    /// Remove history items from the ranking (off in the paper).
+    pub mask_history: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            weight_decay: 0.0,
+            batch_size: 256,
+            eval_batch_size: 256,
+            max_epochs: 200,
+            patience: 10,
+            valid_metric: "ndcg@20".parse().expect("valid metric name"),
+            sample_mode: SampleMode::Sequence,
+            max_len: 50,
+            mask_history: false,
+        }
+    }
+}
+
+/// Everything that determines a run's results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub dataset: DatasetRef,
+    /// Keep only the first N users (a slice for quick runs and tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<usize>,
+    #[serde(default)]
+    pub protocol: Protocol,
+    pub seed: u64,
+    pub model: ModelSpec,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+impl RunConfig {
+    pub fn new(dataset: DatasetRef, model: ModelKind, seed: u64) -> Self {
+        Self {
+            dataset,
+            max_users: None,
+            protocol: Protocol::default(),
+            seed,
+            model: ModelSpec::default_for(model),
+            train: TrainConfig::default(),
+        }
+    }
+
+    /// Canonical TOML text (field order fixed by the struct definitions).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("run config serialises")
+    }
+
+    /// Stable id: the first 16 hex digits of BLAKE3 over the canonical TOML.
+    pub fn run_id(&self) -> String {
+        let hash = blake3::hash(self.to_toml().as_bytes()).to_hex();
+        format!("{}-{}-{}", self.dataset_slug(), self.model.kind().name(), &hash[..16])
+    }
+
+    fn dataset_slug(&self) -> String {
+        let s = self.dataset.to_string();
+        let base = s.rsplit(['/', ':']).next().unwrap_or(&s);
+        base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(24).collect()
+    }
+
+    /// Reads a run TOML file; unknown keys and wrong types are errors naming the file and key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+        cfg.validate().map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let t = &self.train;
+        if !(t.lr > 0.0 && t.lr.is_finite()) {
+            return Err(format!("train.lr must be a positive number, got {}", t.lr));
+        }
+        if t.weight_decay < 0.0 {
+            return Err(format!("train.weight_decay must be >= 0, got {}", t.weight_decay));
+        }
+        for (k, v) in [("batch_size", t.batch_size), ("eval_batch_size", t.eval_batch_size), ("max_len", t.max_len), ("max_epochs", t.max_epochs)] {
+            if v == 0 {
+                return Err(format!("train.{k} must be at least 1"));
+            }
+        }
+        if t.max_len < 2 {
+            return Err("train.max_len must be at least 2".into());
+        }
+        if let ModelSpec::Sasrec(c) = &self.model {
+            if c.n_heads == 0 || c.hidden % c.n_heads != 0 {
+                return Err(format!("model.hidden ({}) must be a multiple of model.n_heads ({})", c.hidden, c.n_heads));
+            }
+        }
+        if self.max_users == Some(0) {
+            return Err("max_users must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DatasetId;
+
+    #[test]
+    fn toml_round_trip_and_stable_id() {
+        let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
+        let text = cfg.to_toml();
+        let back: RunConfig = toml::from_str(&text).unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(back.run_id(), cfg.run_id());
+        assert!(cfg.run_id().starts_with("beauty-sasrec-"));
+        let mut other = cfg.clone();
+        other.seed = 2024;
+        assert_ne!(other.run_id(), cfg.run_id());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = "dataset = \"beauty\"\nseed = 1\n[model]\nkind = \"sasrec\"\nhiden = 3\n";
+        let e = toml::from_str::<RunConfig>(text).unwrap_err().to_string();
+        assert!(e.contains("hiden"), "{e}");
+        let text = "dataset = \"beauty\"\nseed = 1\n[model]\nkind = \"sasrec\"\n[train]\nlr = \"fast\"\n";
+        let e = toml::from_str::<RunConfig>(text).unwrap_err().to_string();
+        assert!(e.contains("lr") || e.contains("line 6"), "{e}");
+    }
+}

@@ -1,0 +1,88 @@
+//! The "eval" stage: full-ranking evaluation over all items.
+//!
+//! Instances are grouped into windows (one forward pass per user where the history fits, see
+//! [`crate::data::batch`]), scored in batches against every item (`[M, D] x [D, N]`), and each
+//! row's target rank is counted in parallel with rayon.
+
+pub mod metrics;
+pub mod rank;
+
+use crate::data::batch::{eval_batch, eval_windows};
+use crate::data::split::Instance;
+use crate::model::{Backbone, Ctx, Popularity};
+use candle_core::{Device, Result, Tensor};
+use rayon::prelude::*;
+
+pub use metrics::{Metric, Metrics};
+
+/// What scores the candidates.
+pub enum Scorer<'a> {
+    Model(&'a Backbone),
+    Pop(&'a Popularity),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    pub max_len: usize,
+    /// Windows per forward pass.
+    pub batch_size: usize,
+    /// Remove the user's earlier items from the ranking (off by default, as in the paper).
+    pub mask_history: bool,
+}
+
+/// Rank of each instance's target among all items (1 = best), in instance order.
+pub fn rank_instances(
+    scorer: &Scorer,
+    seqs: &[Vec<u32>],
+    instances: &[Instance],
+    opts: &EvalOptions,
+    device: &Device,
+) -> Result<Vec<u32>> {
+    let history = |inst: &Instance| -> Vec<usize> {
+        if opts.mask_history {
+            seqs[inst.user as usize][..inst.pos as usize].iter().map(|&i| i as usize - 1).collect()
+        } else {
+            Vec::new()
+        }
+    };
+    let target = |inst: &Instance| seqs[inst.user as usize][inst.pos as usize] as usize - 1;
+    let mut ranks = vec![0u32; instances.len()];
+    match scorer {
+        Scorer::Pop(pop) => {
+            ranks.par_iter_mut().zip(instances).for_each(|(r, inst)| {
+                *r = rank::rank_of(&pop.counts, target(inst), &history(inst));
+            });
+        }
+        Scorer::Model(model) => {
+            let cand_t = model.candidates()?.t()?.contiguous()?; // [D, N]
+            let n_items = cand_t.dim(1)?;
+            let windows = eval_windows(instances, opts.max_len);
+            for chunk in windows.chunks(opts.batch_size.max(1)) {
+                let batch = eval_batch(seqs, chunk);
+                let items = Tensor::from_vec(batch.items, (batch.rows, batch.width), device)?;
+                let hidden = model.forward(&items, &mut Ctx::eval())?; // [B, T, D]
+                let d = hidden.dim(2)?;
+                let (rows, inst_idx): (Vec<u32>, Vec<u32>) = chunk
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(r, w)| w.reads.iter().map(move |&(pos, k)| ((r * batch.width) as u32 + pos, k)))
+                    .unzip();
+                let rows = Tensor::from_vec(rows, inst_idx.len(), device)?;
+                let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
+                let scores = h.matmul(&cand_t)?.flatten_all()?.to_vec1::<f32>()?; // [M * N]
+                let got: Vec<u32> = scores
+                    .par_chunks(n_items)
+                    .zip(inst_idx.par_iter())
+                    .map(|(row, &k)| {
+                        let inst = &instances[k as usize];
+                        rank::rank_of(row, target(inst), &history(inst))
+                    })
+                    .collect();
+                for (&k, r) in inst_idx.iter().zip(got) {
+                    ranks[k as usize] = r;
+                }
+            }
+        }
+    }
+    Ok(ranks)
+}

@@ -1,0 +1,15 @@
+//! kdsr: an experiment harness reproducing "Lightweight Modality Adaptation to Sequential
+//! Recommendation via Correlation Supervision" (KDSR, ECIR 2024).
+//!
+//! Pipeline stages, one module each: [`data`] (sources, k-core, splits, batches) ->
+//! [`model`] (backbones) -> [`train`] (loss, optimiser, early stopping) -> [`eval`] (full
+//! ranking, metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings.
+
+pub mod bench;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod model;
+pub mod results;
+pub mod train;

@@ -1,0 +1,226 @@
+//! The `kdsr` command line.
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kdsr::config::RunConfig;
+use kdsr::data::batch::SampleMode;
+use kdsr::data::split::Protocol;
+use kdsr::data::stats::{check_against_paper, render_markdown, PaperCheck, Stats};
+use kdsr::data::{DataPaths, Dataset, DatasetId, DatasetRef};
+use kdsr::error::{bad_input, is_bad_input};
+use kdsr::model::ModelKind;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kdsr", version, about = "Reproduce and extend KDSR (ECIR 2024): sequential recommendation with correlation supervision")]
+struct Cli {
+    /// Directory with the shared datasets (default: $KDSR_DATA_DIR, else ../shared/data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Directory with data fetched by `just data` (default: $KDSR_CACHE_DIR, else .cache).
+    #[arg(long, global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Worker threads (default: all cores, or $RAYON_NUM_THREADS).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Dataset commands.
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
+    /// Train and evaluate one model; writes reports/runs/<run_id>/.
+    Train(TrainArgs),
+    /// Time a SASRec training step and a full evaluation on Beauty's shapes, optionally
+    /// against the PyTorch reference.
+    Bench(kdsr::bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Print the paper's Table 1 statistics computed from the data.
+    Stats {
+        /// Datasets (default: the paper's five).
+        #[arg(long, value_delimiter = ',')]
+        dataset: Vec<DatasetRef>,
+    },
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// A run TOML (as written to run.toml); flags below override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// beauty, sports, toys, clothing, ml-1m, ml-100k, seq:PATH or csv:PATH.
+    #[arg(long)]
+    dataset: Option<DatasetRef>,
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Maximum number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Keep only the first N users.
+    #[arg(long)]
+    max_users: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    patience: Option<usize>,
+    #[arg(long, value_enum)]
+    protocol: Option<Protocol>,
+    #[arg(long, value_enum)]
+    sample_mode: Option<SampleMode>,
+    /// Validation metric for early stopping, e.g. ndcg@20.
+    #[arg(long)]
+    valid_metric: Option<kdsr::eval::Metric>,
+    /// Remove history items from the ranking.
+    #[arg(long)]
+    mask_history: bool,
+    /// Where run folders go.
+    #[arg(long, default_value = "reports/runs")]
+    out: PathBuf,
+    /// Retrain even if the run already finished.
+    #[arg(long)]
+    force: bool,
+    /// No progress bar or per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
+    let mut cfg = match &a.config {
+        Some(path) => RunConfig::from_file(path)?,
+        None => {
+            let dataset = a.dataset.clone().ok_or_else(|| bad_input("--dataset is required (or --config FILE)"))?;
+            let model = a.model.ok_or_else(|| bad_input("--model is required (or --config FILE)"))?;
+            RunConfig::new(dataset, model, a.seed.unwrap_or(2023))
+        }
+    };
+    if let Some(d) = &a.dataset {
+        cfg.dataset = d.clone();
+    }
+    if let Some(m) = a.model {
+        if m != cfg.model.kind() {
+            cfg.model = kdsr::config::ModelSpec::default_for(m);
+        }
+    }
+    let t = &mut cfg.train;
+    macro_rules! set {
+        ($($field:ident => $target:expr),*) => { $(if let Some(v) = a.$field { $target = v; })* };
+    }
+    set!(seed => cfg.seed, epochs => t.max_epochs, lr => t.lr, weight_decay => t.weight_decay,
+         batch_size => t.batch_size, patience => t.patience, protocol => cfg.protocol,
+         sample_mode => t.sample_mode, valid_metric => t.valid_metric);
+    if a.mask_history {
+        t.mask_history = true;
+    }
+    if a.max_users.is_some() {
+        cfg.max_users = a.max_users;
+    }
+    cfg.validate().map_err(bad_input)?;
+    Ok(cfg)
+}
+
+fn train(a: TrainArgs, paths: &DataPaths) -> Result<()> {
+    let cfg = resolve_config(&a)?;
+    let run_id = cfg.run_id();
+    let metrics = kdsr::results::RunDir::metrics_path(&a.out, &run_id);
+    if metrics.exists() && !a.force {
+        println!("run {run_id} already finished: {} (use --force to retrain)", metrics.display());
+        return Ok(());
+    }
+    let mut ds = Dataset::load(&cfg.dataset, paths)?;
+    if let Some(n) = cfg.max_users {
+        ds = ds.truncate_users(n);
+    }
+    eprintln!(
+        "run {run_id}: {} on {} ({} users, {} items), protocol {}, seed {}",
+        cfg.model.kind().name(),
+        ds.name,
+        ds.sequences.len(),
+        ds.n_items,
+        cfg.protocol.name(),
+        cfg.seed
+    );
+    let opts = kdsr::train::RunOptions { device: candle_core::Device::Cpu, progress: !a.quiet };
+    let out = kdsr::train::train_run(&cfg, &ds, &a.out, &opts).with_context(|| format!("run {run_id}"))?;
+    let t = &out.test;
+    println!(
+        "{run_id}: best epoch {} of {} | test H@5 {:.4} M@5 {:.4} H@20 {:.4} M@20 {:.4} N@20 {:.4} | {:.1} s/epoch | {}",
+        out.best_epoch,
+        out.epochs.len(),
+        t.hr[0],
+        t.mrr[0],
+        t.hr[2],
+        t.mrr[2],
+        t.ndcg[2],
+        out.seconds_per_epoch,
+        out.dir.display()
+    );
+    Ok(())
+}
+
+fn data_stats(datasets: Vec<DatasetRef>, paths: &DataPaths) -> Result<()> {
+    let datasets = if datasets.is_empty() {
+        [DatasetId::Beauty, DatasetId::Clothing, DatasetId::Sports, DatasetId::Toys, DatasetId::Ml1m]
+            .map(DatasetRef::Named)
+            .to_vec()
+    } else {
+        datasets
+    };
+    let mut rows = Vec::new();
+    for d in &datasets {
+        let ds = Dataset::load(d, paths)?;
+        let s = Stats::of(&ds);
+        let m = match d {
+            DatasetRef::Named(id) => check_against_paper(*id, &s),
+            _ => PaperCheck::NotInPaper,
+        };
+        rows.push((s, m));
+    }
+    print!("{}", render_markdown(&rows));
+    if rows.iter().any(|(_, m)| m.is_mismatch()) {
+        anyhow::bail!("statistics differ from the paper's Table 1");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            return Err(bad_input("--threads must be at least 1"));
+        }
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let paths = DataPaths::resolve(cli.data_dir, cli.cache_dir);
+    match cli.command {
+        Command::Data { command: DataCommand::Stats { dataset } } => data_stats(dataset, &paths),
+        Command::Train(a) => train(a, &paths),
+        Command::Bench(a) => kdsr::bench::run(&a, &paths),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            for cause in err.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(if is_bad_input(&err) { 2 } else { 1 })
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! GRU4Rec (Hidasi et al., ICLR 2016) as configured in RecBole: embedding dropout, a GRU
+//! without biases, and a dense layer back to the embedding size.
+//!
+//! GRU cell (PyTorch's gate order r, z, n; no biases):
+//! `r = σ(W_ir x + W_hr h)`, `z = σ(W_iz x + W_hz h)`, `n = tanh(W_in x + r ⊙ (W_hn h))`,
+//! `h' = (1 - z) ⊙ n + z ⊙ h`.
+
+use super::layers::{embedding, linear, Ctx};
+use super::params::{xavier_normal, xavier_uniform};
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Gru4RecConfig {
+    pub embedding: usize,
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub dropout: f64,
+}
+
+impl Default for Gru4RecConfig {
+    /// RecBole's defaults.
+    fn default() -> Self {
+        Self { embedding: 64, hidden: 128, n_layers: 1, dropout: 0.3 }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct GruLayer {
+    w_ih: Tensor, // [3H, in]
+    w_hh: Tensor, // [3H, H]
+    hidden: usize,
+}
+
+impl GruLayer {
+    fn new(inp: usize, hidden: usize, layer: usize, vb: &VarBuilder) -> Result<Self> {
+        Ok(Self {
+            w_ih: vb.get_with_hints((3 * hidden, inp), &format!("weight_ih_l{layer}"), xavier_uniform(3 * hidden, inp))?,
+            w_hh: vb.get_with_hints((3 * hidden, hidden), &format!("weight_hh_l{layer}"), xavier_uniform(3 * hidden, hidden))?,
+            hidden,
+        })
+    }
+
+    /// [B, T, in] -> [B, T, H], starting from h = 0.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hs = self.hidden;
+        let xi = x.broadcast_matmul(&self.w_ih.t()?)?; // [B, T, 3H]
+        let w_hh_t = self.w_hh.t()?; // [H, 3H]
+        let mut h = Tensor::zeros((b, hs), x.dtype(), x.device())?;
+        let mut outs = Vec::with_capacity(t);
+        for step in 0..t {
+            let xs = xi.narrow(1, step, 1)?.squeeze(1)?; // [B, 3H]
+            let gh = h.matmul(&w_hh_t)?; // [B, 3H]
+            let r = candle_nn::ops::sigmoid(&(xs.narrow(D::Minus1, 0, hs)? + gh.narrow(D::Minus1, 0, hs)?)?)?;
+            let z = candle_nn::ops::sigmoid(&(xs.narrow(D::Minus1, hs, hs)? + gh.narrow(D::Minus1, hs, hs)?)?)?;
+            let n = (xs.narrow(D::Minus1, 2 * hs, hs)? + (r * gh.narrow(D::Minus1, 2 * hs, hs)?)?)?.tanh()?;
+            // h' = n + z * (h - n)
+            h = (&n + (z * (&h - &n)?)?)?;
+            outs.push(h.clone());
+        }
+        Tensor::stack(&outs, 1)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gru4Rec {
+    item_embedding: Embedding,
+    layers: Vec<GruLayer>,
+    dense: Linear,
+    dropout: f64,
+}
+
+impl Gru4Rec {
+    pub fn new(cfg: &Gru4RecConfig, n_items: usize, vb: VarBuilder) -> Result<Self> {
+        let item_embedding =
+            embedding(n_items + 1, cfg.embedding, xavier_normal(n_items + 1, cfg.embedding), vb.pp("item_embedding"))?;
+        let gru = vb.pp("gru_layers");
+        let layers = (0..cfg.n_layers)
+            .map(|l| GruLayer::new(if l == 0 { cfg.embedding } else { cfg.hidden }, cfg.hidden, l, &gru))
+            .collect::<Result<_>>()?;
+        let kaiming = Init::Kaiming {
+            dist: candle_nn::init::NormalOrUniform::Uniform,
+            fan: candle_nn::init::FanInOut::FanIn,
+            non_linearity: candle_nn::init::NonLinearity::Linear,
+        };
+        // PyTorch's Linear default: weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        let b = 1.0 / (cfg.hidden as f64).sqrt();
+        let dense = linear(cfg.hidden, cfg.embedding, kaiming, Some(Init::Uniform { lo: -b, up: b }), vb.pp("dense"))?;
+        Ok(Self { item_embedding, layers, dense, dropout: cfg.dropout })
+    }
+
+    /// `items`: [B, T] u32, left-aligned -> [B, T, E]; position `i` sees items `0..=i`.
+    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let mut x = ctx.dropout(&self.item_embedding.forward(items)?, self.dropout)?;
+        for layer in &self.layers {
+            x = layer.forward(&x)?;
+        }
+        self.dense.forward(&x)
+    }
+
+    pub fn item_table(&self) -> &Tensor {
+        self.item_embedding.embeddings()
+    }
+}

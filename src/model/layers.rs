@@ -1,0 +1,106 @@
+//! Building blocks shared by the backbones: seeded dropout, a differentiable layer norm,
+//! linear and embedding constructors with explicit initialisers.
+
+use candle_core::{Result, Tensor, D};
+use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Per-forward state: training flag and the RNG that draws dropout masks.
+pub struct Ctx {
+    pub train: bool,
+    rng: ChaCha8Rng,
+}
+
+impl Ctx {
+    /// Training context whose dropout masks are fixed by `seed`.
+    pub fn train(seed: u64) -> Self {
+        Self { train: true, rng: ChaCha8Rng::seed_from_u64(seed) }
+    }
+
+    /// Inference context: dropout is the identity.
+    pub fn eval() -> Self {
+        Self { train: false, rng: ChaCha8Rng::seed_from_u64(0) }
+    }
+
+    /// Inverted dropout: `x * m / (1 - p)`, `m ~ Bernoulli(1 - p)`; identity in eval mode.
+    pub fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if !self.train || p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let keep = 1.0 - p;
+        let scale = (1.0 / keep) as f32;
+        let mask: Vec<f32> =
+            (0..x.elem_count()).map(|_| if self.rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+        x * Tensor::from_vec(mask, x.shape(), x.device())?
+    }
+}
+
+/// Layer normalisation over the last dimension, built from differentiable ops:
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias` (biased variance, as PyTorch).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get_with_hints(dim, "weight", Init::Const(1.0))?,
+            bias: vb.get_with_hints(dim, "bias", Init::Const(0.0))?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// `Linear(in -> out)` with weight `[out, in]` drawn from `w_init` and the bias from `b_init`.
+pub fn linear(inp: usize, out: usize, w_init: Init, b_init: Option<Init>, vb: VarBuilder) -> Result<Linear> {
+    let w = vb.get_with_hints((out, inp), "weight", w_init)?;
+    let b = b_init.map(|i| vb.get_with_hints(out, "bias", i)).transpose()?;
+    Ok(Linear::new(w, b))
+}
+
+/// Embedding table `[n, dim]` drawn from `init`.
+pub fn embedding(n: usize, dim: usize, init: Init, vb: VarBuilder) -> Result<Embedding> {
+    Ok(Embedding::new(vb.get_with_hints((n, dim), "weight", init)?, dim))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn layer_norm_normalises() {
+        let vb = crate::model::params::ParamStore::new(0);
+        let ln = LayerNorm::new(4, 1e-12, vb.var_builder(&Device::Cpu)).unwrap();
+        let x = Tensor::new(&[[1f32, 2., 3., 4.]], &Device::Cpu).unwrap();
+        let y = ln.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        let want = [-1.3416408f32, -0.4472136, 0.4472136, 1.3416408];
+        for (a, b) in y[0].iter().zip(want) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn dropout_is_seeded_and_scaled() {
+        let x = Tensor::ones(1000, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let a = Ctx::train(7).dropout(&x, 0.5).unwrap().to_vec1::<f32>().unwrap();
+        let b = Ctx::train(7).dropout(&x, 0.5).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b);
+        assert!(a.iter().all(|&v| v == 0.0 || v == 2.0));
+        let kept = a.iter().filter(|&&v| v > 0.0).count();
+        assert!((400..600).contains(&kept), "{kept}");
+        assert_eq!(Ctx::eval().dropout(&x, 0.5).unwrap().to_vec1::<f32>().unwrap(), vec![1.0; 1000]);
+    }
+}

@@ -1,0 +1,100 @@
+//! The "model" stage: sequential backbones behind one enum.
+//!
+//! Every neural backbone maps left-aligned item ids `[B, T]` to causal hidden states
+//! `[B, T, D]` and scores items by the dot product with its item table (row 0 = padding is
+//! never a candidate). [`Popularity`] is the non-neural reference.
+
+pub mod gru4rec;
+pub mod layers;
+pub mod params;
+pub mod sasrec;
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+pub use gru4rec::{Gru4Rec, Gru4RecConfig};
+pub use layers::Ctx;
+pub use sasrec::{SasRec, SasRecConfig};
+
+/// The models the harness can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Most popular items in the training data (no training).
+    Pop,
+    Sasrec,
+    Gru4rec,
+}
+
+impl ModelKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pop => "pop",
+            Self::Sasrec => "sasrec",
+            Self::Gru4rec => "gru4rec",
+        }
+    }
+}
+
+/// A trainable sequential backbone.
+#[derive(Debug, Clone)]
+pub enum Backbone {
+    SasRec(SasRec),
+    Gru4Rec(Gru4Rec),
+}
+
+impl Backbone {
+    pub fn new(
+        kind: ModelKind,
+        sasrec: &SasRecConfig,
+        gru4rec: &Gru4RecConfig,
+        n_items: usize,
+        max_len: usize,
+        vb: VarBuilder,
+    ) -> Result<Option<Self>> {
+        Ok(match kind {
+            ModelKind::Pop => None,
+            ModelKind::Sasrec => Some(Self::SasRec(SasRec::new(sasrec, n_items, max_len, vb)?)),
+            ModelKind::Gru4rec => Some(Self::Gru4Rec(Gru4Rec::new(gru4rec, n_items, vb)?)),
+        })
+    }
+
+    /// [B, T] u32 -> [B, T, D]
+    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        match self {
+            Self::SasRec(m) => m.forward(items, ctx),
+            Self::Gru4Rec(m) => m.forward(items, ctx),
+        }
+    }
+
+    /// Candidate item embeddings for ids 1..=N: [N, D]
+    pub fn candidates(&self) -> Result<Tensor> {
+        let table = match self {
+            Self::SasRec(m) => m.item_table(),
+            Self::Gru4Rec(m) => m.item_table(),
+        };
+        table.narrow(0, 1, table.dim(0)? - 1)
+    }
+}
+
+/// Popularity: every user gets the same scores, the item's count among training inputs and
+/// targets.
+#[derive(Debug, Clone)]
+pub struct Popularity {
+    /// counts[id - 1]
+    pub counts: Vec<f32>,
+}
+
+impl Popularity {
+    pub fn fit(sequences: &[Vec<u32>], train_end: &[u32], n_items: usize) -> Self {
+        let mut counts = vec![0f32; n_items];
+        for (s, &end) in sequences.iter().zip(train_end) {
+            for &i in &s[..end as usize] {
+                counts[i as usize - 1] += 1.0;
+            }
+        }
+        Self { counts }
+    }
+}

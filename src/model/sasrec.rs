@@ -1,0 +1,154 @@
+//! SASRec (Kang & McAuley, ICDM 2018) as configured in RecBole: learned positions, a
+//! post-LN Transformer encoder with a causal + key-padding mask, GELU feed-forward.
+//! Parameter names follow RecBole's module names, so a RecBole state dict maps one to one.
+
+use super::layers::{embedding, linear, Ctx, LayerNorm};
+use candle_core::{Device, Result, Tensor, D};
+use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SasRecConfig {
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub inner: usize,
+    pub hidden_dropout: f64,
+    pub attn_dropout: f64,
+    pub layer_norm_eps: f64,
+    pub init_std: f64,
+}
+
+impl Default for SasRecConfig {
+    /// RecBole's defaults.
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            n_layers: 2,
+            n_heads: 2,
+            inner: 256,
+            hidden_dropout: 0.5,
+            attn_dropout: 0.5,
+            layer_norm_eps: 1e-12,
+            init_std: 0.02,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    dense: Linear,
+    attn_ln: LayerNorm,
+    dense_1: Linear,
+    dense_2: Linear,
+    ffn_ln: LayerNorm,
+    n_heads: usize,
+    hidden_dropout: f64,
+    attn_dropout: f64,
+}
+
+impl Block {
+    fn new(cfg: &SasRecConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, init, zero) = (cfg.hidden, Init::Randn { mean: 0.0, stdev: cfg.init_std }, Some(Init::Const(0.0)));
+        let att = vb.pp("multi_head_attention");
+        let ff = vb.pp("feed_forward");
+        Ok(Self {
+            query: linear(d, d, init, zero, att.pp("query"))?,
+            key: linear(d, d, init, zero, att.pp("key"))?,
+            value: linear(d, d, init, zero, att.pp("value"))?,
+            dense: linear(d, d, init, zero, att.pp("dense"))?,
+            attn_ln: LayerNorm::new(d, cfg.layer_norm_eps, att.pp("LayerNorm"))?,
+            dense_1: linear(d, cfg.inner, init, zero, ff.pp("dense_1"))?,
+            dense_2: linear(cfg.inner, d, init, zero, ff.pp("dense_2"))?,
+            ffn_ln: LayerNorm::new(d, cfg.layer_norm_eps, ff.pp("LayerNorm"))?,
+            n_heads: cfg.n_heads,
+            hidden_dropout: cfg.hidden_dropout,
+            attn_dropout: cfg.attn_dropout,
+        })
+    }
+
+    /// `x`: [B, T, D], `mask`: additive [B, 1, T, T] -> [B, T, D]
+    fn forward(&self, x: &Tensor, mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let (h, dh) = (self.n_heads, d / self.n_heads);
+        let heads = |l: &Linear| -> Result<Tensor> {
+            l.forward(x)?.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous() // [B, H, T, dh]
+        };
+        let (q, k, v) = (heads(&self.query)?, heads(&self.key)?, heads(&self.value)?);
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
+        let probs = candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
+        let probs = ctx.dropout(&probs, self.attn_dropout)?;
+        let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
+        let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
+        let x = self.attn_ln.forward(&(att + x)?)?;
+        let ff = self.dense_2.forward(&self.dense_1.forward(&x)?.gelu_erf()?)?;
+        let ff = ctx.dropout(&ff, self.hidden_dropout)?;
+        self.ffn_ln.forward(&(ff + x)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SasRec {
+    item_embedding: Embedding,
+    position_embedding: Tensor,
+    ln: LayerNorm,
+    blocks: Vec<Block>,
+    hidden_dropout: f64,
+}
+
+impl SasRec {
+    /// `n_items` real items (ids 1..=n_items, 0 = padding), positions up to `max_len`.
+    pub fn new(cfg: &SasRecConfig, n_items: usize, max_len: usize, vb: VarBuilder) -> Result<Self> {
+        if cfg.hidden % cfg.n_heads != 0 {
+            candle_core::bail!("sasrec: hidden {} is not a multiple of n_heads {}", cfg.hidden, cfg.n_heads);
+        }
+        let init = Init::Randn { mean: 0.0, stdev: cfg.init_std };
+        let item_embedding = embedding(n_items + 1, cfg.hidden, init, vb.pp("item_embedding"))?;
+        let position_embedding = vb.pp("position_embedding").get_with_hints((max_len, cfg.hidden), "weight", init)?;
+        let ln = LayerNorm::new(cfg.hidden, cfg.layer_norm_eps, vb.pp("LayerNorm"))?;
+        let enc = vb.pp("trm_encoder").pp("layer");
+        let blocks = (0..cfg.n_layers).map(|l| Block::new(cfg, enc.pp(l))).collect::<Result<_>>()?;
+        Ok(Self { item_embedding, position_embedding, ln, blocks, hidden_dropout: cfg.hidden_dropout })
+    }
+
+    /// `items`: [B, T] u32, left-aligned, 0 = padding -> hidden states [B, T, D]; position `i`
+    /// sees items `0..=i` only.
+    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let (_, t) = items.dims2()?;
+        let pos = self.position_embedding.narrow(0, 0, t)?; // [T, D]
+        let x = self.item_embedding.forward(items)?.broadcast_add(&pos)?;
+        let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
+        let mask = attention_mask(items)?;
+        for block in &self.blocks {
+            x = block.forward(&x, &mask, ctx)?;
+        }
+        Ok(x)
+    }
+
+    /// Item table `[n_items + 1, D]` (row 0 = padding) used for output scores.
+    pub fn item_table(&self) -> &Tensor {
+        self.item_embedding.embeddings()
+    }
+}
+
+/// RecBole's extended attention mask: 0 where key `j <= i` and item `j` is not padding,
+/// -10000 elsewhere. [B, T] -> [B, 1, T, T]
+pub fn attention_mask(items: &Tensor) -> Result<Tensor> {
+    let (b, t) = items.dims2()?;
+    let ids = items.to_vec2::<u32>()?;
+    let mut m = vec![-10000f32; b * t * t];
+    for (r, row) in ids.iter().enumerate() {
+        for i in 0..t {
+            for j in 0..=i {
+                if row[j] != 0 {
+                    m[(r * t + i) * t + j] = 0.0;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, (b, 1, t, t), &Device::Cpu)?.to_device(items.device())
+}

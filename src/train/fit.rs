@@ -1,0 +1,254 @@
+//! `train_run`: trains and evaluates one [`RunConfig`] and writes its records.
+//!
+//! Loss per step: `CE = -mean_m log softmax(h_m E^T)[y_m]` over every target position `m` of
+//! the batch, with `h_m` the backbone's hidden state and `E` the item table without padding.
+//! After each epoch both validation and test instances are ranked (one pass); the reported
+//! test metrics are those of the best validation epoch. The released code's selection (the
+//! best test value of each metric over epochs) is recorded separately, for comparison only.
+
+use crate::config::{ModelSpec, RunConfig};
+use crate::data::batch::{train_batch, train_windows, Batch};
+use crate::data::split::{Instance, Split};
+use crate::data::Dataset;
+use crate::eval::{rank_instances, EvalOptions, Metric, Metrics, Scorer};
+use crate::model::params::ParamStore;
+use crate::model::{Backbone, Ctx, Popularity};
+use crate::results::{CodeVersion, EpochLog, RunDir};
+use crate::train::optim::Adam;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub struct RunOptions {
+    pub device: Device,
+    /// Show a progress bar per epoch and a log line per epoch on stderr.
+    pub progress: bool,
+}
+
+pub struct RunOutcome {
+    pub run_id: String,
+    pub dir: PathBuf,
+    pub best_epoch: usize,
+    pub valid: Metrics,
+    pub test: Metrics,
+    pub epochs: Vec<EpochLog>,
+    pub seconds_per_epoch: f64,
+}
+
+/// Mean cross-entropy over the target positions of `batch`; returns (loss, targets).
+pub fn batch_loss(model: &Backbone, batch: &Batch, ctx: &mut Ctx, device: &Device) -> candle_core::Result<(Tensor, usize)> {
+    let items = Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), device)?;
+    let hidden = model.forward(&items, ctx)?; // [B, T, D]
+    let d = hidden.dim(2)?;
+    let (rows, targets): (Vec<u32>, Vec<u32>) =
+        batch.targets.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i as u32, t - 1)).unzip();
+    let m = rows.len();
+    let rows = Tensor::from_vec(rows, m, device)?;
+    let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
+    let logits = h.matmul(&model.candidates()?.t()?)?; // [M, N]
+    let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_vec(targets, m, device)?)?;
+    Ok((loss, m))
+}
+
+fn seed_for(seed: u64, stream: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream)
+}
+
+/// Trains `cfg` on `ds` and writes `<root>/<run_id>/`.
+pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) -> Result<RunOutcome> {
+    let run_id = cfg.run_id();
+    let mut dir = RunDir::create(root, &run_id, &cfg.to_toml())?;
+    let started = Instant::now();
+    let result = fit(cfg, ds, &mut dir, opts);
+    match result {
+        Ok(mut out) => {
+            out.run_id = run_id;
+            let record = final_record(cfg, ds, &out, started.elapsed().as_secs_f64());
+            dir.finish(&record)?;
+            Ok(out)
+        }
+        Err(e) => {
+            let failed = json!({"run_id": run_id, "status": "failed", "reason": format!("{e:#}")});
+            let _ = crate::results::write_atomic(&dir.dir.join("failed.json"), failed.to_string().as_bytes());
+            Err(e)
+        }
+    }
+}
+
+fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Result<RunOutcome> {
+    let t = &cfg.train;
+    let split = Split::new(&ds.sequences, cfg.protocol);
+    let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
+    let n_valid = split.valid.len();
+    let eval_opts = EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history };
+    let evaluate = |scorer: &Scorer| -> Result<(Metrics, Metrics, f64)> {
+        let t0 = Instant::now();
+        let ranks = rank_instances(scorer, &ds.sequences, &instances, &eval_opts, &opts.device)?;
+        let (v, te) = ranks.split_at(n_valid);
+        Ok((Metrics::from_ranks(v.iter().copied()), Metrics::from_ranks(te.iter().copied()), t0.elapsed().as_secs_f64()))
+    };
+    let mut out = RunOutcome {
+        run_id: String::new(),
+        dir: dir.dir.clone(),
+        best_epoch: 0,
+        valid: Metrics::default(),
+        test: Metrics::default(),
+        epochs: Vec::new(),
+        seconds_per_epoch: 0.0,
+    };
+
+    if let ModelSpec::Pop = cfg.model {
+        let pop = Popularity::fit(&ds.sequences, &split.train_end, ds.n_items);
+        let (valid, test, secs) = evaluate(&Scorer::Pop(&pop))?;
+        let log = EpochLog { epoch: 0, loss: 0.0, train_seconds: 0.0, eval_seconds: secs, valid: valid.clone(), test: test.clone() };
+        dir.append_epoch(&log)?;
+        out.valid = valid;
+        out.test = test;
+        out.epochs.push(log);
+        return Ok(out);
+    }
+
+    let params = ParamStore::new(cfg.seed);
+    let vb = params.var_builder(&opts.device);
+    let (sasrec, gru) = match &cfg.model {
+        ModelSpec::Sasrec(c) => (c.clone(), Default::default()),
+        ModelSpec::Gru4rec(c) => (Default::default(), c.clone()),
+        ModelSpec::Pop => unreachable!("handled above"),
+    };
+    let model = Backbone::new(cfg.model.kind(), &sasrec, &gru, ds.n_items, t.max_len, vb)?.expect("neural model");
+    let mut adam = Adam::new(params.vars().into_iter().map(|(_, v)| v).collect(), t.lr, t.weight_decay)?;
+    let mut windows = train_windows(&split, t.max_len, t.sample_mode);
+    if windows.is_empty() {
+        bail!(crate::error::bad_input(format!("dataset `{}` has no training targets", ds.name)));
+    }
+    let mut shuffle_rng = ChaCha8Rng::seed_from_u64(seed_for(cfg.seed, 1));
+    let mut ctx = Ctx::train(seed_for(cfg.seed, 2));
+    let n_batches = windows.len().div_ceil(t.batch_size);
+    let metric: Metric = t.valid_metric;
+    let mut best = f64::NEG_INFINITY;
+    let mut bad_epochs = 0;
+
+    for epoch in 1..=t.max_epochs {
+        windows.shuffle(&mut shuffle_rng);
+        let bar = progress_bar(opts.progress, n_batches as u64, epoch);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut n_targets) = (0f64, 0usize);
+        for (step, chunk) in windows.chunks(t.batch_size).enumerate() {
+            let batch = train_batch(&ds.sequences, chunk);
+            let (loss, m) = batch_loss(&model, &batch, &mut ctx, &opts.device)?;
+            let value = loss.to_scalar::<f32>()? as f64;
+            if !value.is_finite() {
+                bail!("training loss is {value} at epoch {epoch}, step {}", step + 1);
+            }
+            adam.step(&loss.backward()?)?;
+            loss_sum += value * m as f64;
+            n_targets += m;
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(format!(
+                    "loss {:.4} | {:.0} samples/s",
+                    loss_sum / n_targets as f64,
+                    n_targets as f64 / t0.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        let train_seconds = t0.elapsed().as_secs_f64();
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let (valid, test, eval_seconds) = evaluate(&Scorer::Model(&model))?;
+        let log = EpochLog { epoch, loss: loss_sum / n_targets as f64, train_seconds, eval_seconds, valid, test };
+        dir.append_epoch(&log)?;
+        let score = log.valid.get(metric);
+        let improved = score > best;
+        if opts.progress {
+            eprintln!(
+                "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | test hr@5 {:.4} mrr@5 {:.4} hr@20 {:.4} mrr@20 {:.4} | {train_seconds:.1}s train, {eval_seconds:.1}s eval",
+                log.loss,
+                if improved { " *" } else { "" },
+                log.test.hr[0],
+                log.test.mrr[0],
+                log.test.hr[2],
+                log.test.mrr[2]
+            );
+        }
+        if improved {
+            best = score;
+            bad_epochs = 0;
+            out.best_epoch = epoch;
+            out.valid = log.valid.clone();
+            out.test = log.test.clone();
+            dir.save_checkpoint(&params.tensors()).context("saving the best checkpoint")?;
+        } else {
+            bad_epochs += 1;
+        }
+        out.epochs.push(log);
+        if bad_epochs >= t.patience {
+            break;
+        }
+    }
+    out.seconds_per_epoch = out.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / out.epochs.len() as f64;
+    Ok(out)
+}
+
+fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
+    if !enabled {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let style = indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+        .expect("valid template")
+        .progress_chars("=> ");
+    bar.set_style(style);
+    bar.set_prefix(epoch.to_string());
+    Some(bar)
+}
+
+/// The released code's model selection: the best test value of each metric over all epochs
+/// (each metric may come from a different epoch). Recorded for comparison, never as our result.
+fn test_best_per_metric(epochs: &[EpochLog]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for m in Metrics::all() {
+        if let Some(e) = epochs.iter().max_by(|a, b| a.test.get(m).total_cmp(&b.test.get(m))) {
+            map.insert(m.to_string(), json!({"value": e.test.get(m), "epoch": e.epoch}));
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+fn final_record(cfg: &RunConfig, ds: &Dataset, out: &RunOutcome, total_seconds: f64) -> serde_json::Value {
+    let split = Split::new(&ds.sequences, cfg.protocol);
+    let eval_seconds = out.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / out.epochs.len().max(1) as f64;
+    let finished_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    json!({
+        "run_id": out.run_id,
+        "status": "finished",
+        "dataset": ds.name,
+        "model": cfg.model.kind().name(),
+        "protocol": cfg.protocol.name(),
+        "selection": format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
+        "seed": cfg.seed,
+        "config": serde_json::to_value(cfg).expect("config serialises"),
+        "code_version": CodeVersion::current(),
+        "threads": rayon::current_num_threads(),
+        "finished_at_unix": finished_at,
+        "n_users": ds.sequences.len(),
+        "n_items": ds.n_items,
+        "n_train_targets": split.n_train_targets(),
+        "n_valid": split.valid.len(),
+        "n_test": split.test.len(),
+        "epochs_run": out.epochs.len(),
+        "best_epoch": out.best_epoch,
+        "seconds_per_epoch": out.seconds_per_epoch,
+        "eval_seconds_per_epoch": eval_seconds,
+        "total_seconds": total_seconds,
+        "valid": out.valid.to_json(),
+        "test": out.test.to_json(),
+        "test_best_per_metric_released_code_selection": test_best_per_metric(&out.epochs),
+    })
+}
