@@ -170,7 +170,9 @@ fn run_torch(
         .arg(reps.to_string())
         .output()
         .with_context(|| format!("running {} {}", python.display(), script.display()))?;
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("KDSR_BENCH_KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if !out.status.success() {
         bail!("torch reference failed: {}", String::from_utf8_lossy(&out.stderr));
     }

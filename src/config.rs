@@ -50,7 +50,8 @@ pub struct TrainConfig {
     pub batch_size: usize,
     pub eval_batch_size: usize,
     pub max_epochs: usize,
-    /// Stop after this many epochs without a better validation `valid_metric`.
+    /// Stop after this many epochs without a better validation `valid_metric` (default 6, the
+    /// released code's patience).
     pub patience: usize,
     pub valid_metric: Metric,
     pub sample_mode: SampleMode,
@@ -68,7 +69,7 @@ impl Default for TrainConfig {
             batch_size: 256,
             eval_batch_size: 256,
             max_epochs: 200,
-            patience: 10,
+            patience: 6,
             valid_metric: "ndcg@20".parse().expect("valid metric name"),
             sample_mode: SampleMode::Sequence,
             max_len: 50,

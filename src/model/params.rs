@@ -43,9 +43,10 @@ impl ParamStore {
         self.vars().iter().map(|(_, v)| v.elem_count()).sum()
     }
 
-    /// Current values as plain tensors (for checkpoints).
+    /// Current values as plain tensors, copied (a `Var` is updated in place, so a detached
+    /// view would change with training).
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
-        self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().detach())).collect()
+        self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().copy().expect("copy of a parameter"))).collect()
     }
 
     /// Overwrites parameters from `values` (every stored parameter must be present).
