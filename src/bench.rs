@@ -91,7 +91,11 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
             let t0 = Instant::now();
             rank_instances(&Scorer::Model(&model), &ds.sequences, &instances, &opts, &device)?;
             let ms = t0.elapsed().as_secs_f64() * 1e3;
-            eprintln!("candle sasrec full evaluation: {ms:.0} ms ({} instances x {} items)", instances.len(), ds.n_items);
+            eprintln!(
+                "candle sasrec full evaluation: {ms:.0} ms ({} instances x {} items)",
+                instances.len(),
+                ds.n_items
+            );
             report.insert("eval_ms".into(), json!(ms));
             report.insert("eval_instances".into(), json!(instances.len()));
         }
@@ -109,9 +113,11 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         for (k, v) in torch.as_object().context("torch reference printed a non-object")? {
             report.insert(k.clone(), v.clone());
         }
-        let ratio = report["sasrec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_sasrec_step_ms"].as_f64().unwrap_or(1.0);
+        let ratio =
+            report["sasrec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_sasrec_step_ms"].as_f64().unwrap_or(1.0);
         report.insert("ratio".into(), json!(ratio));
-        let gratio = report["gru4rec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_gru4rec_step_ms"].as_f64().unwrap_or(1.0);
+        let gratio =
+            report["gru4rec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_gru4rec_step_ms"].as_f64().unwrap_or(1.0);
         report.insert("gru4rec_ratio".into(), json!(gratio));
         eprintln!(
             "torch sasrec step: {:.1} ms -> candle/torch ratio {ratio:.2}; gru4rec {:.1} ms -> ratio {gratio:.2}",
@@ -119,7 +125,8 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
             report["torch_gru4rec_step_ms"].as_f64().unwrap_or(0.0)
         );
         for name in ["sasrec", "gru4rec"] {
-            let (a, b) = (report[&format!("{name}_loss_eval")].as_f64(), report[&format!("torch_{name}_loss_eval")].as_f64());
+            let (a, b) =
+                (report[&format!("{name}_loss_eval")].as_f64(), report[&format!("torch_{name}_loss_eval")].as_f64());
             if let (Some(a), Some(b)) = (a, b) {
                 eprintln!("{name} loss on the same batch and weights: candle {a:.6}, torch {b:.6}");
                 if (a - b).abs() > 1e-3 * b.abs().max(1.0) {
@@ -151,9 +158,13 @@ fn run_torch(
     let dev = Device::Cpu;
     let (rows, targets): (Vec<u32>, Vec<u32>) =
         batch.targets.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i as u32, t - 1)).unzip();
-    let cfg = json!({"n_items": n_items, "max_len": max_len, "threads": threads, "models": ["sasrec", "gru4rec"]}).to_string();
+    let cfg = json!({"n_items": n_items, "max_len": max_len, "threads": threads, "models": ["sasrec", "gru4rec"]})
+        .to_string();
     let cfg_bytes: Vec<u8> = cfg.into_bytes();
-    npz.push(("items".into(), Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), &dev)?.to_dtype(candle_core::DType::I64)?));
+    npz.push((
+        "items".into(),
+        Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), &dev)?.to_dtype(candle_core::DType::I64)?,
+    ));
     npz.push(("rows".into(), Tensor::new(rows, &dev)?.to_dtype(candle_core::DType::I64)?));
     npz.push(("targets".into(), Tensor::new(targets, &dev)?.to_dtype(candle_core::DType::I64)?));
     npz.push(("config".into(), Tensor::new(cfg_bytes, &dev)?));

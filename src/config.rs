@@ -125,7 +125,8 @@ impl RunConfig {
 
     /// Reads a run TOML file; unknown keys and wrong types are errors naming the file and key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
         let cfg: Self = toml::from_str(&text).map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
         cfg.validate().map_err(|e| bad_input(format!("{}: {e}", path.display())))?;
         Ok(cfg)
@@ -140,7 +141,12 @@ impl RunConfig {
         if t.weight_decay < 0.0 {
             return Err(format!("train.weight_decay must be >= 0, got {}", t.weight_decay));
         }
-        for (k, v) in [("batch_size", t.batch_size), ("eval_batch_size", t.eval_batch_size), ("max_len", t.max_len), ("max_epochs", t.max_epochs)] {
+        for (k, v) in [
+            ("batch_size", t.batch_size),
+            ("eval_batch_size", t.eval_batch_size),
+            ("max_len", t.max_len),
+            ("max_epochs", t.max_epochs),
+        ] {
             if v == 0 {
                 return Err(format!("train.{k} must be at least 1"));
             }

@@ -43,9 +43,7 @@ mod tests {
 
     #[test]
     fn bad_input_is_found_through_context() {
-        let err = Err::<(), _>(bad_input("x.txt:3: not an integer"))
-            .context("loading dataset")
-            .unwrap_err();
+        let err = Err::<(), _>(bad_input("x.txt:3: not an integer")).context("loading dataset").unwrap_err();
         assert!(is_bad_input(&err));
         assert!(!is_bad_input(&anyhow::anyhow!("disk full")));
     }

@@ -3,7 +3,8 @@
 //!
 //! Pipeline stages, one module each: [`data`] (sources, k-core, splits, batches) ->
 //! [`model`] (backbones) -> [`train`] (loss, optimiser, early stopping) -> [`eval`] (full
-//! ranking, metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings.
+//! ranking, metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings;
+//! [`ops`] holds fused CPU kernels with their own backward passes.
 
 pub mod bench;
 pub mod config;
@@ -11,5 +12,6 @@ pub mod data;
 pub mod error;
 pub mod eval;
 pub mod model;
+pub mod ops;
 pub mod results;
 pub mod train;

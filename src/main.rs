@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kdsr", version, about = "Reproduce and extend KDSR (ECIR 2024): sequential recommendation with correlation supervision")]
+#[command(
+    name = "kdsr",
+    version,
+    about = "Reproduce and extend KDSR (ECIR 2024): sequential recommendation with correlation supervision"
+)]
 struct Cli {
     /// Directory with the shared datasets (default: $KDSR_DATA_DIR, else ../shared/data).
     #[arg(long, global = true)]

@@ -18,9 +18,16 @@ fn check(kind: ModelKind) {
     ds.sequences.retain(|s| s.len() <= 40); // no truncation at max_len 50
     let split = Split::new(&ds.sequences, Protocol::Paper);
     let params = ParamStore::new(7);
-    let model = Backbone::new(kind, &SasRecConfig::default(), &Gru4RecConfig::default(), ds.n_items, 50, params.var_builder(&Device::Cpu))
-        .unwrap()
-        .unwrap();
+    let model = Backbone::new(
+        kind,
+        &SasRecConfig::default(),
+        &Gru4RecConfig::default(),
+        ds.n_items,
+        50,
+        params.var_builder(&Device::Cpu),
+    )
+    .unwrap()
+    .unwrap();
     let mut results = Vec::new();
     for mode in [SampleMode::Prefix, SampleMode::Sequence] {
         let windows = train_windows(&split, 50, mode);

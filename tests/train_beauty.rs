@@ -65,7 +65,11 @@ fn same_seed_same_metrics_and_gru4rec_learns() {
     };
     assert_eq!(rows(a.path()), rows(b.path()));
     assert_eq!(r1.test, r2.test);
-    assert!(r1.epochs[1].loss < r1.epochs[0].loss, "loss should fall: {:?}", r1.epochs.iter().map(|e| e.loss).collect::<Vec<_>>());
+    assert!(
+        r1.epochs[1].loss < r1.epochs[0].loss,
+        "loss should fall: {:?}",
+        r1.epochs.iter().map(|e| e.loss).collect::<Vec<_>>()
+    );
     let mut other = cfg.clone();
     other.seed = 7;
     let r3 = train_run(&other, &ds, a.path(), &opts()).unwrap();
@@ -76,7 +80,20 @@ fn same_seed_same_metrics_and_gru4rec_learns() {
 fn cli_train_writes_records_and_skips_finished_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let args = ["train", "--dataset", "beauty", "--model", "sasrec", "--max-users", "300", "--epochs", "1", "--quiet", "--out", out];
+    let args = [
+        "train",
+        "--dataset",
+        "beauty",
+        "--model",
+        "sasrec",
+        "--max-users",
+        "300",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        out,
+    ];
     let first = common::kdsr_bin().args(args).output().unwrap();
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let runs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();

@@ -128,7 +128,8 @@ mod tests {
 
     #[test]
     fn sequences_are_time_ordered_with_dense_first_seen_ids() {
-        let data = vec![it("u2", "b", 5.0), it("u1", "c", 2.0), it("u2", "a", 1.0), it("u1", "b", 1.0), it("u2", "c", 5.0)];
+        let data =
+            vec![it("u2", "b", 5.0), it("u1", "c", 2.0), it("u2", "a", 1.0), it("u1", "b", 1.0), it("u2", "c", 5.0)];
         let s = to_sequences(&data);
         assert_eq!(s.user_tokens, vec!["u2".to_string(), "u1".to_string()]);
         // u2: a(1), b(5), c(5; tie keeps file order) -> ids 1, 2, 3. u1: b(1), c(2) -> 2, 3.

@@ -172,8 +172,10 @@ impl Dataset {
             DatasetRef::SequenceFile(p) => DatasetSource::Sequences(p.clone()),
             DatasetRef::RatingsCsv(p) => DatasetSource::RatingsCsv { path: p.clone(), k: 5 },
         };
-        if let (DatasetRef::Named(id @ (DatasetId::Ml1m | DatasetId::Ml100k)), DatasetSource::AtomicInter { path, .. }) =
-            (dataset, &source)
+        if let (
+            DatasetRef::Named(id @ (DatasetId::Ml1m | DatasetId::Ml100k)),
+            DatasetSource::AtomicInter { path, .. },
+        ) = (dataset, &source)
         {
             if !path.exists() {
                 return Err(bad_input(format!(
@@ -191,8 +193,7 @@ impl Dataset {
             DatasetSource::Sequences(path) => {
                 let raw = sources::read_sequence_file(path)?;
                 let n_items = raw.iter().flat_map(|(_, s)| s.iter()).max().copied().unwrap_or(0);
-                let seqs: Vec<Vec<u32>> =
-                    raw.iter().map(|(_, s)| s.iter().map(|&i| i as u32).collect()).collect();
+                let seqs: Vec<Vec<u32>> = raw.iter().map(|(_, s)| s.iter().map(|&i| i as u32).collect()).collect();
                 if n_items > u32::MAX as u64 / 2 {
                     return Err(bad_input(format!("{}: item id {n_items} is too large", path.display())));
                 }

@@ -14,11 +14,8 @@ use std::path::Path;
 /// Opens `path` as a line reader, decompressing `.gz` files.
 fn open_lines(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = File::open(path).map_err(|e| bad_input(format!("{}: cannot open: {e}", path.display())))?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
+    let reader: Box<dyn Read> =
+        if path.extension().is_some_and(|e| e == "gz") { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) };
     Ok(Box::new(BufReader::with_capacity(1 << 16, reader)))
 }
 
@@ -78,10 +75,7 @@ pub fn read_sequence_file(path: &Path) -> Result<Vec<(u64, Vec<u64>)>> {
 fn parse_id(path: &Path, line_no: usize, tok: &str) -> Result<u64> {
     match tok.parse::<u64>() {
         Ok(v) if v > 0 => Ok(v),
-        _ => Err(bad_input(format!(
-            "{}:{line_no}: expected a positive integer id, found `{tok}`",
-            path.display()
-        ))),
+        _ => Err(bad_input(format!("{}:{line_no}: expected a positive integer id, found `{tok}`", path.display()))),
     }
 }
 

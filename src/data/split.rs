@@ -92,8 +92,14 @@ mod tests {
         let seqs = vec![vec![1; 5], vec![2; 12], vec![3; 4]];
         let s = Split::new(&seqs, Protocol::Paper);
         assert_eq!(s.train_end, vec![3, 9, 3]);
-        assert_eq!(s.valid, vec![Instance { user: 0, pos: 3 }, Instance { user: 1, pos: 9 }, Instance { user: 2, pos: 3 }]);
-        assert_eq!(s.test, vec![Instance { user: 0, pos: 4 }, Instance { user: 1, pos: 10 }, Instance { user: 1, pos: 11 }]);
+        assert_eq!(
+            s.valid,
+            vec![Instance { user: 0, pos: 3 }, Instance { user: 1, pos: 9 }, Instance { user: 2, pos: 3 }]
+        );
+        assert_eq!(
+            s.test,
+            vec![Instance { user: 0, pos: 4 }, Instance { user: 1, pos: 10 }, Instance { user: 1, pos: 11 }]
+        );
         assert_eq!(s.n_train_targets(), 2 + 8 + 2);
     }
 

@@ -37,8 +37,16 @@ struct GruLayer {
 impl GruLayer {
     fn new(inp: usize, hidden: usize, layer: usize, vb: &VarBuilder) -> Result<Self> {
         Ok(Self {
-            w_ih: vb.get_with_hints((3 * hidden, inp), &format!("weight_ih_l{layer}"), xavier_uniform(3 * hidden, inp))?,
-            w_hh: vb.get_with_hints((3 * hidden, hidden), &format!("weight_hh_l{layer}"), xavier_uniform(3 * hidden, hidden))?,
+            w_ih: vb.get_with_hints(
+                (3 * hidden, inp),
+                &format!("weight_ih_l{layer}"),
+                xavier_uniform(3 * hidden, inp),
+            )?,
+            w_hh: vb.get_with_hints(
+                (3 * hidden, hidden),
+                &format!("weight_hh_l{layer}"),
+                xavier_uniform(3 * hidden, hidden),
+            )?,
             hidden,
         })
     }

@@ -1,7 +1,7 @@
 //! Building blocks shared by the backbones: seeded dropout, a differentiable layer norm,
 //! linear and embedding constructors with explicit initialisers.
 
-use candle_core::{Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,8 +36,9 @@ impl Ctx {
     }
 }
 
-/// Layer normalisation over the last dimension, built from differentiable ops:
-/// `y = (x - mean) / sqrt(var + eps) * weight + bias` (biased variance, as PyTorch).
+/// Layer normalisation over the last dimension:
+/// `y = (x - mean) / sqrt(var + eps) * weight + bias` (biased variance, as PyTorch); fused
+/// kernel in [`crate::ops::layer_norm`].
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
     weight: Tensor,
@@ -55,11 +56,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let xc = x.broadcast_sub(&mean)?;
-        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
-        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+        crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
     }
 }
 

@@ -99,7 +99,10 @@ impl SimpleBackend for ParamStore {
 
     fn get_unchecked(&self, name: &str, _dtype: DType, _dev: &Device) -> Result<Tensor> {
         let g = self.inner.lock().expect("param store poisoned");
-        g.vars.get(name).map(|v| v.as_tensor().clone()).ok_or_else(|| candle_core::Error::Msg(format!("no parameter `{name}`")))
+        g.vars
+            .get(name)
+            .map(|v| v.as_tensor().clone())
+            .ok_or_else(|| candle_core::Error::Msg(format!("no parameter `{name}`")))
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

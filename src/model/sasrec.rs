@@ -1,9 +1,10 @@
 //! SASRec (Kang & McAuley, ICDM 2018) as configured in RecBole: learned positions, a
-//! post-LN Transformer encoder with a causal + key-padding mask, GELU feed-forward.
+//! post-LN Transformer encoder with a causal + key-padding mask (RecBole's additive -10000
+//! mask, applied exactly by [`crate::ops::causal_softmax`]), GELU feed-forward.
 //! Parameter names follow RecBole's module names, so a RecBole state dict maps one to one.
 
 use super::layers::{embedding, linear, Ctx, LayerNorm};
-use candle_core::{Device, Result, Tensor, D};
+use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -71,8 +72,8 @@ impl Block {
         })
     }
 
-    /// `x`: [B, T, D], `mask`: additive [B, 1, T, T] -> [B, T, D]
-    fn forward(&self, x: &Tensor, mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// `x`: [B, T, D], `lens`: real items per row -> [B, T, D]
+    fn forward(&self, x: &Tensor, lens: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let heads = |l: &Linear| -> Result<Tensor> {
@@ -80,7 +81,7 @@ impl Block {
         };
         let (q, k, v) = (heads(&self.query)?, heads(&self.key)?, heads(&self.value)?);
         let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
-        let probs = candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?;
+        let probs = crate::ops::causal_softmax(&scores, lens)?;
         let probs = ctx.dropout(&probs, self.attn_dropout)?;
         let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
         let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
@@ -122,9 +123,10 @@ impl SasRec {
         let pos = self.position_embedding.narrow(0, 0, t)?; // [T, D]
         let x = self.item_embedding.forward(items)?.broadcast_add(&pos)?;
         let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
-        let mask = attention_mask(items)?;
+        let lens: Vec<u32> =
+            items.to_vec2::<u32>()?.iter().map(|r| r.iter().filter(|&&i| i != 0).count() as u32).collect();
         for block in &self.blocks {
-            x = block.forward(&x, &mask, ctx)?;
+            x = block.forward(&x, &lens, ctx)?;
         }
         Ok(x)
     }
@@ -133,22 +135,4 @@ impl SasRec {
     pub fn item_table(&self) -> &Tensor {
         self.item_embedding.embeddings()
     }
-}
-
-/// RecBole's extended attention mask: 0 where key `j <= i` and item `j` is not padding,
-/// -10000 elsewhere. [B, T] -> [B, 1, T, T]
-pub fn attention_mask(items: &Tensor) -> Result<Tensor> {
-    let (b, t) = items.dims2()?;
-    let ids = items.to_vec2::<u32>()?;
-    let mut m = vec![-10000f32; b * t * t];
-    for (r, row) in ids.iter().enumerate() {
-        for i in 0..t {
-            for j in 0..=i {
-                if row[j] != 0 {
-                    m[(r * t + i) * t + j] = 0.0;
-                }
-            }
-        }
-    }
-    Tensor::from_vec(m, (b, 1, t, t), &Device::Cpu)?.to_device(items.device())
 }

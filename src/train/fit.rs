@@ -41,7 +41,12 @@ pub struct RunOutcome {
 }
 
 /// Mean cross-entropy over the target positions of `batch`; returns (loss, targets).
-pub fn batch_loss(model: &Backbone, batch: &Batch, ctx: &mut Ctx, device: &Device) -> candle_core::Result<(Tensor, usize)> {
+pub fn batch_loss(
+    model: &Backbone,
+    batch: &Batch,
+    ctx: &mut Ctx,
+    device: &Device,
+) -> candle_core::Result<(Tensor, usize)> {
     let items = Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), device)?;
     let hidden = model.forward(&items, ctx)?; // [B, T, D]
     let d = hidden.dim(2)?;
@@ -51,7 +56,7 @@ pub fn batch_loss(model: &Backbone, batch: &Batch, ctx: &mut Ctx, device: &Devic
     let rows = Tensor::from_vec(rows, m, device)?;
     let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
     let logits = h.matmul(&model.candidates()?.t()?)?; // [M, N]
-    let loss = candle_nn::loss::cross_entropy(&logits, &Tensor::from_vec(targets, m, device)?)?;
+    let loss = crate::ops::cross_entropy(&logits, &targets)?;
     Ok((loss, m))
 }
 
@@ -90,7 +95,11 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
         let t0 = Instant::now();
         let ranks = rank_instances(scorer, &ds.sequences, &instances, &eval_opts, &opts.device)?;
         let (v, te) = ranks.split_at(n_valid);
-        Ok((Metrics::from_ranks(v.iter().copied()), Metrics::from_ranks(te.iter().copied()), t0.elapsed().as_secs_f64()))
+        Ok((
+            Metrics::from_ranks(v.iter().copied()),
+            Metrics::from_ranks(te.iter().copied()),
+            t0.elapsed().as_secs_f64(),
+        ))
     };
     let mut out = RunOutcome {
         run_id: String::new(),
@@ -105,7 +114,14 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
     if let ModelSpec::Pop = cfg.model {
         let pop = Popularity::fit(&ds.sequences, &split.train_end, ds.n_items);
         let (valid, test, secs) = evaluate(&Scorer::Pop(&pop))?;
-        let log = EpochLog { epoch: 0, loss: 0.0, train_seconds: 0.0, eval_seconds: secs, valid: valid.clone(), test: test.clone() };
+        let log = EpochLog {
+            epoch: 0,
+            loss: 0.0,
+            train_seconds: 0.0,
+            eval_seconds: secs,
+            valid: valid.clone(),
+            test: test.clone(),
+        };
         dir.append_epoch(&log)?;
         out.valid = valid;
         out.test = test;
@@ -201,9 +217,10 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::Prog
         return None;
     }
     let bar = indicatif::ProgressBar::new(len);
-    let style = indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
-        .expect("valid template")
-        .progress_chars("=> ");
+    let style =
+        indicatif::ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})")
+            .expect("valid template")
+            .progress_chars("=> ");
     bar.set_style(style);
     bar.set_prefix(epoch.to_string());
     Some(bar)
@@ -224,7 +241,8 @@ fn test_best_per_metric(epochs: &[EpochLog]) -> serde_json::Value {
 fn final_record(cfg: &RunConfig, ds: &Dataset, out: &RunOutcome, total_seconds: f64) -> serde_json::Value {
     let split = Split::new(&ds.sequences, cfg.protocol);
     let eval_seconds = out.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / out.epochs.len().max(1) as f64;
-    let finished_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let finished_at =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     json!({
         "run_id": out.run_id,
         "status": "finished",

@@ -1,0 +1,66 @@
+//! Fused CPU kernels with their own backward passes, for the ops where candle's composite
+//! versions dominate a training step (see reports/bench/): the softmax cross-entropy over the
+//! item catalogue, layer normalisation, and the causal masked softmax of self-attention.
+//!
+//! Each public function runs the fused kernel on CPU and falls back to composite candle ops
+//! on other devices, so `--features cuda` builds and runs without CUDA kernels of our own.
+//! Kernels split work into fixed-size chunks of rows and reduce partial sums in chunk order,
+//! so results do not depend on the number of threads (same seed, same metrics).
+
+pub mod cross_entropy;
+pub mod layer_norm;
+pub mod softmax;
+
+use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
+
+pub use cross_entropy::cross_entropy;
+pub use layer_norm::layer_norm;
+pub use softmax::causal_softmax;
+
+/// Rows per parallel work item; fixed so that reductions are deterministic.
+pub(crate) const CHUNK_ROWS: usize = 64;
+
+/// The contiguous f32 slice behind a CPU storage and layout.
+pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else { candle_core::bail!("{op}: only f32 is supported") };
+    let Some((a, b)) = l.contiguous_offsets() else { candle_core::bail!("{op}: input must be contiguous") };
+    Ok(&v[a..b])
+}
+
+/// Calls `f` with the f32 data of a CPU tensor (copied to contiguous memory if needed).
+pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("{op}: expected a CPU tensor") };
+    Ok(f(f32_slice(cpu, layout, op)?))
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    use candle_core::{Tensor, Var};
+
+    /// Max relative difference between two tensors' values.
+    pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = b.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-12);
+        a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+    }
+
+    /// Central finite difference of `f` at coordinate `k` of `var` (f64 accumulation).
+    pub fn finite_diff(var: &Var, k: usize, f: &dyn Fn() -> f64) -> f64 {
+        let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let h = 1e-2f32;
+        let set = |delta: f32| {
+            let mut v = orig.clone();
+            v[k] += delta;
+            var.set(&Tensor::from_vec(v, var.shape(), var.device()).unwrap()).unwrap();
+        };
+        set(h);
+        let up = f();
+        set(-h);
+        let down = f();
+        set(0.0);
+        (up - down) / (2.0 * h as f64)
+    }
+}

@@ -1,0 +1,146 @@
+//! Causal masked softmax for self-attention over left-aligned sequences.
+//!
+//! For batch row `b` with `len_b` real items, query `i` attends to keys
+//! `j <= min(i, len_b - 1)` (causal and not padding; RecBole's additive -10000 mask gives the
+//! same probabilities in f32). Forward `y = softmax(x)` over the allowed keys, 0 elsewhere;
+//! backward `dx = y ⊙ (dy - Σ_j dy_j y_j)`.
+
+use super::{f32_slice, with_f32};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+struct CausalSoftmax {
+    lens: Arc<Vec<u32>>,
+}
+
+impl CausalSoftmax {
+    fn allowed(&self, matrix: usize, heads: usize, t: usize, i: usize) -> usize {
+        let len = self.lens[matrix / heads] as usize;
+        i.min(len.max(1) - 1).min(t - 1) + 1
+    }
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    /// [B, H, T, T] scores -> probabilities
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, h, t, _) = l.shape().dims4()?;
+        let x = f32_slice(s, l, self.name())?;
+        let mut y = vec![0f32; x.len()];
+        y.par_chunks_mut(t * t).zip(x.par_chunks(t * t)).enumerate().for_each(|(mat, (ym, xm))| {
+            for i in 0..t {
+                let n = self.allowed(mat, h, t, i);
+                let (xr, yr) = (&xm[i * t..i * t + n], &mut ym[i * t..i * t + n]);
+                let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (yv, &xv) in yr.iter_mut().zip(xr) {
+                    *yv = (xv - max).exp();
+                    sum += *yv;
+                }
+                yr.iter_mut().for_each(|v| *v /= sum);
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
+        let (_, h, t, _) = y.dims4()?;
+        let dx = with_f32(y, self.name(), |y| {
+            with_f32(dy, self.name(), |dy| {
+                let mut dx = vec![0f32; y.len()];
+                dx.par_chunks_mut(t * t).zip(y.par_chunks(t * t).zip(dy.par_chunks(t * t))).enumerate().for_each(
+                    |(mat, (dxm, (ym, dym)))| {
+                        for i in 0..t {
+                            let n = self.allowed(mat, h, t, i);
+                            let r = i * t..i * t + n;
+                            let dot: f32 = ym[r.clone()].iter().zip(&dym[r.clone()]).map(|(a, b)| a * b).sum();
+                            for j in r {
+                                dxm[j] = ym[j] * (dym[j] - dot);
+                            }
+                        }
+                    },
+                );
+                dx
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(dx, y.shape(), y.device())?))
+    }
+}
+
+/// Causal softmax of attention scores [B, H, T, T] given each row's number of real items.
+pub fn causal_softmax(scores: &Tensor, lens: &[u32]) -> Result<Tensor> {
+    let (b, _, t, t2) = scores.dims4()?;
+    if t != t2 || lens.len() != b {
+        candle_core::bail!("causal_softmax: scores {:?} with {} lengths", scores.dims(), lens.len());
+    }
+    if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 {
+        return scores.contiguous()?.apply_op1(CausalSoftmax { lens: Arc::new(lens.to_vec()) });
+    }
+    let mut m = vec![-10000f32; b * t * t];
+    for (r, &len) in lens.iter().enumerate() {
+        for i in 0..t {
+            for j in 0..=i.min((len as usize).max(1) - 1) {
+                m[(r * t + i) * t + j] = 0.0;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(m, (b, 1, t, t), scores.device())?;
+    candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testing::{finite_diff, rel_err};
+    use candle_core::{Device, Var};
+
+    fn composite(x: &Tensor, lens: &[u32]) -> Tensor {
+        let (b, _, t, _) = x.dims4().unwrap();
+        let mut m = vec![-10000f32; b * t * t];
+        for (r, &len) in lens.iter().enumerate() {
+            for i in 0..t {
+                for j in 0..=i.min(len as usize - 1) {
+                    m[(r * t + i) * t + j] = 0.0;
+                }
+            }
+        }
+        let mask = Tensor::from_vec(m, (b, 1, t, t), &Device::Cpu).unwrap();
+        candle_nn::ops::softmax(&x.broadcast_add(&mask).unwrap(), D::Minus1).unwrap()
+    }
+
+    #[test]
+    fn matches_composite_and_finite_differences() {
+        let dev = Device::Cpu;
+        let (b, h, t) = (3, 2, 6);
+        let lens = [6u32, 3, 1];
+        let xv: Vec<f32> = (0..b * h * t * t).map(|i| ((i * 31) % 17) as f32 / 5.0 - 1.5).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(xv, (b, h, t, t), &dev).unwrap()).unwrap();
+        let wts =
+            Tensor::from_vec((0..b * h * t * t).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect(), (b, h, t, t), &dev)
+                .unwrap();
+        let fused = causal_softmax(x.as_tensor(), &lens).unwrap();
+        let comp = composite(x.as_tensor(), &lens);
+        assert!(rel_err(&fused, &comp) < 1e-6);
+        let g1 = (&fused * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&comp * &wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(rel_err(g1, g2) < 1e-4, "{}", rel_err(g1, g2));
+        let f = || {
+            (causal_softmax(x.as_tensor(), &lens).unwrap() * &wts)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        };
+        let g = g1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for k in [7, 40, 100, 200] {
+            let fd = finite_diff(&x, k, &f);
+            assert!((fd - g[k] as f64).abs() < 2e-2 * (g[k].abs() as f64).max(0.05), "k {k}: fd {fd} vs {}", g[k]);
+        }
+    }
+}
