@@ -2,8 +2,9 @@
 //! Recommendation via Correlation Supervision" (KDSR, ECIR 2024).
 //!
 //! Pipeline stages, one module each: [`data`] (sources, k-core, splits, batches) ->
-//! [`model`] (backbones) -> [`train`] (loss, optimiser, early stopping) -> [`eval`] (full
-//! ranking, metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings;
+//! [`modality`] (item feature matrices: text encoder, attributes, files) -> [`model`]
+//! (backbones) -> [`train`] (loss, optimiser, early stopping) -> [`eval`] (full ranking,
+//! metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings;
 //! [`ops`] holds fused CPU kernels with their own backward passes.
 
 pub mod bench;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod modality;
 pub mod model;
 pub mod ops;
 pub mod results;

@@ -21,7 +21,7 @@ fn open_lines(path: &Path) -> Result<Box<dyn BufRead>> {
 
 /// Calls `f(line_no, line)` for every line (1-based, without the newline). I/O and
 /// decompression errors name the file and the line being read.
-fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
+pub(crate) fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Result<()>) -> Result<usize> {
     let mut reader = open_lines(path)?;
     let mut buf = String::new();
     let mut line_no = 0;
