@@ -8,6 +8,7 @@ use kdsr::data::split::Protocol;
 use kdsr::data::stats::{check_against_paper, render_markdown, PaperCheck, Stats};
 use kdsr::data::{DataPaths, Dataset, DatasetId, DatasetRef};
 use kdsr::error::{bad_input, is_bad_input};
+use kdsr::modality::{load_features, FeatureOptions, Modality};
 use kdsr::model::ModelKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +40,11 @@ enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Item feature matrices (text, attributes, image) for the modality tables.
+    Features {
+        #[command(subcommand)]
+        command: FeaturesCommand,
+    },
     /// Train and evaluate one model; writes reports/runs/<run_id>/.
     Train(TrainArgs),
     /// Time a SASRec training step and a full evaluation on Beauty's shapes, optionally
@@ -54,6 +60,34 @@ enum DataCommand {
         #[arg(long, value_delimiter = ',')]
         dataset: Vec<DatasetRef>,
     },
+}
+
+#[derive(Subcommand)]
+enum FeaturesCommand {
+    /// Build (or load from the cache) one modality's features and print their shape.
+    Build(FeaturesArgs),
+}
+
+#[derive(Args)]
+struct FeaturesArgs {
+    /// beauty, sports, toys, ml-1m, ml-100k (text, attributes); any dataset with --file.
+    #[arg(long)]
+    dataset: DatasetRef,
+    #[arg(long, value_enum)]
+    modality: Modality,
+    /// Text encoder folder (BERT-family: model.safetensors, tokenizer.json, config.json);
+    /// default: all-MiniLM-L6-v2 fetched by `just data`.
+    #[arg(long)]
+    encoder: Option<PathBuf>,
+    /// Precomputed [N, d] features (.npy or .safetensors) for --modality image.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Texts per encoder forward pass.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Rebuild even if the cache is valid.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -201,6 +235,37 @@ fn data_stats(datasets: Vec<DatasetRef>, paths: &DataPaths) -> Result<()> {
     Ok(())
 }
 
+fn features_build(a: FeaturesArgs, paths: &DataPaths) -> Result<()> {
+    if a.batch_size == 0 {
+        return Err(bad_input("--batch-size must be at least 1"));
+    }
+    if a.encoder.is_some() && a.modality != Modality::Text {
+        return Err(bad_input("--encoder applies to --modality text only"));
+    }
+    if a.file.is_some() && a.modality != Modality::Image {
+        return Err(bad_input("--file applies to --modality image only"));
+    }
+    let ds = Dataset::load(&a.dataset, paths)?;
+    let opts = FeatureOptions { text_encoder: a.encoder, image_file: a.file, batch_size: a.batch_size, force: a.force };
+    let f = load_features(&ds, a.modality, paths, &opts)?;
+    let m = &f.matrix;
+    println!("dataset    {} ({} items)", ds.name, m.n_items);
+    println!("modality   {}: {}", a.modality.name(), f.source);
+    println!("shape      [{}, {}] (row 0 = padding, row i = item id i)", m.n_items + 1, m.dim);
+    let shown: Vec<String> = m.missing.iter().take(10).map(u32::to_string).collect();
+    let more = if m.missing.len() > 10 { ", ..." } else { "" };
+    let ids = if m.missing.is_empty() { String::new() } else { format!(": item ids {}{more}", shown.join(", ")) };
+    println!("zero rows  {} of {} items have no {} (zero vector){ids}", m.missing.len(), m.n_items, a.modality.name());
+    match (&f.cache_path, f.from_cache, &f.rebuild_reason) {
+        (Some(p), true, _) => println!("cache      {} (valid, loaded)", p.display()),
+        (Some(p), false, Some(why)) => println!("cache      {} (built: {why})", p.display()),
+        (Some(p), false, None) => println!("cache      {} (built)", p.display()),
+        (None, ..) => println!("cache      none (built from the input files every time)"),
+    }
+    println!("seconds    {:.2}", f.seconds);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     if let Some(n) = cli.threads {
         if n == 0 {
@@ -211,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
     let paths = DataPaths::resolve(cli.data_dir, cli.cache_dir);
     match cli.command {
         Command::Data { command: DataCommand::Stats { dataset } } => data_stats(dataset, &paths),
+        Command::Features { command: FeaturesCommand::Build(a) } => features_build(a, &paths),
         Command::Train(a) => train(a, &paths),
         Command::Bench(a) => kdsr::bench::run(&a, &paths),
     }
