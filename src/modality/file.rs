@@ -9,7 +9,7 @@
 //!
 //! An all-zero row means "no feature" and counts as missing; NaN or infinite values are errors.
 
-use super::{Catalogue, FeatureMatrix};
+use super::FeatureMatrix;
 use crate::data::Dataset;
 use crate::error::bad_input;
 use anyhow::Result;
@@ -99,8 +99,7 @@ pub fn load_for_dataset(path: &Path, ds: &Dataset) -> Result<FeatureMatrix> {
         )));
     };
     let zero: Vec<bool> = rows.chunks(dim).map(|r| r.iter().all(|&v| v == 0.0)).collect();
-    let keys = Catalogue { tokens, values: vec![(); n], inputs: vec![path.to_path_buf()] };
-    Ok(FeatureMatrix::select(ds, &keys, &rows, dim, &zero))
+    Ok(FeatureMatrix::select(ds, &tokens, &rows, dim, &zero))
 }
 
 #[cfg(test)]

