@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// The largest attribute id accepted: the multi-hot matrix is dense, one column per id.
+pub const MAX_ATTRIBUTE_ID: u32 = 100_000;
+
 /// The attribute ids (1-based, sorted, unique) of every catalogue item.
 pub fn item_attributes(id: DatasetId, paths: &DataPaths) -> Result<Catalogue<Vec<u32>>> {
     let amazon = paths.data_dir.join("amazon");
@@ -81,10 +84,11 @@ pub fn read_item2attributes(path: &Path) -> Result<Catalogue<Vec<u32>>> {
         let mut attrs = Vec::with_capacity(list.len());
         for v in list {
             match v.as_u64() {
-                Some(a) if a > 0 && a <= u32::MAX as u64 => attrs.push(a as u32),
+                Some(a) if a > 0 && a <= MAX_ATTRIBUTE_ID as u64 => attrs.push(a as u32),
                 _ => {
                     return Err(bad_input(format!(
-                        "{}: key \"{key}\": expected positive integer attribute ids, found {v}",
+                        "{}: key \"{key}\": expected positive integer attribute ids up to {MAX_ATTRIBUTE_ID} (the \
+                         multi-hot width), found {v}",
                         path.display()
                     )))
                 }
@@ -159,6 +163,9 @@ mod tests {
         assert!(read_item2attributes(&p).unwrap_err().to_string().contains("key \"x\""));
         std::fs::write(&p, r#"{"1": [1, "b"]}"#).unwrap();
         assert!(read_item2attributes(&p).unwrap_err().to_string().contains("key \"1\""));
+        std::fs::write(&p, r#"{"1": [1], "7": [4000000000]}"#).unwrap();
+        let e = read_item2attributes(&p).unwrap_err().to_string();
+        assert!(e.contains("key \"7\"") && e.contains("up to 100000"), "{e}");
         std::fs::write(&p, "{\"1\": [1],\n\"2\": [}").unwrap();
         let e = read_item2attributes(&p).unwrap_err().to_string();
         assert!(e.contains("a.json:2"), "{e}");
