@@ -36,6 +36,83 @@ pub struct BenchArgs {
     batch_size: usize,
 }
 
+/// Median milliseconds of `reps` runs of `f` after one warm-up.
+fn time_ms(reps: usize, mut f: impl FnMut() -> candle_core::Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        f()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(times))
+}
+
+/// Forward + backward of each fused kernel against candle's composite ops, on the shapes of a
+/// SASRec step on Beauty.
+fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
+    use candle_core::{Var, D};
+    let dev = Device::Cpu;
+    let randn = |shape: &[usize], std: f32| -> candle_core::Result<Var> {
+        Var::from_tensor(&Tensor::randn(0f32, std, shape, &dev)?)
+    };
+    let mut out = serde_json::Map::new();
+    // Cross-entropy over the catalogue, including the logits matmul.
+    let (h, e) = (randn(&[n_targets, 64], 1.0)?, randn(&[n_items, 64], 0.02)?);
+    let targets: Vec<u32> = (0..n_targets as u32).map(|i| (i * 7919) % n_items as u32).collect();
+    let tt = Tensor::new(targets.as_slice(), &dev)?;
+    let logits = || h.as_tensor().matmul(&e.as_tensor().t()?);
+    let composite = time_ms(reps, || candle_nn::loss::cross_entropy(&logits()?, &tt)?.backward().map(|_| ()))?;
+    let fused = time_ms(reps, || crate::ops::cross_entropy(&logits()?, &targets)?.backward().map(|_| ()))?;
+    out.insert(
+        "cross_entropy".into(),
+        json!({"shape": [n_targets, n_items], "composite_ms": composite, "fused_ms": fused}),
+    );
+    // Layer norm over [256, 50, 64].
+    let x = randn(&[256, 50, 64], 1.0)?;
+    let (w, b) = (randn(&[64], 1.0)?, randn(&[64], 1.0)?);
+    let composite = time_ms(reps, || {
+        let mean = x.as_tensor().mean_keepdim(D::Minus1)?;
+        let xc = x.as_tensor().broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let y =
+            xc.broadcast_div(&(var + 1e-12)?.sqrt()?)?.broadcast_mul(w.as_tensor())?.broadcast_add(b.as_tensor())?;
+        y.sum_all()?.backward().map(|_| ())
+    })?;
+    let fused = time_ms(reps, || {
+        crate::ops::layer_norm(x.as_tensor(), w.as_tensor(), b.as_tensor(), 1e-12)?.sum_all()?.backward().map(|_| ())
+    })?;
+    out.insert("layer_norm".into(), json!({"shape": [256, 50, 64], "composite_ms": composite, "fused_ms": fused}));
+    // Causal softmax over [256, 2, 50, 50] with the additive mask.
+    let s = randn(&[256, 2, 50, 50], 1.0)?;
+    let lens: Vec<u32> = (0..256u32).map(|i| 1 + i % 50).collect();
+    let mut m = vec![-10000f32; 256 * 50 * 50];
+    for (r, &len) in lens.iter().enumerate() {
+        for i in 0..50 {
+            for j in 0..=i.min(len as usize - 1) {
+                m[(r * 50 + i) * 50 + j] = 0.0;
+            }
+        }
+    }
+    let mask = Tensor::from_vec(m, (256, 1, 50, 50), &dev)?;
+    let composite = time_ms(reps, || {
+        candle_nn::ops::softmax(&s.as_tensor().broadcast_add(&mask)?, D::Minus1)?.sum_all()?.backward().map(|_| ())
+    })?;
+    let fused = time_ms(reps, || crate::ops::causal_softmax(s.as_tensor(), &lens)?.sum_all()?.backward().map(|_| ()))?;
+    out.insert(
+        "causal_softmax".into(),
+        json!({"shape": [256, 2, 50, 50], "composite_ms": composite, "fused_ms": fused}),
+    );
+    for (k, v) in &out {
+        eprintln!(
+            "op {k}: composite {:.1} ms, fused {:.1} ms (forward + backward)",
+            v["composite_ms"].as_f64().unwrap_or(0.0),
+            v["fused_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(Value::Object(out))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -65,12 +142,13 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
             params.var_builder(&device),
         )?
         .expect("neural");
+        let model = crate::model::Recommender { backbone: model, modality: None };
         for (k, t) in params.tensors() {
             npz.push((format!("{name}.{k}"), t));
         }
         let (loss, m) = batch_loss(&model, &batch, &mut Ctx::eval(), &device)?;
         report.insert(format!("{name}_loss_eval"), json!(loss.to_scalar::<f32>()?));
-        let mut adam = Adam::new(params.vars().into_iter().map(|(_, v)| v).collect(), train.lr, 0.0)?;
+        let mut adam = Adam::new(params.vars(), train.lr, 0.0)?;
         let mut ctx = Ctx::train(1);
         let mut times = Vec::new();
         for r in 0..=args.reps {
@@ -101,6 +179,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         }
     }
     let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
+    report.insert("ops".into(), bench_ops(args.reps, ds.n_items, n_targets)?);
     report.insert(
         "batch".into(),
         json!({"dataset": "beauty", "windows": batch.rows, "width": batch.width, "targets": n_targets, "n_items": ds.n_items}),

@@ -4,6 +4,7 @@
 use crate::data::batch::SampleMode;
 use crate::data::split::Protocol;
 use crate::data::DatasetRef;
+use crate::distill::config::ModalityConfig;
 use crate::error::bad_input;
 use crate::eval::Metric;
 use crate::model::{Gru4RecConfig, ModelKind, SasRecConfig};
@@ -92,6 +93,9 @@ pub struct RunConfig {
     pub model: ModelSpec,
     #[serde(default)]
     pub train: TrainConfig,
+    /// Modality embeddings and KDSR (absent: a pure ID model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modality: Option<ModalityConfig>,
 }
 
 impl RunConfig {
@@ -103,6 +107,31 @@ impl RunConfig {
             seed,
             model: ModelSpec::default_for(model),
             train: TrainConfig::default(),
+            modality: None,
+        }
+    }
+
+    /// The modality settings the paper uses on this dataset: text and attributes, (α, β) =
+    /// (1, 0.5) on Amazon and (0.5, 0.1) on ML-1M.
+    pub fn default_modality(&self) -> ModalityConfig {
+        let mut mc = ModalityConfig::default();
+        if self.dataset == DatasetRef::Named(crate::data::DatasetId::Ml1m) {
+            mc.student.alpha = 0.5;
+            mc.student.beta = 0.1;
+        }
+        mc
+    }
+
+    /// A short name of the model variant: `sasrec`, `sasrec+frozen`, `sasrec+tuned`,
+    /// `sasrec+cdl`.
+    pub fn variant_name(&self) -> String {
+        let base = self.model.kind().name();
+        match &self.modality {
+            None => base.to_string(),
+            Some(m) => format!(
+                "{base}+{}",
+                serde_json::to_value(m.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            ),
         }
     }
 
@@ -157,6 +186,29 @@ impl RunConfig {
         if let ModelSpec::Sasrec(c) = &self.model {
             if c.n_heads == 0 || c.hidden % c.n_heads != 0 {
                 return Err(format!("model.hidden ({}) must be a multiple of model.n_heads ({})", c.hidden, c.n_heads));
+            }
+        }
+        if let Some(mc) = &self.modality {
+            if matches!(self.model, ModelSpec::Pop) {
+                return Err("modality settings need a neural backbone (sasrec or gru4rec), not pop".into());
+            }
+            if mc.modalities.is_empty() {
+                return Err("modality.modalities is empty: list at least one of text, attributes, image".into());
+            }
+            if mc.teacher.subvectors == 0 || mc.autoencoder.hidden % mc.teacher.subvectors != 0 {
+                return Err(format!(
+                    "modality.autoencoder.hidden ({}) must be divisible by modality.teacher.subvectors ({})",
+                    mc.autoencoder.hidden, mc.teacher.subvectors
+                ));
+            }
+            if mc.teacher.codes < 2 {
+                return Err("modality.teacher.codes must be at least 2".into());
+            }
+            if mc.student.tau.is_nan() || mc.student.tau <= 0.0 {
+                return Err(format!("modality.student.tau must be positive, got {}", mc.student.tau));
+            }
+            if mc.at.gamma.is_nan() || mc.at.gamma < 1.0 {
+                return Err(format!("modality.at.gamma must be >= 1, got {}", mc.at.gamma));
             }
         }
         if self.max_users == Some(0) {

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod eval;
 pub mod modality;

@@ -46,7 +46,7 @@ enum Command {
         command: FeaturesCommand,
     },
     /// Train and evaluate one model; writes reports/runs/<run_id>/.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Time a SASRec training step and a full evaluation on Beauty's shapes, optionally
     /// against the PyTorch reference.
     Bench(kdsr::bench::BenchArgs),
@@ -126,6 +126,8 @@ struct TrainArgs {
     /// Remove history items from the ranking.
     #[arg(long)]
     mask_history: bool,
+    #[command(flatten)]
+    kdsr: KdsrArgs,
     /// Where run folders go.
     #[arg(long, default_value = "reports/runs")]
     out: PathBuf,
@@ -135,6 +137,118 @@ struct TrainArgs {
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Modality embeddings and KDSR (correlation distillation) options.
+#[derive(Args)]
+struct KdsrArgs {
+    /// KDSR: modality embeddings trained with correlation distillation (text + attributes
+    /// unless --modality says otherwise).
+    #[arg(long)]
+    cdl: bool,
+    /// Modalities to fuse, e.g. text,attributes.
+    #[arg(long, value_delimiter = ',')]
+    modality: Vec<kdsr::modality::Modality>,
+    /// How modality embeddings are used: frozen, tuned, or cdl (KDSR).
+    #[arg(long, value_enum)]
+    mode: Option<kdsr::model::ModalityMode>,
+    #[arg(long, value_enum)]
+    scoring: Option<kdsr::distill::Scoring>,
+    #[arg(long, value_enum)]
+    quantizer: Option<kdsr::distill::Quantizer>,
+    /// Holistic loss weight α.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Dissected loss weight β.
+    #[arg(long)]
+    beta: Option<f64>,
+    /// Soft-match temperature τ.
+    #[arg(long)]
+    tau: Option<f64>,
+    /// Ablation "w/o τ": hard match of holistic scores.
+    #[arg(long)]
+    no_tau: bool,
+    /// Ablation "w/o holistic".
+    #[arg(long)]
+    no_holistic: bool,
+    /// Ablation "w/o dissected".
+    #[arg(long)]
+    no_dissected: bool,
+    /// Ablation "w/o AT": no asynchronous learning rate for the modality tables.
+    #[arg(long)]
+    no_at: bool,
+    /// Reproduce the released code's deviations from the paper (see README).
+    #[arg(long)]
+    code_faithful: bool,
+    /// A BERT-family encoder folder for text features (default all-MiniLM-L6-v2).
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
+    /// A pure-ID model's best.safetensors for the drift probe's r(modality, ID).
+    #[arg(long)]
+    drift_reference: Option<PathBuf>,
+}
+
+impl KdsrArgs {
+    fn any(&self) -> bool {
+        self.cdl
+            || !self.modality.is_empty()
+            || self.mode.is_some()
+            || self.scoring.is_some()
+            || self.quantizer.is_some()
+            || self.alpha.is_some()
+            || self.beta.is_some()
+            || self.tau.is_some()
+            || self.no_tau
+            || self.no_holistic
+            || self.no_dissected
+            || self.no_at
+            || self.code_faithful
+            || self.text_encoder.is_some()
+            || self.drift_reference.is_some()
+    }
+
+    fn apply(&self, cfg: &mut RunConfig) {
+        if !self.any() {
+            return;
+        }
+        let mut mc = cfg.modality.clone().unwrap_or_else(|| cfg.default_modality());
+        if !self.modality.is_empty() {
+            mc.modalities = self.modality.clone();
+        }
+        if let Some(m) = self.mode {
+            mc.mode = m;
+        } else if self.cdl {
+            mc.mode = kdsr::model::ModalityMode::Cdl;
+        }
+        let (t, s) = (&mut mc.teacher, &mut mc.student);
+        if let Some(v) = self.scoring {
+            t.scoring = v;
+        }
+        if let Some(v) = self.quantizer {
+            t.quantizer = v;
+        }
+        if let Some(v) = self.alpha {
+            s.alpha = v;
+        }
+        if let Some(v) = self.beta {
+            s.beta = v;
+        }
+        if let Some(v) = self.tau {
+            s.tau = v;
+        }
+        s.soft_match &= !self.no_tau;
+        s.holistic &= !self.no_holistic;
+        s.dissected &= !self.no_dissected;
+        mc.at.enabled &= !self.no_at;
+        mc.code_faithful |= self.code_faithful;
+        if self.text_encoder.is_some() {
+            mc.features.text_encoder = self.text_encoder.clone();
+        }
+        if self.drift_reference.is_some() {
+            mc.drift.id_reference = self.drift_reference.clone();
+        }
+        cfg.modality = Some(mc);
+    }
 }
 
 fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
@@ -167,6 +281,7 @@ fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
     if a.max_users.is_some() {
         cfg.max_users = a.max_users;
     }
+    a.kdsr.apply(&mut cfg);
     cfg.validate().map_err(bad_input)?;
     Ok(cfg)
 }
@@ -185,14 +300,14 @@ fn train(a: TrainArgs, paths: &DataPaths) -> Result<()> {
     }
     eprintln!(
         "run {run_id}: {} on {} ({} users, {} items), protocol {}, seed {}",
-        cfg.model.kind().name(),
+        cfg.variant_name(),
         ds.name,
         ds.sequences.len(),
         ds.n_items,
         cfg.protocol.name(),
         cfg.seed
     );
-    let opts = kdsr::train::RunOptions { device: candle_core::Device::Cpu, progress: !a.quiet };
+    let opts = kdsr::train::RunOptions { device: candle_core::Device::Cpu, progress: !a.quiet, paths: paths.clone() };
     let out = kdsr::train::train_run(&cfg, &ds, &a.out, &opts).with_context(|| format!("run {run_id}"))?;
     let t = &out.test;
     println!(
@@ -277,7 +392,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data { command: DataCommand::Stats { dataset } } => data_stats(dataset, &paths),
         Command::Features { command: FeaturesCommand::Build(a) } => features_build(a, &paths),
-        Command::Train(a) => train(a, &paths),
+        Command::Train(a) => train(*a, &paths),
         Command::Bench(a) => kdsr::bench::run(&a, &paths),
     }
 }

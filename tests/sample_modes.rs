@@ -28,6 +28,7 @@ fn check(kind: ModelKind) {
     )
     .unwrap()
     .unwrap();
+    let model = kdsr::model::Recommender { backbone: model, modality: None };
     let mut results = Vec::new();
     for mode in [SampleMode::Prefix, SampleMode::Sequence] {
         let windows = train_windows(&split, 50, mode);

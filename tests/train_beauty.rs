@@ -18,7 +18,7 @@ fn config(model: ModelKind, users: usize, epochs: usize) -> RunConfig {
 }
 
 fn opts() -> RunOptions {
-    RunOptions { device: Device::Cpu, progress: false }
+    RunOptions { device: Device::Cpu, progress: false, paths: common::paths() }
 }
 
 #[test]

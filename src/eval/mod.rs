@@ -9,7 +9,7 @@ pub mod rank;
 
 use crate::data::batch::{eval_batch, eval_windows};
 use crate::data::split::Instance;
-use crate::model::{Backbone, Ctx, Popularity};
+use crate::model::{Ctx, Popularity, Recommender};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -17,7 +17,7 @@ pub use metrics::{Metric, Metrics};
 
 /// What scores the candidates.
 pub enum Scorer<'a> {
-    Model(&'a Backbone),
+    Model(&'a Recommender),
     Pop(&'a Popularity),
 }
 

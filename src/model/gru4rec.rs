@@ -101,8 +101,13 @@ impl Gru4Rec {
     }
 
     /// `items`: [B, T] u32, left-aligned -> [B, T, E]; position `i` sees items `0..=i`.
-    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let mut x = ctx.dropout(&self.item_embedding.forward(items)?, self.dropout)?;
+    /// `extra` [B, T, E] (fused modality embeddings) is added to the item embeddings.
+    pub fn forward(&self, items: &Tensor, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let mut x = self.item_embedding.forward(items)?;
+        if let Some(e) = extra {
+            x = (x + e)?;
+        }
+        let mut x = ctx.dropout(&x, self.dropout)?;
         for layer in &self.layers {
             x = layer.forward(&x)?;
         }

@@ -4,6 +4,7 @@
 //! `[B, T, D]` and scores items by the dot product with its item table (row 0 = padding is
 //! never a candidate). [`Popularity`] is the non-neural reference.
 
+pub mod fusion;
 pub mod gru4rec;
 pub mod layers;
 pub mod params;
@@ -13,6 +14,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+pub use fusion::{ModalityEmbeddings, ModalityMode, Recommender};
 pub use gru4rec::{Gru4Rec, Gru4RecConfig};
 pub use layers::Ctx;
 pub use sasrec::{SasRec, SasRecConfig};
@@ -61,12 +63,17 @@ impl Backbone {
         })
     }
 
-    /// [B, T] u32 -> [B, T, D]
-    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// [B, T] u32 (+ optional [B, T, D] added to the item embeddings) -> [B, T, D]
+    pub fn forward(&self, items: &Tensor, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         match self {
-            Self::SasRec(m) => m.forward(items, ctx),
-            Self::Gru4Rec(m) => m.forward(items, ctx),
+            Self::SasRec(m) => m.forward(items, extra, ctx),
+            Self::Gru4Rec(m) => m.forward(items, extra, ctx),
         }
+    }
+
+    /// Width of the item embeddings (where modality embeddings are fused).
+    pub fn embedding_dim(&self) -> Result<usize> {
+        self.candidates()?.dim(1)
     }
 
     /// Candidate item embeddings for ids 1..=N: [N, D]

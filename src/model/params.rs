@@ -49,6 +49,13 @@ impl ParamStore {
         self.vars().into_iter().map(|(k, v)| (k, v.as_tensor().copy().expect("copy of a parameter"))).collect()
     }
 
+    /// Sets one parameter's value.
+    pub fn set(&self, name: &str, value: &Tensor) -> Result<()> {
+        let g = self.inner.lock().expect("param store poisoned");
+        let var = g.vars.get(name).ok_or_else(|| candle_core::Error::Msg(format!("no parameter `{name}`")))?;
+        var.set(value)
+    }
+
     /// Overwrites parameters from `values` (every stored parameter must be present).
     pub fn load(&self, values: &std::collections::HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.vars() {

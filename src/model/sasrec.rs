@@ -117,11 +117,16 @@ impl SasRec {
     }
 
     /// `items`: [B, T] u32, left-aligned, 0 = padding -> hidden states [B, T, D]; position `i`
-    /// sees items `0..=i` only.
-    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// sees items `0..=i` only. `extra` [B, T, D] (fused modality embeddings) is added to the
+    /// item embeddings.
+    pub fn forward(&self, items: &Tensor, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let (_, t) = items.dims2()?;
         let pos = self.position_embedding.narrow(0, 0, t)?; // [T, D]
-        let x = self.item_embedding.forward(items)?.broadcast_add(&pos)?;
+        let mut x = self.item_embedding.forward(items)?;
+        if let Some(e) = extra {
+            x = (x + e)?;
+        }
+        let x = x.broadcast_add(&pos)?;
         let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
         let lens: Vec<u32> =
             items.to_vec2::<u32>()?.iter().map(|r| r.iter().filter(|&&i| i != 0).count() as u32).collect();

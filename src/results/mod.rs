@@ -57,12 +57,16 @@ pub struct EpochLog {
     pub eval_seconds: f64,
     pub valid: Metrics,
     pub test: Metrics,
+    /// Run-specific columns (correlation losses, modality learning rate, drift probes), in a
+    /// fixed order for the run.
+    pub extra: Vec<(String, f64)>,
 }
 
 /// A run's output folder.
 pub struct RunDir {
     pub dir: PathBuf,
     csv: std::fs::File,
+    header_written: bool,
 }
 
 impl RunDir {
@@ -70,30 +74,41 @@ impl RunDir {
         root.join(run_id).join("metrics.json")
     }
 
-    /// Starts (or restarts) a run: writes `run.toml` and an empty `epochs.csv`.
+    /// Starts (or restarts) a run: writes `run.toml` and an empty `epochs.csv` (its header is
+    /// written with the first epoch, whose extra columns fix the run's layout).
     pub fn create(root: &Path, run_id: &str, run_toml: &str) -> Result<Self> {
         let dir = root.join(run_id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         write_atomic(&dir.join("run.toml"), run_toml.as_bytes())?;
         let _ = std::fs::remove_file(dir.join("metrics.json"));
-        let mut header = String::from("epoch,loss,train_seconds,eval_seconds");
-        for split in ["valid", "test"] {
-            for m in Metrics::all() {
-                header += &format!(",{split}_{m}");
-            }
-        }
+        let _ = std::fs::remove_file(dir.join("failed.json"));
         let path = dir.join("epochs.csv");
-        let mut csv = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        writeln!(csv, "{header}")?;
-        Ok(Self { dir, csv })
+        let csv = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { dir, csv, header_written: false })
     }
 
     pub fn append_epoch(&mut self, e: &EpochLog) -> Result<()> {
+        if !self.header_written {
+            let mut header = String::from("epoch,loss,train_seconds,eval_seconds");
+            for split in ["valid", "test"] {
+                for m in Metrics::all() {
+                    header += &format!(",{split}_{m}");
+                }
+            }
+            for (name, _) in &e.extra {
+                header += &format!(",{name}");
+            }
+            writeln!(self.csv, "{header}")?;
+            self.header_written = true;
+        }
         let mut row = format!("{},{:.6},{:.3},{:.3}", e.epoch, e.loss, e.train_seconds, e.eval_seconds);
         for m in [&e.valid, &e.test] {
             for k in Metrics::all() {
                 row += &format!(",{:.4}", m.get(k));
             }
+        }
+        for (_, v) in &e.extra {
+            row += &if v.is_finite() { format!(",{v:.6}") } else { ",".to_string() };
         }
         writeln!(self.csv, "{row}")?;
         self.csv.flush()?;

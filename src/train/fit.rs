@@ -1,18 +1,21 @@
 //! `train_run`: trains and evaluates one [`RunConfig`] and writes its records.
 //!
-//! Loss per step: `CE = -mean_m log softmax(h_m E^T)[y_m]` over every target position `m` of
-//! the batch, with `h_m` the backbone's hidden state and `E` the item table without padding.
-//! After each epoch both validation and test instances are ranked (one pass); the reported
-//! test metrics are those of the best validation epoch. The released code's selection (the
-//! best test value of each metric over epochs) is recorded separately, for comparison only.
+//! Loss per step: `L = CE + L_CDL`, with `CE = -mean_m log softmax(h_m E^T)[y_m]` over every
+//! target position `m` of the batch (`h_m` the backbone's hidden state, `E` the ID item table
+//! without padding) and `L_CDL` the correlation losses when the run uses KDSR
+//! ([`crate::distill::cdl`]). After each epoch both validation and test instances are ranked
+//! (one pass); the reported test metrics are those of the best validation epoch. The released
+//! code's selection (the best test value of each metric over epochs) is recorded separately,
+//! for comparison only.
 
+use super::setup::{self, Setup};
 use crate::config::{ModelSpec, RunConfig};
 use crate::data::batch::{train_batch, train_windows, Batch};
 use crate::data::split::{Instance, Split};
-use crate::data::Dataset;
+use crate::data::{DataPaths, Dataset};
 use crate::eval::{rank_instances, EvalOptions, Metric, Metrics, Scorer};
-use crate::model::params::ParamStore;
-use crate::model::{Backbone, Ctx, Popularity};
+use crate::model::fusion::TABLE_PREFIX;
+use crate::model::{Ctx, Popularity, Recommender};
 use crate::results::{CodeVersion, EpochLog, RunDir};
 use crate::train::optim::Adam;
 use anyhow::{bail, Context, Result};
@@ -28,6 +31,8 @@ pub struct RunOptions {
     pub device: Device,
     /// Show a progress bar per epoch and a log line per epoch on stderr.
     pub progress: bool,
+    /// Where modality inputs and caches live.
+    pub paths: DataPaths,
 }
 
 pub struct RunOutcome {
@@ -42,7 +47,7 @@ pub struct RunOutcome {
 
 /// Mean cross-entropy over the target positions of `batch`; returns (loss, targets).
 pub fn batch_loss(
-    model: &Backbone,
+    model: &Recommender,
     batch: &Batch,
     ctx: &mut Ctx,
     device: &Device,
@@ -69,11 +74,10 @@ pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) 
     let run_id = cfg.run_id();
     let mut dir = RunDir::create(root, &run_id, &cfg.to_toml())?;
     let started = Instant::now();
-    let result = fit(cfg, ds, &mut dir, opts);
-    match result {
-        Ok(mut out) => {
+    match fit(cfg, ds, &mut dir, opts) {
+        Ok((mut out, info)) => {
             out.run_id = run_id;
-            let record = final_record(cfg, ds, &out, started.elapsed().as_secs_f64());
+            let record = final_record(cfg, ds, &out, info, started.elapsed().as_secs_f64());
             dir.finish(&record)?;
             Ok(out)
         }
@@ -85,7 +89,7 @@ pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) 
     }
 }
 
-fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Result<RunOutcome> {
+fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Result<(RunOutcome, serde_json::Value)> {
     let t = &cfg.train;
     let split = Split::new(&ds.sequences, cfg.protocol);
     let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
@@ -121,23 +125,17 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
             eval_seconds: secs,
             valid: valid.clone(),
             test: test.clone(),
+            extra: Vec::new(),
         };
         dir.append_epoch(&log)?;
         out.valid = valid;
         out.test = test;
         out.epochs.push(log);
-        return Ok(out);
+        return Ok((out, json!(null)));
     }
 
-    let params = ParamStore::new(cfg.seed);
-    let vb = params.var_builder(&opts.device);
-    let (sasrec, gru) = match &cfg.model {
-        ModelSpec::Sasrec(c) => (c.clone(), Default::default()),
-        ModelSpec::Gru4rec(c) => (Default::default(), c.clone()),
-        ModelSpec::Pop => unreachable!("handled above"),
-    };
-    let model = Backbone::new(cfg.model.kind(), &sasrec, &gru, ds.n_items, t.max_len, vb)?.expect("neural model");
-    let mut adam = Adam::new(params.vars().into_iter().map(|(_, v)| v).collect(), t.lr, t.weight_decay)?;
+    let Setup { params, model, mut cdl, probes, info } = setup::build(cfg, ds, &split, opts)?;
+    let mut adam = Adam::new(params.vars(), t.lr, t.weight_decay)?;
     let mut windows = train_windows(&split, t.max_len, t.sample_mode);
     if windows.is_empty() {
         bail!(crate::error::bad_input(format!("dataset `{}` has no training targets", ds.name)));
@@ -148,18 +146,34 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
     let metric: Metric = t.valid_metric;
     let mut best = f64::NEG_INFINITY;
     let mut bad_epochs = 0;
+    let tables: Vec<Tensor> = model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
 
     for epoch in 1..=t.max_epochs {
+        let mut extra = Vec::new();
+        if let Some(mc) = &cfg.modality {
+            let lr = mc.at.lr(t.lr, epoch, mc.code_faithful);
+            adam.set_lr(TABLE_PREFIX, lr);
+            extra.push(("lr_modality".to_string(), lr));
+        }
         windows.shuffle(&mut shuffle_rng);
         let bar = progress_bar(opts.progress, n_batches as u64, epoch);
         let t0 = Instant::now();
-        let (mut loss_sum, mut n_targets) = (0f64, 0usize);
+        let (mut loss_sum, mut n_targets, mut hol, mut dis) = (0f64, 0usize, 0f64, 0f64);
         for (step, chunk) in windows.chunks(t.batch_size).enumerate() {
             let batch = train_batch(&ds.sequences, chunk);
-            let (loss, m) = batch_loss(&model, &batch, &mut ctx, &opts.device)?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            if !value.is_finite() {
-                bail!("training loss is {value} at epoch {epoch}, step {}", step + 1);
+            let (ce, m) = batch_loss(&model, &batch, &mut ctx, &opts.device)?;
+            let value = ce.to_scalar::<f32>()? as f64;
+            let mut loss = ce;
+            if let Some(c) = cdl.as_mut() {
+                if let Some((l, parts)) = c.loss(&batch, &tables)? {
+                    loss = (loss + l)?;
+                    hol += parts.holistic;
+                    dis += parts.dissected;
+                }
+            }
+            let total = loss.to_scalar::<f32>()? as f64;
+            if !total.is_finite() {
+                bail!("training loss is {total} at epoch {epoch}, step {}", step + 1);
             }
             adam.step(&loss.backward()?)?;
             loss_sum += value * m as f64;
@@ -177,20 +191,28 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
         if let Some(b) = bar {
             b.finish_and_clear();
         }
+        if cdl.is_some() {
+            extra.push(("cdl_holistic_loss".to_string(), hol / n_batches as f64));
+            extra.push(("cdl_dissected_loss".to_string(), dis / n_batches as f64));
+        }
+        extra.extend(setup::drift_columns(&probes, &model)?);
         let (valid, test, eval_seconds) = evaluate(&Scorer::Model(&model))?;
-        let log = EpochLog { epoch, loss: loss_sum / n_targets as f64, train_seconds, eval_seconds, valid, test };
+        let log =
+            EpochLog { epoch, loss: loss_sum / n_targets as f64, train_seconds, eval_seconds, valid, test, extra };
         dir.append_epoch(&log)?;
         let score = log.valid.get(metric);
         let improved = score > best;
         if opts.progress {
+            let extras: String = log.extra.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
             eprintln!(
-                "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | test hr@5 {:.4} mrr@5 {:.4} hr@20 {:.4} mrr@20 {:.4} | {train_seconds:.1}s train, {eval_seconds:.1}s eval",
+                "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | test hr@5 {:.4} mrr@5 {:.4} hr@20 {:.4} mrr@20 {:.4} | {train_seconds:.1}s train, {eval_seconds:.1}s eval{}",
                 log.loss,
                 if improved { " *" } else { "" },
                 log.test.hr[0],
                 log.test.mrr[0],
                 log.test.hr[2],
-                log.test.mrr[2]
+                log.test.mrr[2],
+                if extras.is_empty() { String::new() } else { format!(" |{extras}") }
             );
         }
         if improved {
@@ -209,7 +231,7 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
         }
     }
     out.seconds_per_epoch = out.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / out.epochs.len() as f64;
-    Ok(out)
+    Ok((out, info))
 }
 
 fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
@@ -238,7 +260,13 @@ fn test_best_per_metric(epochs: &[EpochLog]) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn final_record(cfg: &RunConfig, ds: &Dataset, out: &RunOutcome, total_seconds: f64) -> serde_json::Value {
+fn final_record(
+    cfg: &RunConfig,
+    ds: &Dataset,
+    out: &RunOutcome,
+    modality: serde_json::Value,
+    total_seconds: f64,
+) -> serde_json::Value {
     let split = Split::new(&ds.sequences, cfg.protocol);
     let eval_seconds = out.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / out.epochs.len().max(1) as f64;
     let finished_at =
@@ -248,6 +276,7 @@ fn final_record(cfg: &RunConfig, ds: &Dataset, out: &RunOutcome, total_seconds: 
         "status": "finished",
         "dataset": ds.name,
         "model": cfg.model.kind().name(),
+        "variant": cfg.variant_name(),
         "protocol": cfg.protocol.name(),
         "selection": format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
         "seed": cfg.seed,
@@ -260,6 +289,7 @@ fn final_record(cfg: &RunConfig, ds: &Dataset, out: &RunOutcome, total_seconds: 
         "n_train_targets": split.n_train_targets(),
         "n_valid": split.valid.len(),
         "n_test": split.test.len(),
+        "modality": modality,
         "epochs_run": out.epochs.len(),
         "best_epoch": out.best_epoch,
         "seconds_per_epoch": out.seconds_per_epoch,

@@ -3,5 +3,6 @@
 
 pub mod fit;
 pub mod optim;
+pub mod setup;
 
 pub use fit::{train_run, RunOptions, RunOutcome};

@@ -1,0 +1,165 @@
+//! The correlation teacher: item representations `z_i` (autoencoder codes), a holistic score
+//! `s_ij = φ(z_i, z_j)` and a dissected code `c_ij = Q(v_ij)`, where
+//! `v_ij = [φ(z_i^1, z_j^1), ..., φ(z_i^m, z_j^m)]` scores the m equal sub-vectors of `z` pair
+//! by pair (product-quantisation split) and `Q` is the nearest codeword of a codebook fitted to
+//! the correlation vectors of item pairs that co-occur in training sequences.
+//!
+//! No N x N matrix is ever built: scores and codes are computed for a batch's in-sequence pairs
+//! on the fly (Beauty's N² x m matrix would be 9 GB, Clothing's 34 GB).
+
+use super::quantize::{self, Codebook, Quantizer};
+use super::scoring::Scoring;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TeacherConfig {
+    pub scoring: Scoring,
+    pub quantizer: Quantizer,
+    /// Number of sub-vectors m.
+    pub subvectors: usize,
+    /// Number of codes K.
+    pub codes: usize,
+    /// Item pairs sampled (seeded) from training sequences to fit the codebook.
+    pub fit_pairs: usize,
+}
+
+impl Default for TeacherConfig {
+    fn default() -> Self {
+        Self { scoring: Scoring::Cos, quantizer: Quantizer::Vq, subvectors: 8, codes: 50, fit_pairs: 200_000 }
+    }
+}
+
+pub struct Teacher {
+    /// [rows, dim] item representations (row = item id; row 0 padding).
+    pub repr: Vec<f32>,
+    pub dim: usize,
+    pub scoring: Scoring,
+    pub subvectors: usize,
+    pub codebook: Codebook,
+    /// Mean squared quantisation error on the fitting sample.
+    pub fit_mse: f64,
+}
+
+impl Teacher {
+    /// Builds the teacher from representations `repr` ([rows, dim]) and fits its codebook on
+    /// pairs of distinct items drawn from the training inputs `seqs`.
+    pub fn fit(repr: Vec<f32>, dim: usize, cfg: &TeacherConfig, seqs: &[&[u32]], seed: u64) -> anyhow::Result<Self> {
+        if cfg.subvectors == 0 || dim % cfg.subvectors != 0 {
+            anyhow::bail!("teacher: dimension {dim} is not divisible into {} sub-vectors", cfg.subvectors);
+        }
+        let mut t = Self {
+            repr,
+            dim,
+            scoring: cfg.scoring,
+            subvectors: cfg.subvectors,
+            codebook: Codebook { k: 0, dim: cfg.subvectors, centroids: Vec::new() },
+            fit_mse: 0.0,
+        };
+        let pairs = sample_pairs(seqs, cfg.fit_pairs, seed);
+        if pairs.is_empty() {
+            anyhow::bail!("teacher: no co-occurring item pairs in the training sequences");
+        }
+        let mut data = vec![0f32; pairs.len() * cfg.subvectors];
+        for (v, &(i, j)) in data.chunks_mut(cfg.subvectors).zip(&pairs) {
+            t.corr_vector(i, j, v);
+        }
+        t.codebook = quantize::fit(cfg.quantizer, &data, cfg.subvectors, cfg.codes, seed);
+        t.fit_mse = t.codebook.mse(&data);
+        Ok(t)
+    }
+
+    fn row(&self, i: u32) -> &[f32] {
+        &self.repr[i as usize * self.dim..(i as usize + 1) * self.dim]
+    }
+
+    /// Holistic score `φ(z_i, z_j)`.
+    pub fn holistic(&self, i: u32, j: u32) -> f32 {
+        self.scoring.score(self.row(i), self.row(j))
+    }
+
+    /// Correlation vector `v_ij` (length m) into `out`.
+    pub fn corr_vector(&self, i: u32, j: u32, out: &mut [f32]) {
+        let sub = self.dim / self.subvectors;
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = self.scoring.score(&self.row(i)[k * sub..(k + 1) * sub], &self.row(j)[k * sub..(k + 1) * sub]);
+        }
+    }
+
+    /// Dissected correlation code `c_ij` in `0..K`.
+    pub fn code(&self, i: u32, j: u32) -> u32 {
+        let mut v = vec![0f32; self.subvectors];
+        self.corr_vector(i, j, &mut v);
+        self.codebook.nearest(&v).0
+    }
+}
+
+/// Up to `n` ordered pairs `(i, j)`, `i != j`, of items at two positions of one sequence,
+/// drawn uniformly over sequences with at least two distinct items (seeded).
+pub fn sample_pairs(seqs: &[&[u32]], n: usize, seed: u64) -> Vec<(u32, u32)> {
+    let usable: Vec<&[u32]> = seqs.iter().copied().filter(|s| s.iter().any(|&x| x != s[0])).collect();
+    if usable.is_empty() {
+        return Vec::new();
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let s = usable[rng.random_range(0..usable.len())];
+        let (a, b) = (s[rng.random_range(0..s.len())], s[rng.random_range(0..s.len())]);
+        if a != b {
+            out.push((a, b));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy_teacher(q: Quantizer, seed: u64) -> Teacher {
+        // 6 items (+ padding row) with 8-d codes; m = 2 sub-vectors.
+        let dim = 8;
+        let mut repr = vec![0f32; dim];
+        for i in 1..=6 {
+            repr.extend((0..dim).map(|j| ((i * 7 + j * 3) % 11) as f32 / 11.0));
+        }
+        let seqs: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![3, 4, 5, 6], vec![6, 1, 2]];
+        let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        let cfg = TeacherConfig { subvectors: 2, codes: 4, fit_pairs: 500, quantizer: q, ..Default::default() };
+        Teacher::fit(repr, dim, &cfg, &refs, seed).unwrap()
+    }
+
+    #[test]
+    fn codes_are_deterministic_per_seed_and_in_range() {
+        for q in [Quantizer::Kmeans, Quantizer::Vq] {
+            let (a, b) = (toy_teacher(q, 1), toy_teacher(q, 1));
+            for i in 1..=6 {
+                for j in 1..=6 {
+                    assert_eq!(a.code(i, j), b.code(i, j));
+                    assert!(a.code(i, j) < 4);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn corr_vector_scores_sub_vectors() {
+        let t = toy_teacher(Quantizer::Kmeans, 1);
+        let mut v = [0f32; 2];
+        t.corr_vector(1, 2, &mut v);
+        assert!((v[0] - Scoring::Cos.score(&t.row(1)[..4], &t.row(2)[..4])).abs() < 1e-6);
+        assert!((v[1] - Scoring::Cos.score(&t.row(1)[4..], &t.row(2)[4..])).abs() < 1e-6);
+        assert!((t.holistic(1, 2) - Scoring::Cos.score(t.row(1), t.row(2))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn pairs_are_distinct_in_sequence_items() {
+        let seqs: Vec<&[u32]> = vec![&[1, 2, 2], &[5, 5]];
+        let p = sample_pairs(&seqs, 50, 0);
+        assert_eq!(p.len(), 50);
+        assert!(p.iter().all(|&(a, b)| a != b && a <= 2 && b <= 2));
+    }
+}

@@ -1,0 +1,107 @@
+//! Modality embeddings fused into a backbone's input.
+//!
+//! Each modality `m` has an embedding table `E_m` ([N+1, d_m], initialised from the teacher's
+//! autoencoder codes) and a projection `P_m: d_m -> D`. The backbone's input embedding of item
+//! `i` becomes `id_i + Σ_m P_m E_m[i]` (sum fusion at the input; scores stay dot products with
+//! the ID embeddings, as in the released code). The tables are fixed ([`ModalityMode::Frozen`],
+//! the two-stage baseline), trained with the recommendation loss only ([`ModalityMode::Tuned`])
+//! or trained with the correlation losses as well ([`ModalityMode::Cdl`], KDSR).
+
+use super::layers::{linear, Ctx};
+use super::params::ParamStore;
+use super::Backbone;
+use candle_core::{Device, Result, Tensor};
+use candle_nn::{Init, Linear, Module};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum ModalityMode {
+    Frozen,
+    Tuned,
+    /// Tuned with correlation distillation learning (KDSR).
+    #[default]
+    Cdl,
+}
+
+/// Parameter-name prefix of the trainable modality tables (their own optimiser group).
+pub const TABLE_PREFIX: &str = "modality_table.";
+
+#[derive(Debug, Clone)]
+pub struct ModalityEmbeddings {
+    /// Per modality: [N+1, d_m]
+    pub tables: Vec<Tensor>,
+    projections: Vec<Linear>,
+}
+
+impl ModalityEmbeddings {
+    /// `inits[m] = (name, values [N+1, d], d)`. Trainable tables are created in `params`
+    /// under `modality_table.<name>`; frozen tables are constants.
+    pub fn new(
+        inits: &[(String, Vec<f32>, usize)],
+        rows: usize,
+        hidden: usize,
+        mode: ModalityMode,
+        params: &ParamStore,
+        device: &Device,
+    ) -> Result<Self> {
+        let vb = params.var_builder(device);
+        let mut tables = Vec::new();
+        let mut projections = Vec::new();
+        for (name, values, dim) in inits {
+            let init = Tensor::from_slice(values, (rows, *dim), device)?;
+            let table = match mode {
+                ModalityMode::Frozen => init,
+                _ => {
+                    let key = format!("{TABLE_PREFIX}{name}");
+                    vb.get_with_hints((rows, *dim), &key, Init::Const(0.0))?;
+                    params.set(&key, &init)?;
+                    vb.get((rows, *dim), &key)?
+                }
+            };
+            let b = 1.0 / (*dim as f64).sqrt();
+            let u = Init::Uniform { lo: -b, up: b };
+            projections.push(linear(*dim, hidden, u, Some(u), vb.pp(format!("modality_proj.{name}")))?);
+            tables.push(table);
+        }
+        Ok(Self { tables, projections })
+    }
+
+    /// Σ_m P_m E_m[items]: [B, T] -> [B, T, D]
+    pub fn forward(&self, items: &Tensor) -> Result<Tensor> {
+        let (b, t) = items.dims2()?;
+        let flat = items.flatten_all()?;
+        let mut out: Option<Tensor> = None;
+        for (table, proj) in self.tables.iter().zip(&self.projections) {
+            let e = proj.forward(&table.index_select(&flat, 0)?)?; // [B*T, D]
+            out = Some(match out {
+                Some(acc) => (acc + e)?,
+                None => e,
+            });
+        }
+        let out = out.ok_or_else(|| candle_core::Error::Msg("no modality tables".into()))?;
+        let d = out.dim(1)?;
+        out.reshape((b, t, d))
+    }
+}
+
+/// A backbone with optional fused modality embeddings: what training and evaluation call.
+#[derive(Debug, Clone)]
+pub struct Recommender {
+    pub backbone: Backbone,
+    pub modality: Option<ModalityEmbeddings>,
+}
+
+impl Recommender {
+    /// [B, T] -> [B, T, D]
+    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let extra = self.modality.as_ref().map(|m| m.forward(items)).transpose()?;
+        self.backbone.forward(items, extra.as_ref(), ctx)
+    }
+
+    /// Candidate item embeddings for ids 1..=N: [N, D]
+    pub fn candidates(&self) -> Result<Tensor> {
+        self.backbone.candidates()
+    }
+}

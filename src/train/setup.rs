@@ -1,0 +1,180 @@
+//! Builds what a run trains: the backbone, the optional modality embeddings, the KDSR teacher
+//! and student heads, and the drift probes, from a [`RunConfig`].
+
+use crate::config::{ModelSpec, RunConfig};
+use crate::data::split::Split;
+use crate::data::Dataset;
+use crate::distill::autoencoder::{self, AutoencoderConfig};
+use crate::distill::cdl::Cdl;
+use crate::distill::drift::DriftProbe;
+use crate::distill::Teacher;
+use crate::error::bad_input;
+use crate::modality::{load_features, FeatureMatrix, Modality};
+use crate::model::params::ParamStore;
+use crate::model::{Backbone, ModalityEmbeddings, ModalityMode, Recommender};
+use crate::train::RunOptions;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::Path;
+
+pub struct Setup {
+    pub params: ParamStore,
+    pub model: Recommender,
+    pub cdl: Option<Cdl>,
+    /// (modality name, probe)
+    pub probes: Vec<(String, DriftProbe)>,
+    /// What was built, for metrics.json (feature sources, missing items, teacher fit).
+    pub info: serde_json::Value,
+}
+
+pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) -> Result<Setup> {
+    let params = ParamStore::new(cfg.seed);
+    let (sasrec, gru) = match &cfg.model {
+        ModelSpec::Sasrec(c) => (c.clone(), Default::default()),
+        ModelSpec::Gru4rec(c) => (Default::default(), c.clone()),
+        ModelSpec::Pop => anyhow::bail!("popularity has no trainable model"),
+    };
+    let backbone = Backbone::new(
+        cfg.model.kind(),
+        &sasrec,
+        &gru,
+        ds.n_items,
+        cfg.train.max_len,
+        params.var_builder(&opts.device),
+    )?
+    .context("neural backbone")?;
+    let Some(mc) = &cfg.modality else {
+        return Ok(Setup {
+            params,
+            model: Recommender { backbone, modality: None },
+            cdl: None,
+            probes: Vec::new(),
+            info: json!(null),
+        });
+    };
+    if mc.modalities.is_empty() {
+        return Err(bad_input("modality.modalities is empty: list at least one of text, attributes, image"));
+    }
+    let train_inputs: Vec<&[u32]> = ds.sequences.iter().zip(&split.train_end).map(|(s, &e)| &s[..e as usize]).collect();
+    let id_reference = mc.drift.id_reference.as_deref().map(load_id_reference).transpose()?;
+    let mut inits = Vec::new();
+    let mut teachers = Vec::new();
+    let mut probes = Vec::new();
+    let mut info = serde_json::Map::new();
+    for &m in &mc.modalities {
+        let loaded = load_features(ds, m, &opts.paths, &mc.features)
+            .with_context(|| format!("loading {} features of {}", m.name(), ds.name))?;
+        let feats = &loaded.matrix;
+        let (codes, ae_info) = teacher_codes(ds, m, feats, &mc.autoencoder, mc.teacher_seed, &opts.paths.cache_dir)?;
+        let dim = mc.autoencoder.hidden;
+        let teacher = Teacher::fit(codes.clone(), dim, &mc.teacher, &train_inputs, mc.teacher_seed)?;
+        info.insert(
+            m.name().into(),
+            json!({
+                "source": loaded.source,
+                "feature_dim": feats.dim,
+                "items_without_modality": feats.missing.len(),
+                "autoencoder": ae_info,
+                "codebook_fit_mse": teacher.fit_mse,
+            }),
+        );
+        if mc.drift.pairs > 0 {
+            let reference = id_reference.as_ref().map(|(t, d)| (t.as_slice(), *d));
+            if let Some((t, _)) = &id_reference {
+                if t.len() / reference.map(|r| r.1).unwrap_or(1) != ds.n_items + 1 {
+                    return Err(bad_input("drift.id_reference has a different number of items than this dataset"));
+                }
+            }
+            probes.push((
+                m.name().to_string(),
+                DriftProbe::new(mc.drift.pairs, ds.n_items, &feats.data, feats.dim, reference, mc.teacher_seed),
+            ));
+        }
+        inits.push((m.name().to_string(), codes, dim));
+        teachers.push((m.name().to_string(), teacher));
+    }
+    let hidden = backbone.embedding_dim()?;
+    let modality = ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, &params, &opts.device)?;
+    let cdl = match mc.mode {
+        ModalityMode::Cdl => {
+            Some(Cdl::new(teachers, mc.student.clone(), mc.code_faithful, &params, &opts.device, cfg.seed)?)
+        }
+        _ => None,
+    };
+    Ok(Setup { params, model: Recommender { backbone, modality: Some(modality) }, cdl, probes, info: info.into() })
+}
+
+/// The teacher representation of every item (autoencoder codes), cached under
+/// `<cache>/teacher/` by a hash of everything that determines it.
+fn teacher_codes(
+    ds: &Dataset,
+    m: Modality,
+    feats: &FeatureMatrix,
+    cfg: &AutoencoderConfig,
+    seed: u64,
+    cache_dir: &Path,
+) -> Result<(Vec<f32>, serde_json::Value)> {
+    let mut h = blake3::Hasher::new();
+    h.update(ds.name.as_bytes());
+    h.update(m.name().as_bytes());
+    h.update(&(feats.dim as u64).to_le_bytes());
+    for v in &feats.data {
+        h.update(&v.to_le_bytes());
+    }
+    h.update(toml::to_string(cfg).unwrap_or_default().as_bytes());
+    h.update(&seed.to_le_bytes());
+    let key = h.finalize().to_hex()[..20].to_string();
+    let dir = cache_dir.join("teacher");
+    let path = dir.join(format!("{}-{}-{key}.safetensors", m.name(), ds.name.replace(['/', ':'], "_")));
+    if path.exists() {
+        let t = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+            .with_context(|| format!("reading cached teacher {}", path.display()))?;
+        if let Some(codes) = t.get("codes") {
+            let codes = codes.flatten_all()?.to_vec1::<f32>()?;
+            if codes.len() == (ds.n_items + 1) * cfg.hidden {
+                return Ok((codes, json!({"cache": path.display().to_string(), "from_cache": true})));
+            }
+        }
+    }
+    let t0 = std::time::Instant::now();
+    let trained = autoencoder::train(&feats.data, feats.dim, cfg, seed)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tensor =
+        candle_core::Tensor::from_slice(&trained.codes, (ds.n_items + 1, cfg.hidden), &candle_core::Device::Cpu)?;
+    let tmp = dir.join(format!(".{key}.tmp{}", std::process::id()));
+    candle_core::safetensors::save(&std::collections::HashMap::from([("codes".to_string(), tensor)]), &tmp)?;
+    std::fs::rename(&tmp, &path)?;
+    let info = json!({
+        "cache": path.display().to_string(),
+        "from_cache": false,
+        "epochs": trained.epochs,
+        "reconstruction_mse": trained.final_mse,
+        "seconds": t0.elapsed().as_secs_f64(),
+    });
+    Ok((trained.codes, info))
+}
+
+/// `item_embedding.weight` of a pure-ID model's checkpoint: (values, dim).
+fn load_id_reference(path: &Path) -> Result<(Vec<f32>, usize)> {
+    let t = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .map_err(|e| bad_input(format!("{}: cannot read the drift ID reference: {e}", path.display())))?;
+    let w = t
+        .get("item_embedding.weight")
+        .ok_or_else(|| bad_input(format!("{}: no `item_embedding.weight` tensor", path.display())))?;
+    let d = w.dim(1)?;
+    Ok((w.flatten_all()?.to_vec1::<f32>()?, d))
+}
+
+/// Pearson drift of each modality table for the epoch log.
+pub fn drift_columns(probes: &[(String, DriftProbe)], model: &Recommender) -> Result<Vec<(String, f64)>> {
+    let mut out = Vec::new();
+    let Some(me) = &model.modality else { return Ok(out) };
+    for ((name, probe), table) in probes.iter().zip(&me.tables) {
+        let d = table.dim(1)?;
+        let values = table.flatten_all()?.to_vec1::<f32>()?;
+        let (r_orig, r_id) = probe.measure(&values, d);
+        out.push((format!("drift_{name}_original"), r_orig));
+        out.push((format!("drift_{name}_id"), r_id.unwrap_or(f64::NAN)));
+    }
+    Ok(out)
+}
