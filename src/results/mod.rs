@@ -23,7 +23,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
-/// The code that produced a result: git commit and whether the tree had local changes.
+/// The code that produced a result: git commit and whether the tree had local changes when the
+/// binary was built.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct CodeVersion {
     pub commit: String,
@@ -32,19 +33,13 @@ pub struct CodeVersion {
 }
 
 impl CodeVersion {
+    /// The commit and dirty flag of the tree this binary was built from (see build.rs).
     pub fn current() -> Self {
-        let git = |args: &[&str]| {
-            std::process::Command::new("git")
-                .args(args)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        };
-        let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-        let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-        Self { commit, dirty, crate_version: env!("CARGO_PKG_VERSION").into() }
+        Self {
+            commit: env!("KDSR_GIT_COMMIT").to_string(),
+            dirty: env!("KDSR_GIT_DIRTY") == "true",
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+        }
     }
 }
 
