@@ -4,14 +4,18 @@
 //! Pipeline stages, one module each: [`data`] (sources, k-core, splits, batches) ->
 //! [`model`] (backbones) -> [`train`] (loss, optimiser, early stopping) -> [`eval`] (full
 //! ranking, metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings;
-//! [`ops`] holds fused CPU kernels with their own backward passes.
+//! [`ops`] holds fused CPU kernels with their own backward passes. [`grid`] expands
+//! declarative experiment grids into RunConfigs; [`sweep`] runs them (resumable, parallel,
+//! sharded).
 
 pub mod bench;
 pub mod config;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod grid;
 pub mod model;
 pub mod ops;
 pub mod results;
+pub mod sweep;
 pub mod train;
