@@ -34,8 +34,8 @@ pub fn expand(grid: &Grid) -> Result<Vec<Point>> {
             grid.seeds.len()
         )));
     }
-    // (assigns, labels, span) per point, before seeds.
-    let mut bases: Vec<(Vec<Assign>, Vec<Option<String>>, Range<usize>)> = Vec::new();
+    // The points before seeds (seed fields filled in below).
+    let mut bases: Vec<Point> = Vec::new();
     if !grid.axes.is_empty() || grid.include.is_empty() {
         let mut combo = vec![0usize; grid.axes.len()];
         loop {
@@ -49,7 +49,7 @@ pub fn expand(grid: &Grid) -> Result<Vec<Point>> {
                     labels[ai] = Some(v.label.clone());
                 }
                 let span = grid.axes.first().map(|a| a.values[combo[0]].span.clone()).unwrap_or(0..0);
-                bases.push((assigns, labels, span));
+                bases.push(Point { assigns, labels, seed: 0, seed_index: 0, span });
             }
             if !advance(&mut combo, grid) {
                 break;
@@ -70,21 +70,15 @@ pub fn expand(grid: &Grid) -> Result<Vec<Point>> {
                 labels[c] = Some(text);
             }
         }
-        bases.push((assigns, labels, inc.span.clone()));
+        bases.push(Point { assigns, labels, seed: 0, seed_index: 0, span: inc.span.clone() });
     }
     if bases.is_empty() {
         return Err(grid.source.file_error("the exclude rules remove every grid point"));
     }
     let mut points = Vec::with_capacity(bases.len() * grid.seeds.len());
-    for (assigns, labels, span) in bases {
+    for base in bases {
         for (seed_index, &seed) in grid.seeds.iter().enumerate() {
-            points.push(Point {
-                assigns: assigns.clone(),
-                labels: labels.clone(),
-                seed,
-                seed_index,
-                span: span.clone(),
-            });
+            points.push(Point { seed, seed_index, ..base.clone() });
         }
     }
     Ok(points)

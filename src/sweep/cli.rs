@@ -63,6 +63,20 @@ impl GridArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     pub grid: GridArgs,
+    #[command(flatten)]
+    pub ignored: IgnoredRunFlags,
+}
+
+/// `sweep run`'s own flags, accepted and ignored by `sweep plan`, so that `just sweep NAME
+/// ARGS` can hand the same flags to both.
+#[derive(Args)]
+pub struct IgnoredRunFlags {
+    #[arg(long, hide = true)]
+    pub jobs: Option<usize>,
+    #[arg(long, hide = true)]
+    pub run_threads: Option<usize>,
+    #[arg(long, hide = true)]
+    pub quiet: bool,
 }
 
 #[derive(Args)]

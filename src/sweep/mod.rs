@@ -89,6 +89,23 @@ impl Scale {
         Some(cfg)
     }
 
+    /// `at most 3 epochs, 1000 users, the first seed`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(n) = self.max_epochs {
+            parts.push(format!("at most {n} epochs"));
+        }
+        if let Some(n) = self.max_users {
+            parts.push(format!("at most {n} users"));
+        }
+        match self.seeds {
+            Some(1) => parts.push("the first seed".into()),
+            Some(n) => parts.push(format!("the first {n} seeds")),
+            None => {}
+        }
+        parts.join(", ")
+    }
+
     /// The command-line flags that reproduce this scale.
     pub fn to_flags(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -78,11 +78,7 @@ impl Plan {
             g.exclude.len()
         );
         if !self.scale.is_full() {
-            let _ = writeln!(
-                out,
-                "scaled down: {} (records kept apart from the full grid's)",
-                self.scale.to_flags().join(" ")
-            );
+            let _ = writeln!(out, "scaled down: {} (records kept apart from the full grid's)", self.scale.describe());
         }
         let statuses: Vec<RunStatus> = self.runs.iter().map(|r| store.status(&r.run_id)).collect();
         let count = |f: fn(&RunStatus) -> bool| statuses.iter().filter(|s| f(s)).count();

@@ -177,29 +177,36 @@ pub fn run(plan: &Plan, store: &Store, opts: &SweepOptions) -> Result<Summary> {
 /// Datasets loaded once per sweep and dropped after their last run.
 struct DataCache<'a> {
     paths: &'a DataPaths,
-    /// Per dataset: the load (done once, by whichever worker comes first) and runs left.
-    slots: Mutex<HashMap<DatasetRef, (Arc<OnceLock<Result<Arc<Dataset>, String>>>, usize)>>,
+    slots: Mutex<HashMap<DatasetRef, Slot>>,
+}
+
+/// One dataset: its load (done once, by whichever worker comes first; the others wait for
+/// it) and the number of runs still to use it.
+#[derive(Default)]
+struct Slot {
+    load: Arc<OnceLock<Result<Arc<Dataset>, String>>>,
+    runs_left: usize,
 }
 
 impl<'a> DataCache<'a> {
     fn new(paths: &'a DataPaths, runs: &[&ResolvedRun]) -> Self {
-        let mut slots: HashMap<DatasetRef, (Arc<OnceLock<_>>, usize)> = HashMap::new();
+        let mut slots: HashMap<DatasetRef, Slot> = HashMap::new();
         for r in runs {
-            slots.entry(r.config.dataset.clone()).or_default().1 += 1;
+            slots.entry(r.config.dataset.clone()).or_default().runs_left += 1;
         }
         Self { paths, slots: Mutex::new(slots) }
     }
 
     fn get(&self, d: &DatasetRef) -> Result<Arc<Dataset>, String> {
-        let cell = self.slots.lock().expect("cache lock").entry(d.clone()).or_default().0.clone();
+        let cell = self.slots.lock().expect("cache lock").entry(d.clone()).or_default().load.clone();
         cell.get_or_init(|| Dataset::load(d, self.paths).map(Arc::new).map_err(|e| format!("{e:#}"))).clone()
     }
 
     fn release(&self, d: &DatasetRef) {
         let mut slots = self.slots.lock().expect("cache lock");
         if let Some(slot) = slots.get_mut(d) {
-            slot.1 = slot.1.saturating_sub(1);
-            if slot.1 == 0 {
+            slot.runs_left = slot.runs_left.saturating_sub(1);
+            if slot.runs_left == 0 {
                 slots.remove(d);
             }
         }
