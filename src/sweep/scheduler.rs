@@ -1,15 +1,22 @@
 //! Runs a plan's unfinished runs in this process: `jobs` runs at a time, each confined to its
 //! own rayon pool of `threads_per_run` threads.
 //!
-//! Why in-process: each dataset is loaded once and shared by every run that needs it (the
-//! workers wait for one load instead of loading it again), there is no process start-up or
-//! binary lookup, and a run's failure (error, NaN loss, panic) is caught and recorded while
-//! the sweep goes on. Confinement: rayon-parallel code (our kernels, evaluation) runs in the
-//! pool installed around the run, and candle's matmul splits its work into
-//! `RAYON_NUM_THREADS` tasks on the current pool, so the sweep sets that variable to
-//! `threads_per_run` for the whole process; every run of one sweep has the same thread count.
-//! What a process cannot isolate (an abort or the OOM killer) ends the sweep, and the next
-//! sweep resumes where it stopped.
+//! Why in-process rather than one `kdsr train` subprocess per run: each dataset is loaded once
+//! and shared by every run that needs it (workers wait for one load instead of repeating it),
+//! and a run's failure (error, NaN loss, panic) is caught and recorded while the sweep goes
+//! on. What a process cannot isolate (an abort, the OOM killer) ends the sweep; the next sweep
+//! resumes where it stopped, since records only appear whole.
+//!
+//! Confinement (checked in candle-core 0.11.1's source): rayon-parallel code (our kernels,
+//! evaluation) runs in the pool installed around the run, and candle's matmul (gemm) splits
+//! its work into `RAYON_NUM_THREADS` tasks on the current pool, so the sweep sets that variable
+//! to `threads_per_run` for the whole process (every run of one sweep has the same thread
+//! count). candle's element-wise ops over 64K+ elements use a process-wide "barrier pool" of
+//! `CANDLE_NUM_THREADS - 1` threads that serialises concurrent callers; with several runs in
+//! parallel the sweep sets `CANDLE_NUM_THREADS=1`, so those ops run on the run's own thread
+//! (with one thread per run, the default, that pool is empty anyway). candle reads
+//! `RAYON_NUM_THREADS` at every matmul and `CANDLE_NUM_THREADS` when that pool starts (the
+//! first large element-wise op), so both are set before the first run of the process.
 
 use super::plan::Plan;
 use super::store::{hostname, RunStatus, Store};
@@ -122,6 +129,10 @@ pub fn run(plan: &Plan, store: &Store, opts: &SweepOptions) -> Result<Summary> {
     todo.sort_by_key(|r| first_of[&r.config.dataset]);
 
     std::env::set_var("RAYON_NUM_THREADS", w.threads_per_run.to_string());
+    if w.jobs > 1 {
+        // See the module docs: keep candle's element-wise ops on each run's own thread.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let bar =
         if opts.progress { indicatif::ProgressBar::new(todo.len() as u64) } else { indicatif::ProgressBar::hidden() };
     bar.set_style(
