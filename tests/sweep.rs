@@ -236,6 +236,8 @@ fn resume_after_sigkill_records_every_run_exactly_once() {
 
     let (code, _, err) = s.run("run", &["--jobs", "2"]);
     assert_eq!(code, 0, "{err}");
+    // Both workers share one load of Beauty.
+    assert_eq!(err.matches("loaded dataset beauty").count(), 1, "{err}");
     assert!(err.contains(&format!("{} already finished", before.len())), "{err}");
     assert_eq!(s.records(), ids, "runs/ must hold exactly the grid's runs");
     assert_eq!(s.finished(), ids);

@@ -12,7 +12,7 @@ use crate::config::RunConfig;
 use crate::data::{DatasetId, DatasetRef};
 use crate::model::ModelKind;
 use anyhow::{Context, Result};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Range;
 
 /// RunConfig tables that are tagged enums: a plain string there names the variant, so
@@ -46,7 +46,7 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
     let mut used: BTreeMap<String, (Range<usize>, bool)> = BTreeMap::new();
     let mut kinds: Vec<ModelKind> = Vec::new();
     let mut runs: Vec<ResolvedRun> = Vec::new();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
     for point in points {
         let at = |span: &Range<usize>, msg: String| grid.source.error(span, msg);
         let at_point = |msg: &str| match point.span.is_empty() {
@@ -128,13 +128,13 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
             });
         }
         let run_id = config.run_id();
-        if seen.contains_key(&run_id) {
+        if !seen.insert(run_id.clone()) {
             continue;
         }
-        seen.insert(run_id.clone(), runs.len());
         runs.push(ResolvedRun { config, run_id, labels, seed_index: point.seed_index });
     }
-    if let Some((key, (span, _))) = used.iter().find(|(_, (_, applied))| !applied) {
+    // The first such setting in the file.
+    if let Some((key, (span, _))) = used.iter().filter(|(_, (_, applied))| !applied).min_by_key(|(_, (s, _))| s.start) {
         return Err(grid
             .source
             .error(span, format!("`{key}` is not a setting of any run in this grid ({})", known_fields(key, &kinds))));

@@ -3,7 +3,7 @@
 use super::plan::Plan;
 use super::scheduler::{self, SweepOptions, Workers};
 use super::slurm::{self, SlurmOptions};
-use super::store::Store;
+use super::store::{RunStatus, Store};
 use super::{Budget, Scale, Shard};
 use crate::data::DataPaths;
 use crate::error::bad_input;
@@ -161,7 +161,8 @@ pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>) -> Resu
 
 fn sweep_run(a: RunArgs, paths: &DataPaths, threads: Option<usize>) -> Result<Outcome> {
     let (plan, store) = a.grid.plan()?;
-    let workers = Workers::choose(threads, a.jobs, a.run_threads, plan.runs.len())?;
+    let pending = plan.runs.iter().filter(|r| store.status(&r.run_id) != RunStatus::Finished).count();
+    let workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
     let stop = Arc::new(AtomicBool::new(false));
     install_interrupt_handler(stop.clone())?;
     let opts = SweepOptions { workers, paths: paths.clone(), stop: stop.clone(), progress: !a.quiet };

@@ -208,9 +208,26 @@ impl<'a> DataCache<'a> {
         Self { paths, slots: Mutex::new(slots) }
     }
 
-    fn get(&self, d: &DatasetRef) -> Result<Arc<Dataset>, String> {
+    /// The dataset, loading it if no worker has; `log` gets a line when this call loaded it.
+    fn get(&self, d: &DatasetRef, log: impl FnOnce(String)) -> Result<Arc<Dataset>, String> {
         let cell = self.slots.lock().expect("cache lock").entry(d.clone()).or_default().load.clone();
-        cell.get_or_init(|| Dataset::load(d, self.paths).map(Arc::new).map_err(|e| format!("{e:#}"))).clone()
+        let mut loaded = None;
+        let result = cell
+            .get_or_init(|| {
+                let t0 = Instant::now();
+                let ds = Dataset::load(d, self.paths).map(Arc::new).map_err(|e| format!("{e:#}"));
+                loaded = Some(t0.elapsed().as_secs_f64());
+                ds
+            })
+            .clone();
+        if let (Some(secs), Ok(ds)) = (loaded, &result) {
+            log(format!(
+                "loaded dataset {d} ({} users, {} items) in {secs:.2} s, shared by its runs",
+                ds.sequences.len(),
+                ds.n_items
+            ));
+        }
+        result
     }
 
     fn release(&self, d: &DatasetRef) {
@@ -265,7 +282,7 @@ impl Ctx<'_> {
             let secs = started.elapsed().as_secs_f64();
             let line = match &result {
                 Ok(o) => format!(
-                    "[{n}/{}] done   {}  {} | test ndcg@20 {:.4} hr@20 {:.4} | best epoch {} of {} | {secs:.0} s",
+                    "[{n}/{}] done   {}  {} | test ndcg@20 {:.2}% hr@20 {:.2}% | best epoch {} of {} | {secs:.0} s",
                     self.n_todo,
                     run.run_id,
                     self.plan.describe(run),
@@ -292,7 +309,7 @@ impl Ctx<'_> {
     /// Trains one run into this process's work folder; errors and panics become the reason.
     fn train(&self, run: &ResolvedRun) -> Result<RunOutcome, String> {
         let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let full = self.cache.get(&run.config.dataset)?;
+            let full = self.cache.get(&run.config.dataset, |line| self.bar.suspend(|| eprintln!("{line}")))?;
             let sliced;
             let ds: &Dataset = match run.config.max_users {
                 Some(n) if n < full.sequences.len() => {

@@ -15,7 +15,6 @@
 //! stale work folder, removed by the next sweep on the same host.
 
 use super::plan::Plan;
-use crate::results::write_atomic;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -88,7 +87,7 @@ impl Store {
         std::fs::create_dir_all(self.runs_dir()).with_context(|| format!("creating {}", self.runs_dir().display()))?;
         std::fs::create_dir_all(self.work_root())?;
         self.clean_stale()?;
-        write_atomic(&self.root.join("grid.toml"), plan.grid.source.text.as_bytes())?;
+        write_shared(&self.root.join("grid.toml"), plan.grid.source.text.as_bytes())?;
         let runs: Vec<serde_json::Value> = plan
             .all
             .iter()
@@ -106,7 +105,7 @@ impl Store {
             "scale": plan.scale,
             "runs": runs,
         });
-        write_atomic(&self.root.join("plan.json"), serde_json::to_string_pretty(&doc)?.as_bytes())
+        write_shared(&self.root.join("plan.json"), serde_json::to_string_pretty(&doc)?.as_bytes())
     }
 
     /// Removes `.work/<host>.<pid>` folders of this host whose process is gone.
@@ -149,6 +148,15 @@ impl Store {
     pub fn finish(&self) {
         let _ = std::fs::remove_dir(self.work_dir());
     }
+}
+
+/// Atomic write of a file that sweeps on several machines may write at once (the same
+/// content): the temporary name carries host and pid, so writers never share one.
+fn write_shared(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.{}.tmp", hostname(), std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
 /// This machine's name (shards on several machines share one reports folder).
