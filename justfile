@@ -17,12 +17,20 @@ build:
 data:
     python3 scripts/fetch_data.py .cache
 
-# The README's main job: Table 1 statistics, then popularity, SASRec and GRU4Rec on a Beauty slice.
+# The README's main job: Table 1 statistics, then the `quick` grid (pop, SASRec, GRU4Rec on a Beauty slice).
 quick: data build
     {{kdsr}} data stats
-    {{kdsr}} train --dataset beauty --model pop --max-users 5000
-    {{kdsr}} train --dataset beauty --model sasrec --max-users 5000 --epochs 30
-    {{kdsr}} train --dataset beauty --model gru4rec --max-users 5000 --epochs 30
+    {{kdsr}} sweep run quick
+
+# Print a grid's runs without running them, e.g. `just plan table2` or `just plan table2 --budget quick`.
+plan name *ARGS: build
+    {{kdsr}} sweep plan {{name}} {{ARGS}}
+
+# Plan, then run a grid (experiments/<name>.toml); reruns skip finished runs. E.g. `just sweep quick`,
+# `just sweep table2 --budget quick`, `just sweep table2 --shard 0/4 --jobs 2`.
+sweep name *ARGS: data build
+    {{kdsr}} sweep plan {{name}} {{ARGS}}
+    {{kdsr}} sweep run {{name}} {{ARGS}}
 
 # Print the paper's Table 1 from the data.
 stats: data build

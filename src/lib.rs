@@ -2,10 +2,12 @@
 //! Recommendation via Correlation Supervision" (KDSR, ECIR 2024).
 //!
 //! Pipeline stages, one module each: [`data`] (sources, k-core, splits, batches) ->
-//! [`modality`] (item feature matrices: text encoder, attributes, files) -> [`model`]
-//! (backbones) -> [`train`] (loss, optimiser, early stopping) -> [`eval`] (full ranking,
-//! metrics) -> [`results`] (run records). [`config`] holds a run's resolved settings;
-//! [`ops`] holds fused CPU kernels with their own backward passes.
+//! [`modality`] (item feature matrices: text encoder, attributes, files) -> [`distill`]
+//! (teacher, student losses) -> [`model`] (backbones, modality fusion) -> [`train`] (loss,
+//! optimiser, early stopping) -> [`eval`] (full ranking, metrics) -> [`results`] (run
+//! records). [`config`] holds a run's resolved settings; [`ops`] holds fused CPU kernels with
+//! their own backward passes. [`grid`] expands declarative experiment grids into RunConfigs;
+//! [`sweep`] runs them (resumable, parallel, sharded).
 
 pub mod bench;
 pub mod config;
@@ -13,8 +15,10 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod eval;
+pub mod grid;
 pub mod modality;
 pub mod model;
 pub mod ops;
 pub mod results;
+pub mod sweep;
 pub mod train;

@@ -26,7 +26,8 @@ struct Cli {
     /// Directory with data fetched by `just data` (default: $KDSR_CACHE_DIR, else .cache).
     #[arg(long, global = true)]
     cache_dir: Option<PathBuf>,
-    /// Worker threads (default: all cores, or $RAYON_NUM_THREADS).
+    /// Worker threads (default: all cores, or $RAYON_NUM_THREADS); for `sweep run`, the total
+    /// budget split between parallel runs.
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -50,6 +51,11 @@ enum Command {
     /// Time a SASRec training step and a full evaluation on Beauty's shapes, optionally
     /// against the PyTorch reference.
     Bench(kdsr::bench::BenchArgs),
+    /// Experiment grids (experiments/<name>.toml): plan, run (resumable), Slurm script.
+    Sweep {
+        #[command(subcommand)]
+        command: kdsr::sweep::cli::SweepCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -381,12 +387,15 @@ fn features_build(a: FeaturesArgs, paths: &DataPaths) -> Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(n) = cli.threads {
         if n == 0 {
             return Err(bad_input("--threads must be at least 1"));
         }
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        // A sweep splits the budget itself (threads per run).
+        if !matches!(cli.command, Command::Sweep { .. }) {
+            std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        }
     }
     let paths = DataPaths::resolve(cli.data_dir, cli.cache_dir);
     match cli.command {
@@ -394,12 +403,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Features { command: FeaturesCommand::Build(a) } => features_build(a, &paths),
         Command::Train(a) => train(*a, &paths),
         Command::Bench(a) => kdsr::bench::run(&a, &paths),
+        Command::Sweep { command } => {
+            return Ok(match kdsr::sweep::cli::run(command, &paths, cli.threads)? {
+                kdsr::sweep::cli::Outcome::Done => ExitCode::SUCCESS,
+                kdsr::sweep::cli::Outcome::Interrupted => ExitCode::from(130),
+            })
+        }
     }
+    .map(|()| ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err}");
             for cause in err.chain().skip(1) {

@@ -1,0 +1,213 @@
+//! The `kdsr sweep` subcommands.
+
+use super::plan::Plan;
+use super::scheduler::{self, SweepOptions, Workers};
+use super::slurm::{self, SlurmOptions};
+use super::store::{RunStatus, Store};
+use super::{Budget, Scale, Shard};
+use crate::data::DataPaths;
+use crate::error::bad_input;
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+#[derive(Subcommand)]
+pub enum SweepCommand {
+    /// Print a grid's runs (count, axes, run ids, status) without running anything.
+    Plan(PlanArgs),
+    /// Run a grid's unfinished runs; finished runs are skipped, failed ones retried.
+    /// Ctrl-C once: start no new runs and let those in flight finish; twice: abandon them.
+    Run(RunArgs),
+    /// Write an sbatch array script running one shard of the grid per array task.
+    Slurm(SlurmArgs),
+}
+
+/// Which runs: the grid, a trial scale, a shard.
+#[derive(Args, Clone)]
+pub struct GridArgs {
+    /// A grid name (experiments/<name>.toml) or the path of a grid file.
+    pub grid: String,
+    /// `quick` scales the grid down for a trial: at most 3 epochs, 1000 users, the first seed
+    /// (the flags below override its caps).
+    #[arg(long, value_enum, default_value_t = Budget::Full)]
+    pub budget: Budget,
+    /// Cap every run's maximum number of epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Cap every run's number of users (the first N).
+    #[arg(long)]
+    pub max_users: Option<usize>,
+    /// Keep only the grid's first N seeds.
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Only shard i of n (0 <= i < n): runs sorted by run id, every n-th from the i-th.
+    #[arg(long)]
+    pub shard: Option<Shard>,
+    /// Reports folder; records go to <out>/<grid>/runs/<run_id>/ (<grid>.trial when scaled).
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+}
+
+impl GridArgs {
+    fn plan(&self) -> Result<(Plan, Store)> {
+        let scale = Scale::new(self.budget, self.epochs, self.max_users, self.seeds)?;
+        let plan = Plan::build(&self.grid, scale, self.shard)?;
+        let store = Store::for_plan(&self.out, &plan);
+        Ok((plan, store))
+    }
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    #[command(flatten)]
+    pub ignored: IgnoredRunFlags,
+}
+
+/// `sweep run`'s own flags, accepted and ignored by `sweep plan`, so that `just sweep NAME
+/// ARGS` can hand the same flags to both.
+#[derive(Args)]
+pub struct IgnoredRunFlags {
+    #[arg(long, hide = true)]
+    pub jobs: Option<usize>,
+    #[arg(long, hide = true)]
+    pub run_threads: Option<usize>,
+    #[arg(long, hide = true)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    /// Runs at the same time (default: the thread budget / --run-threads, at most one per run).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Threads inside each run (default: 1, or the threads left over when there are fewer
+    /// runs than threads). The global --threads is the total budget.
+    #[arg(long)]
+    pub run_threads: Option<usize>,
+    /// No progress bar (one line per finished run is printed either way).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct SlurmArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
+    #[command(flatten)]
+    pub slurm: SlurmOptions,
+    /// Where to write the script (default: <out>/<grid>/slurm.sbatch).
+    #[arg(long)]
+    pub script: Option<PathBuf>,
+}
+
+/// How a sweep command ended, for the exit code.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Stopped by Ctrl-C / SIGTERM before every run was started (exit code 130).
+    Interrupted,
+}
+
+/// Runs a sweep subcommand. `threads` is the global `--threads` (the total thread budget).
+pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>) -> Result<Outcome> {
+    match cmd {
+        SweepCommand::Plan(a) => {
+            let (plan, store) = a.grid.plan()?;
+            print!("{}", plan.render(&store));
+            Ok(Outcome::Done)
+        }
+        SweepCommand::Run(a) => sweep_run(a, paths, threads),
+        SweepCommand::Slurm(a) => {
+            if a.grid.shard.is_some() {
+                return Err(bad_input("--shard: the script gives every array task its own shard"));
+            }
+            let (plan, store) = a.grid.plan()?;
+            let abs = |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
+            let workdir = std::env::current_dir().context("reading the working directory")?;
+            let binary = std::env::current_exe().context("locating the kdsr binary")?;
+            let log_dir = abs(&store.root.join("slurm"))?;
+            let (text, tasks) = slurm::script(
+                &plan,
+                &a.slurm,
+                &binary,
+                &workdir,
+                &abs(&plan.grid.source.path)?,
+                &abs(&a.grid.out)?,
+                &log_dir,
+            );
+            let path = a.script.unwrap_or_else(|| store.root.join("slurm.sbatch"));
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+            crate::results::write_atomic(&path, text.as_bytes())?;
+            println!(
+                "wrote {} ({} runs in {tasks} array tasks of {} CPUs); submit with: sbatch {}",
+                path.display(),
+                plan.all.len(),
+                a.slurm.cpus_per_task,
+                path.display()
+            );
+            Ok(Outcome::Done)
+        }
+    }
+}
+
+fn sweep_run(a: RunArgs, paths: &DataPaths, threads: Option<usize>) -> Result<Outcome> {
+    let (plan, store) = a.grid.plan()?;
+    let pending = plan.runs.iter().filter(|r| store.status(&r.run_id) != RunStatus::Finished).count();
+    let workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    install_interrupt_handler(stop.clone())?;
+    let opts = SweepOptions { workers, paths: paths.clone(), stop: stop.clone(), progress: !a.quiet };
+    let s = scheduler::run(&plan, &store, &opts)?;
+    eprintln!(
+        "sweep {}: {} finished now, {} skipped (finished before), {} failed, {} not started; {:.0} s",
+        plan.grid.name,
+        s.finished,
+        s.skipped,
+        s.failed.len(),
+        s.not_started,
+        s.seconds
+    );
+    for (id, reason) in &s.failed {
+        eprintln!("  failed: {id}: {}", reason.lines().next().unwrap_or(""));
+    }
+    if s.not_started > 0 {
+        eprintln!("interrupted: run the same command again to finish the grid");
+        return Ok(Outcome::Interrupted);
+    }
+    if !s.failed.is_empty() {
+        anyhow::bail!(
+            "{} of {} runs failed (reasons in {}/<run_id>/failed.json); run the sweep again to retry them",
+            s.failed.len(),
+            s.total,
+            store.runs_dir().display()
+        );
+    }
+    Ok(Outcome::Done)
+}
+
+/// First Ctrl-C (or SIGTERM): start no new runs. Second: exit at once; runs in flight leave
+/// only their work folder, which the next sweep removes.
+fn install_interrupt_handler(stop: Arc<AtomicBool>) -> Result<()> {
+    let count = AtomicUsize::new(0);
+    ctrlc::set_handler(move || {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            stop.store(true, Ordering::SeqCst);
+            eprintln!(
+                "\ninterrupt: starting no new runs; waiting for the runs in flight (interrupt again to abandon them)"
+            );
+        } else {
+            eprintln!("\ninterrupt: abandoning the runs in flight (no records written for them)");
+            std::process::exit(130);
+        }
+    })
+    .context("installing the Ctrl-C handler")
+}

@@ -1,0 +1,176 @@
+//! A sweep's records on disk:
+//!
+//! ```text
+//! reports/<grid>/                (reports/<grid>.trial/ for a scaled-down sweep)
+//!   grid.toml                    the grid file as last run
+//!   plan.json                    every run of the grid: run id, plan labels, seed
+//!   runs/<run_id>/               one complete record per run: run.toml, epochs.csv,
+//!                                best.safetensors, sweep.json, and metrics.json (finished)
+//!                                or failed.json (failed; retried by the next sweep)
+//!   .work/<host>.<pid>/<run_id>/ runs in progress, moved into runs/ when they end
+//! ```
+//!
+//! A run is trained in its process's work folder and renamed into `runs/` in one step, so
+//! `runs/` only ever holds whole records, and a process killed at any point leaves at most a
+//! stale work folder, removed by the next sweep on the same host.
+
+use super::plan::Plan;
+use anyhow::{Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Where a run stands according to its record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunStatus {
+    Finished,
+    /// Failed with this reason; the next sweep retries it.
+    Failed(String),
+    Pending,
+}
+
+impl RunStatus {
+    pub fn short(&self) -> &'static str {
+        match self {
+            Self::Finished => "done",
+            Self::Failed(_) => "failed",
+            Self::Pending => "todo",
+        }
+    }
+}
+
+/// The records of one grid (or of its scaled-down trials).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub root: PathBuf,
+}
+
+impl Store {
+    /// `<out>/<grid>` for the full grid, `<out>/<grid>.trial` for a scaled-down one.
+    pub fn for_plan(out: &Path, plan: &Plan) -> Self {
+        let name = if plan.scale.is_full() { plan.grid.name.clone() } else { format!("{}.trial", plan.grid.name) };
+        Self { root: out.join(name) }
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.root.join("runs")
+    }
+
+    fn work_root(&self) -> PathBuf {
+        self.root.join(".work")
+    }
+
+    /// This process's work folder: runs are trained in `<it>/<run_id>/`.
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_root().join(format!("{}.{}", hostname(), std::process::id()))
+    }
+
+    pub fn status(&self, run_id: &str) -> RunStatus {
+        let dir = self.runs_dir().join(run_id);
+        if dir.join("metrics.json").is_file() {
+            return RunStatus::Finished;
+        }
+        match std::fs::read_to_string(dir.join("failed.json")) {
+            Ok(text) => {
+                let reason = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["reason"].as_str().map(String::from))
+                    .unwrap_or_else(|| "unknown".into());
+                RunStatus::Failed(reason)
+            }
+            Err(_) => RunStatus::Pending,
+        }
+    }
+
+    /// Creates the folders, removes work folders of dead processes on this host, and writes
+    /// `grid.toml` and `plan.json`.
+    pub fn prepare(&self, plan: &Plan) -> Result<()> {
+        std::fs::create_dir_all(self.runs_dir()).with_context(|| format!("creating {}", self.runs_dir().display()))?;
+        std::fs::create_dir_all(self.work_root())?;
+        self.clean_stale()?;
+        write_shared(&self.root.join("grid.toml"), plan.grid.source.text.as_bytes())?;
+        let runs: Vec<serde_json::Value> = plan
+            .all
+            .iter()
+            .map(|r| {
+                let point: serde_json::Map<String, serde_json::Value> =
+                    plan.point(r).into_iter().map(|(k, v)| (k, v.into())).collect();
+                json!({"run_id": r.run_id, "point": point, "seed": r.config.seed})
+            })
+            .collect();
+        let doc = json!({
+            "grid": plan.grid.name,
+            "grid_file": plan.grid.source.path,
+            "grid_blake3": blake3::hash(plan.grid.source.text.as_bytes()).to_hex().to_string(),
+            "columns": plan.grid.columns,
+            "scale": plan.scale,
+            "runs": runs,
+        });
+        write_shared(&self.root.join("plan.json"), serde_json::to_string_pretty(&doc)?.as_bytes())
+    }
+
+    /// Removes `.work/<host>.<pid>` folders of this host whose process is gone.
+    fn clean_stale(&self) -> Result<()> {
+        let host = hostname();
+        let Ok(entries) = std::fs::read_dir(self.work_root()) else { return Ok(()) };
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Some((h, pid)) = name.rsplit_once('.') else { continue };
+            let Ok(pid) = pid.parse::<u32>() else { continue };
+            if h == host && pid != std::process::id() && !process_alive(pid) {
+                std::fs::remove_dir_all(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a run's folder from the work folder into `runs/`, replacing an earlier failed
+    /// record. Returns false (and drops the attempt) when another process finished the run
+    /// meanwhile.
+    pub fn publish(&self, run_id: &str) -> Result<bool> {
+        let from = self.work_dir().join(run_id);
+        let to = self.runs_dir().join(run_id);
+        if to.join("metrics.json").is_file() {
+            std::fs::remove_dir_all(&from).ok();
+            return Ok(false);
+        }
+        let old = self.work_dir().join(format!("{run_id}.replaced"));
+        if to.exists() {
+            std::fs::rename(&to, &old).with_context(|| format!("moving aside {}", to.display()))?;
+        }
+        std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        }
+        Ok(true)
+    }
+
+    /// Removes this process's (empty) work folder.
+    pub fn finish(&self) {
+        let _ = std::fs::remove_dir(self.work_dir());
+    }
+}
+
+/// Atomic write of a file that sweeps on several machines may write at once (the same
+/// content): the temporary name carries host and pid, so writers never share one.
+fn write_shared(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.{}.tmp", hostname(), std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// This machine's name (shards on several machines share one reports folder).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().replace(['/', '.'], "_"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a process of this host is alive (on systems without /proc: assume it is).
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}

@@ -1,0 +1,322 @@
+//! `kdsr sweep` end to end on small real slices of Beauty: plans and shards, bad grid files,
+//! failures recorded and retried, Ctrl-C, and resume after SIGKILL with every run recorded
+//! exactly once.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sweep {
+    dir: tempfile::TempDir,
+    grid: PathBuf,
+}
+
+impl Sweep {
+    fn new(name: &str, text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&grid, text).unwrap();
+        Self { dir, grid }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("reports")
+    }
+
+    fn runs_dir(&self) -> PathBuf {
+        self.out().join(self.grid.file_stem().unwrap()).join("runs")
+    }
+
+    fn cmd(&self, sub: &str, extra: &[&str]) -> Command {
+        let mut c = common::kdsr_bin();
+        c.args(["sweep", sub, self.grid.to_str().unwrap(), "--out", self.out().to_str().unwrap()]).args(extra);
+        c
+    }
+
+    fn run(&self, sub: &str, extra: &[&str]) -> (i32, String, String) {
+        let out: Output = self.cmd(sub, extra).output().unwrap();
+        let (stdout, stderr) =
+            (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        assert!(!stderr.contains("panicked"), "panic: {stderr}");
+        (out.status.code().unwrap_or(-1), stdout, stderr)
+    }
+
+    fn spawn(&self, extra: &[&str]) -> Child {
+        self.cmd("run", extra).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
+
+    /// Run ids of `sweep plan`, in plan order.
+    fn plan_ids(&self, extra: &[&str]) -> Vec<String> {
+        let (code, stdout, stderr) = self.run("plan", extra);
+        assert_eq!(code, 0, "{stderr}");
+        stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .filter(|w| w.starts_with("beauty-"))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Entries of runs/ (the record folders).
+    fn records(&self) -> BTreeSet<String> {
+        match std::fs::read_dir(self.runs_dir()) {
+            Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect(),
+            Err(_) => BTreeSet::new(),
+        }
+    }
+
+    fn finished(&self) -> BTreeSet<String> {
+        self.records().into_iter().filter(|r| self.runs_dir().join(r).join("metrics.json").is_file()).collect()
+    }
+}
+
+/// Every record folder is whole: run.toml, sweep.json, and metrics.json or failed.json; no
+/// temporary files.
+fn assert_whole(dir: &Path) {
+    for e in std::fs::read_dir(dir).unwrap() {
+        let run = e.unwrap().path();
+        let names: BTreeSet<String> =
+            std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        assert!(names.contains("run.toml") && names.contains("sweep.json"), "{}: {names:?}", run.display());
+        assert!(names.contains("metrics.json") ^ names.contains("failed.json"), "{}: {names:?}", run.display());
+        assert!(!names.iter().any(|n| n.starts_with('.')), "temporary file in {}: {names:?}", run.display());
+    }
+}
+
+/// Run folders in the work folders of sweep processes (`.work/<host>.<pid>/<run_id>`).
+fn runs_in_flight(work: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for proc_dir in std::fs::read_dir(work).into_iter().flatten().filter_map(|e| e.ok()) {
+        for run in std::fs::read_dir(proc_dir.path()).into_iter().flatten().filter_map(|e| e.ok()) {
+            out.push(run.file_name().to_string_lossy().to_string());
+        }
+    }
+    out
+}
+
+fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Pop runs over several seeds, then 1-epoch SASRec runs, on the first 300 Beauty users.
+const SMALL: &str = r#"
+seeds = [1, 2, 3]
+[fixed]
+dataset = "beauty"
+max_users = 300
+train.max_epochs = 1
+[axes]
+model = ["pop", "sasrec"]
+"#;
+
+#[test]
+fn plan_shards_and_budget() {
+    let s = Sweep::new("small", SMALL);
+    let ids = s.plan_ids(&[]);
+    assert_eq!(ids.len(), 6);
+    assert!(ids[..3].iter().all(|i| i.starts_with("beauty-pop-")) && ids[3].starts_with("beauty-sasrec-"));
+    // Shards partition the grid exactly, whatever n.
+    for n in [1usize, 2, 4, 7] {
+        let mut union = Vec::new();
+        for i in 0..n {
+            union.extend(s.plan_ids(&["--shard", &format!("{i}/{n}")]));
+        }
+        let set: BTreeSet<&String> = union.iter().collect();
+        assert_eq!(union.len(), ids.len(), "shards of {n} overlap");
+        assert_eq!(set, ids.iter().collect(), "shards of {n} miss runs");
+    }
+    // A scaled-down plan has other run ids (other RunConfigs) and its own records folder.
+    let (code, stdout, _) = s.run("plan", &["--budget", "quick", "--max-users", "200"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("2 runs") && stdout.contains("small.trial/runs"), "{stdout}");
+    let trial = s.plan_ids(&["--budget", "quick", "--max-users", "200"]);
+    assert!(trial.iter().all(|t| !ids.contains(t)));
+    // Bad flags are bad input.
+    let (code, _, err) = s.run("plan", &["--shard", "3/3"]);
+    assert_eq!(code, 2, "{err}");
+    // A Slurm array script with one shard per task.
+    let script = s.dir.path().join("small.sbatch");
+    let (code, stdout, err) = s.run("slurm", &["--tasks", "3", "--script", script.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(stdout.contains("sbatch"), "{stdout}");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(text.contains("#SBATCH --array=0-2") && text.contains("--shard \"${SLURM_ARRAY_TASK_ID}/3\""), "{text}");
+    assert!(Command::new("bash").arg("-n").arg(&script).status().unwrap().success());
+}
+
+#[test]
+fn bad_grid_files_name_file_line_and_key() {
+    let cases: &[(&str, &str)] = &[
+        ("[fixed]\ndataset = \"beauty\"\n[axis]\nmodel = [\"pop\"]\n", ":3: unknown field `axis`"),
+        (
+            "[fixed]\ndataset = \"beauty\"\n[axes]\nmodel = [\"pop\", \"sasrac\"]\n",
+            ":4: model: unknown variant `sasrac`",
+        ),
+        ("[fixed]\ndataset = \"beuty\"\nmodel = \"pop\"\n", ":2: dataset: unknown dataset `beuty`"),
+        (
+            "[fixed]\ndataset = \"beauty\"\nmodel = \"sasrec\"\n[axes]\ntrain.lr = [1e-3, \"fast\"]\n",
+            ":5: train.lr: invalid type: string \"fast\"",
+        ),
+        (
+            "[fixed]\ndataset = \"beauty\"\nmodel = \"pop\"\ntrain.lrr = 0.1\n",
+            ":4: `train.lrr` is not a setting of any run",
+        ),
+        (
+            "[fixed]\ndataset = \"beauty\"\n[axes]\nmodel.kind = [\"pop\", \"gru4rec\"]\nmodel.n_heads = [1, 2]\n",
+            ":5: `model.n_heads` is not a setting of any run",
+        ),
+        (
+            "[fixed]\ndataset = \"beauty\"\nmodel = \"sasrec\"\n[axes]\nmodel.hidden = [64, 63]\n",
+            ":5: impossible combination (model.hidden=63, seed=2023): model.hidden (63) must be a multiple",
+        ),
+        (
+            "[fixed]\ndataset = \"beauty\"\nmodel = \"pop\"\n[axes]\nprotocol = \"paper\"\n",
+            ":5: axes: `protocol` must be a list",
+        ),
+        ("seeds = [1, 1]\n[fixed]\ndataset = \"beauty\"\nmodel = \"pop\"\n", ":1: seeds: 1 is listed twice"),
+        (
+            "[fixed]\ndataset = \"beauty\"\n[axes]\nmodel = [\"pop\"]\n[[exclude]]\nmodel = \"sasrec\"\n",
+            ":6: exclude: sasrec is not a value of axis `model`",
+        ),
+        ("[fixed]\ndataset = \"beauty\"\n[axes]\nmodel = [\"pop\"]\nmodel.hidden = [1]\n", ":5: cannot extend"),
+        (
+            "[fixed]\ndataset = \"beauty\"\nmodel = \"pop\"\nseed = 4\n",
+            ":4: fixed: `seed` is set by the top-level `seeds`",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let s = Sweep::new(&format!("bad{i}"), text);
+        let (code, _, err) = s.run("plan", &[]);
+        assert_eq!(code, 2, "case {i}: {err}");
+        let want = format!("{}{want}", s.grid.display());
+        assert!(err.contains(&want), "case {i}: expected `{want}` in:\n{err}");
+        // `sweep run` checks the same way before running anything.
+        let (code, _, _) = s.run("run", &[]);
+        assert_eq!(code, 2);
+        assert!(!s.out().join(format!("bad{i}")).exists());
+    }
+    let (code, _, err) = Sweep::new("x", SMALL).run("plan", &[]);
+    assert_eq!(code, 0, "{err}");
+    let out = common::kdsr_bin().args(["sweep", "plan", "no-such-grid"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no grid `no-such-grid`"));
+}
+
+#[test]
+fn resume_after_sigkill_records_every_run_exactly_once() {
+    let s = Sweep::new("small", SMALL);
+    let ids: BTreeSet<String> = s.plan_ids(&[]).into_iter().collect();
+    let work = s.runs_dir().parent().unwrap().join(".work");
+    let mut child = s.spawn(&["--jobs", "1", "--quiet"]);
+    // Kill it once the pop runs and the first SASRec run are recorded and the next SASRec run
+    // is in flight (its folder exists in the process's work folder).
+    let killed_mid_run =
+        wait_until(Duration::from_secs(120), || s.finished().len() >= 4 && runs_in_flight(&work).len() == 1);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(killed_mid_run, "the sweep did not get far enough");
+    assert_eq!(runs_in_flight(&work).len(), 1, "the half-trained run stays in the work folder");
+    let before = s.finished();
+    assert!(before.len() < ids.len(), "the sweep finished before it was killed");
+    assert_whole(&s.runs_dir());
+    let stamps: Vec<(String, String)> = before
+        .iter()
+        .map(|r| (r.clone(), std::fs::read_to_string(s.runs_dir().join(r).join("metrics.json")).unwrap()))
+        .collect();
+
+    let (code, _, err) = s.run("run", &["--jobs", "2"]);
+    assert_eq!(code, 0, "{err}");
+    // Both workers share one load of Beauty.
+    assert_eq!(err.matches("loaded dataset beauty").count(), 1, "{err}");
+    assert!(err.contains(&format!("{} already finished", before.len())), "{err}");
+    assert_eq!(s.records(), ids, "runs/ must hold exactly the grid's runs");
+    assert_eq!(s.finished(), ids);
+    assert_whole(&s.runs_dir());
+    // Runs finished before the kill were not run again.
+    for (r, text) in stamps {
+        assert_eq!(std::fs::read_to_string(s.runs_dir().join(&r).join("metrics.json")).unwrap(), text, "{r} rerun");
+    }
+    // The killed process's work folder is gone; a third sweep has nothing to do.
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "stale work folders left");
+    let (code, _, err) = s.run("run", &[]);
+    assert_eq!(code, 0);
+    assert!(err.contains("0 to run"), "{err}");
+    // Records carry the grid point and the full config.
+    let any = ids.iter().find(|i| i.contains("sasrec")).unwrap();
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.runs_dir().join(any).join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(sweep["point"]["model"], "sasrec");
+    assert_eq!(sweep["grid"], "small");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.runs_dir().join(any).join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["config"]["max_users"], 300);
+}
+
+#[test]
+fn failed_runs_are_recorded_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("later.txt");
+    let grid = format!(
+        "seeds = [1]\n[fixed]\nmodel = \"pop\"\nmax_users = 300\n[axes]\ndataset = [\"beauty\", \"seq:{}\"]\n",
+        data.display()
+    );
+    let s = Sweep::new("flaky", &grid);
+    let (code, _, err) = s.run("run", &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("FAILED") && err.contains("1 of 2 runs failed"), "{err}");
+    assert_eq!(s.records().len(), 2);
+    assert_eq!(s.finished().len(), 1);
+    assert_whole(&s.runs_dir());
+    let failed = s.records().into_iter().find(|r| !r.starts_with("beauty")).unwrap();
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(s.runs_dir().join(&failed).join("failed.json")).unwrap())
+            .unwrap();
+    assert!(rec["reason"].as_str().unwrap().contains("later.txt"), "{rec}");
+    let (_, plan, _) = s.run("plan", &[]);
+    assert!(plan.contains("1 finished, 1 failed"), "{plan}");
+
+    // The input appears; the next sweep retries the failed run only.
+    let seqs: String = (1..=40)
+        .map(|u| format!("{u} {} {} {} {} {}\n", u % 7 + 1, u % 5 + 8, u % 3 + 13, u % 4 + 16, u % 6 + 20))
+        .collect();
+    std::fs::write(&data, seqs).unwrap();
+    let (code, _, err) = s.run("run", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 already finished, 1 to run (1 failed before)"), "{err}");
+    assert_eq!(s.finished().len(), 2);
+    assert_eq!(s.records().len(), 2);
+    assert_whole(&s.runs_dir());
+}
+
+#[test]
+fn ctrl_c_lets_runs_in_flight_finish() {
+    let s = Sweep::new("small", SMALL);
+    let ids = s.plan_ids(&[]);
+    let work = s.runs_dir().parent().unwrap().join(".work");
+    let mut child = s.spawn(&["--jobs", "1", "--quiet"]);
+    // Interrupt while the first SASRec run is in flight (its folder exists in the work dir).
+    let in_flight = wait_until(Duration::from_secs(120), || runs_in_flight(&work).iter().any(|r| r.contains("sasrec")));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(in_flight, "no SASRec run started");
+    assert_eq!(status.code(), Some(130));
+    // The run in flight finished and was recorded; nothing after it started.
+    let done = s.finished();
+    assert_eq!(done.len(), 4, "{done:?}");
+    assert_eq!(s.records(), done);
+    assert_whole(&s.runs_dir());
+    let (code, _, err) = s.run("run", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.finished().len(), ids.len());
+}
