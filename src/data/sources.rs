@@ -115,40 +115,56 @@ pub fn read_ratings_csv(path: &Path) -> Result<Vec<Interaction<String>>> {
     Ok(out)
 }
 
-/// Reads a RecBole atomic `.inter` file: tab-separated with a typed header such as
-/// `user_id:token\titem_id:token\trating:float\ttimestamp:float`.
-pub fn read_atomic_inter(path: &Path) -> Result<Vec<Interaction<String>>> {
-    let mut cols: Option<(usize, usize, usize, usize)> = None;
-    let mut out = Vec::new();
+/// Reads a RecBole atomic file: tab-separated, with a typed header (`user_id:token\t...`).
+/// `wanted[k]` lists the accepted names of the k-th column the caller needs; `f(line_no,
+/// fields, cols)` gets every non-empty data line with `cols[k]` the index of the k-th column.
+/// A missing column or a line with another column count is an error naming the file and line.
+pub(crate) fn for_each_atomic_row(
+    path: &Path,
+    wanted: &[&[&str]],
+    mut f: impl FnMut(usize, &[&str], &[usize]) -> Result<()>,
+) -> Result<()> {
+    let mut header: Option<(Vec<usize>, usize)> = None;
     for_each_line(path, |line_no, line| {
         let fields: Vec<&str> = line.split('\t').collect();
-        let Some((u, i, t, n)) = cols else {
-            let find = |name: &str| fields.iter().position(|f| f.split(':').next() == Some(name));
-            match (find("user_id"), find("item_id"), find("timestamp")) {
-                (Some(u), Some(i), Some(t)) => cols = Some((u, i, t, fields.len())),
-                _ => {
-                    return Err(bad_input(format!(
-                        "{}:1: expected a RecBole header with user_id, item_id and timestamp columns",
-                        path.display()
-                    )))
-                }
-            }
+        let Some((cols, n)) = &header else {
+            let find = |names: &&[&str]| fields.iter().position(|h| names.contains(&h.split(':').next().unwrap_or("")));
+            let cols: Option<Vec<usize>> = wanted.iter().map(find).collect();
+            let Some(cols) = cols else {
+                let names: Vec<String> = wanted.iter().map(|n| n.join(" or ")).collect();
+                return Err(bad_input(format!(
+                    "{}:1: expected a RecBole header with columns {}",
+                    path.display(),
+                    names.join(", ")
+                )));
+            };
+            header = Some((cols, fields.len()));
             return Ok(());
         };
         if line.is_empty() {
             return Ok(());
         }
-        if fields.len() != n {
+        if fields.len() != *n {
             return Err(bad_input(format!(
                 "{}:{line_no}: expected {n} tab-separated columns, found {}",
                 path.display(),
                 fields.len()
             )));
         }
-        let ts = fields[t].parse::<f64>().map_err(|_| {
-            bad_input(format!("{}:{line_no}: expected a numeric timestamp, found `{}`", path.display(), fields[t]))
+        f(line_no, &fields, cols)
+    })?;
+    Ok(())
+}
+
+/// Reads a RecBole atomic `.inter` file: tab-separated with a typed header such as
+/// `user_id:token\titem_id:token\trating:float\ttimestamp:float`.
+pub fn read_atomic_inter(path: &Path) -> Result<Vec<Interaction<String>>> {
+    let mut out = Vec::new();
+    for_each_atomic_row(path, &[&["user_id"], &["item_id"], &["timestamp"]], |line_no, fields, c| {
+        let ts = fields[c[2]].parse::<f64>().map_err(|_| {
+            bad_input(format!("{}:{line_no}: expected a numeric timestamp, found `{}`", path.display(), fields[c[2]]))
         })?;
-        out.push(Interaction { user: fields[u].to_string(), item: fields[i].to_string(), ts });
+        out.push(Interaction { user: fields[c[0]].to_string(), item: fields[c[1]].to_string(), ts });
         Ok(())
     })?;
     if out.is_empty() {

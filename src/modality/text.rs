@@ -8,7 +8,7 @@
 //!   the `.item` file's `item_id`, which is the token kdsr keeps for MovieLens items.
 
 use super::Catalogue;
-use crate::data::sources::for_each_line;
+use crate::data::sources::{for_each_atomic_row, for_each_line};
 use crate::data::{DataPaths, DatasetId};
 use crate::error::bad_input;
 use anyhow::Result;
@@ -127,35 +127,11 @@ pub fn read_recbole_items(path: &Path) -> Result<RecBoleItems> {
             path.display()
         )));
     }
-    let mut cols: Option<[usize; 5]> = None;
     let mut out = RecBoleItems { tokens: Vec::new(), rows: Vec::new() };
     let mut seen = HashMap::new();
-    for_each_line(path, |line_no, line| {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let Some([id, title, year, genre, n]) = cols else {
-            let find = |names: &[&str]| fields.iter().position(|f| names.contains(&f.split(':').next().unwrap_or("")));
-            match (find(&["item_id"]), find(&["movie_title"]), find(&["release_year"]), find(&["genre", "class"])) {
-                (Some(i), Some(t), Some(y), Some(g)) => cols = Some([i, t, y, g, fields.len()]),
-                _ => {
-                    return Err(bad_input(format!(
-                        "{}:1: expected a RecBole header with item_id, movie_title, release_year and genre (or class) \
-                         columns",
-                        path.display()
-                    )))
-                }
-            }
-            return Ok(());
-        };
-        if line.is_empty() {
-            return Ok(());
-        }
-        if fields.len() != n {
-            return Err(bad_input(format!(
-                "{}:{line_no}: expected {n} tab-separated columns, found {}",
-                path.display(),
-                fields.len()
-            )));
-        }
+    let wanted: &[&[&str]] = &[&["item_id"], &["movie_title"], &["release_year"], &["genre", "class"]];
+    for_each_atomic_row(path, wanted, |line_no, fields, c| {
+        let (id, title, year, genre) = (c[0], c[1], c[2], c[3]);
         if let Some(first) = seen.insert(fields[id].to_string(), line_no) {
             return Err(bad_input(format!(
                 "{}:{line_no}: item_id `{}` already given on line {first}",
