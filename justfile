@@ -26,8 +26,7 @@ quick: data build
 plan name *ARGS: build
     {{kdsr}} sweep plan {{name}} {{ARGS}}
 
-# Plan, then run a grid (experiments/<name>.toml); reruns skip finished runs. E.g. `just sweep quick`,
-# `just sweep table2 --budget quick`, `just sweep table2 --shard 0/4 --jobs 2`.
+# Plan, then run a grid (resumable), e.g. `just sweep quick`, `just sweep table2 --budget quick`, `--shard 0/4`.
 sweep name *ARGS: data build
     {{kdsr}} sweep plan {{name}} {{ARGS}}
     {{kdsr}} sweep run {{name}} {{ARGS}}

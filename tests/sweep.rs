@@ -186,7 +186,7 @@ fn bad_grid_files_name_file_line_and_key() {
         ("seeds = [1, 1]\n[fixed]\ndataset = \"beauty\"\nmodel = \"pop\"\n", ":1: seeds: 1 is listed twice"),
         (
             "[fixed]\ndataset = \"beauty\"\n[axes]\nmodel = [\"pop\"]\n[[exclude]]\nmodel = \"sasrec\"\n",
-            ":6: exclude: sasrec is not a value of axis `model`",
+            ":6: exclude: model = sasrec matches no value of axis `model`",
         ),
         ("[fixed]\ndataset = \"beauty\"\n[axes]\nmodel = [\"pop\"]\nmodel.hidden = [1]\n", ":5: cannot extend"),
         (

@@ -142,6 +142,26 @@ mod tests {
     }
 
     #[test]
+    fn table_axis_values_exclude_and_include() {
+        let g = grid(
+            "seeds = [1]\n[[axes.model]]\nkind = \"sasrec\"\nhidden = 32\n[[axes.model]]\nkind = \"gru4rec\"\n\
+             [axes.train]\nlr = [1e-3, 3e-3]\n[[exclude]]\nmodel.kind = \"gru4rec\"\ntrain.lr = 3e-3\n\
+             [[include]]\nmodel.kind = \"sasrec\"\nmodel.n_layers = 4\n",
+        );
+        assert_eq!(g.columns, ["model", "train.lr", "model.n_layers"]);
+        let p = expand(&g).unwrap();
+        assert_eq!(
+            labels(&p),
+            [
+                "hidden=32,kind=sasrec 0.001 - 1",
+                "hidden=32,kind=sasrec 0.003 - 1",
+                "kind=gru4rec 0.001 - 1",
+                "sasrec - 4 1"
+            ]
+        );
+    }
+
+    #[test]
     fn excluding_everything_is_an_error() {
         let g = grid("[axes]\nmodel = [\"pop\"]\n[[exclude]]\nmodel = [\"pop\"]\n");
         assert!(expand(&g).unwrap_err().to_string().contains("remove every grid point"));

@@ -327,14 +327,18 @@ impl Builder<'_> {
     fn exclude(&self, node: &Spanned<Node>, axes: &[Axis]) -> Result<Exclude> {
         let mut conds = Vec::new();
         for leaf in self.table_leaves("exclude", node)? {
-            let Some(ai) = axes.iter().position(|a| a.key == leaf.key || spec::normalize_key(&a.key, true) == leaf.key)
-            else {
+            // An axis value matches `key = v` when it is `v` itself (key = the axis) or when it
+            // sets `key` to `v` (`model.kind = "pop"` for `model = ["pop"]`, or a key of a
+            // table value such as `[[axes.model]]`).
+            let sets = |v: &AxisValue| v.assigns.iter().any(|a| a.key == leaf.key);
+            let Some(ai) = axes.iter().position(|a| a.key == leaf.key || a.values.iter().any(sets)) else {
                 let names: Vec<&str> = axes.iter().map(|a| a.key.as_str()).collect();
                 return Err(self.source.error(
                     &leaf.key_span,
-                    format!("exclude: `{}` is not an axis (axes: {})", leaf.key, names.join(", ")),
+                    format!("exclude: `{}` is not an axis or a key set by one (axes: {})", leaf.key, names.join(", ")),
                 ));
             };
+            let axis = &axes[ai];
             let wanted: Vec<&Spanned<Node>> = match leaf.node.get_ref() {
                 Node::Array(items) => items.iter().collect(),
                 _ => vec![&leaf.node],
@@ -342,19 +346,27 @@ impl Builder<'_> {
             let mut idx = Vec::new();
             for w in wanted {
                 let value = w.get_ref().to_value();
-                let Some(vi) = axes[ai].values.iter().position(|v| same_value(&v.value, &value)) else {
-                    let labels: Vec<&str> = axes[ai].values.iter().map(|v| v.label.as_str()).collect();
+                let hits: Vec<usize> = (0..axis.values.len())
+                    .filter(|&vi| {
+                        let v = &axis.values[vi];
+                        (axis.key == leaf.key && same_value(&v.value, &value))
+                            || v.assigns.iter().any(|a| a.key == leaf.key && same_value(&a.value, &value))
+                    })
+                    .collect();
+                if hits.is_empty() {
+                    let labels: Vec<&str> = axis.values.iter().map(|v| v.label.as_str()).collect();
                     return Err(self.source.error(
                         &w.span(),
                         format!(
-                            "exclude: {} is not a value of axis `{}` (values: {})",
+                            "exclude: {} = {} matches no value of axis `{}` (values: {})",
+                            leaf.key,
                             label(&value),
-                            axes[ai].key,
+                            axis.key,
                             labels.join(", ")
                         ),
                     ));
-                };
-                idx.push(vi);
+                }
+                idx.extend(hits);
             }
             conds.push((ai, idx));
         }
@@ -439,10 +451,13 @@ mod tests {
             ("seeds = []\n", "g.toml:1: seeds: the list is empty"),
             ("[fixed]\nseed = 3\n", "g.toml:2: fixed: `seed` is set by the top-level `seeds`"),
             ("[fixed]\ntrain.lr = 1e-3\n[axes]\ntrain.lr = [1e-3]\n", "g.toml:4: `train.lr` is set both by axis"),
-            ("[axes]\nmodel = [\"pop\"]\n[[exclude]]\nmodle = \"pop\"\n", "g.toml:4: exclude: `modle` is not an axis"),
+            (
+                "[axes]\nmodel = [\"pop\"]\n[[exclude]]\nmodle = \"pop\"\n",
+                "g.toml:4: exclude: `modle` is not an axis or",
+            ),
             (
                 "[axes]\nmodel = [\"pop\"]\n[[exclude]]\nmodel = \"sasrec\"\n",
-                "g.toml:4: exclude: sasrec is not a value of axis `model` (values: pop)",
+                "g.toml:4: exclude: model = sasrec matches no value of axis `model` (values: pop)",
             ),
             ("fixed = 3\n", "g.toml:1: `fixed` must be a table"),
         ];
