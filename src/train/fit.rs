@@ -75,9 +75,9 @@ pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) 
     let mut dir = RunDir::create(root, &run_id, &cfg.to_toml())?;
     let started = Instant::now();
     match fit(cfg, ds, &mut dir, opts) {
-        Ok((mut out, info)) => {
+        Ok((mut out, info, sizes)) => {
             out.run_id = run_id;
-            let record = final_record(cfg, ds, &out, info, started.elapsed().as_secs_f64());
+            let record = final_record(cfg, ds, &out, info, sizes, started.elapsed().as_secs_f64());
             dir.finish(&record)?;
             Ok(out)
         }
@@ -89,9 +89,21 @@ pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) 
     }
 }
 
-fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Result<(RunOutcome, serde_json::Value)> {
+/// Trains and evaluates; returns the outcome, what the setup built (modality info) and the
+/// split's sizes, for the final record.
+fn fit(
+    cfg: &RunConfig,
+    ds: &Dataset,
+    dir: &mut RunDir,
+    opts: &RunOptions,
+) -> Result<(RunOutcome, serde_json::Value, serde_json::Value)> {
     let t = &cfg.train;
     let split = Split::new(&ds.sequences, cfg.protocol);
+    let sizes = json!({
+        "n_train_targets": split.n_train_targets(),
+        "n_valid": split.valid.len(),
+        "n_test": split.test.len(),
+    });
     let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
     let n_valid = split.valid.len();
     let eval_opts = EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history };
@@ -131,7 +143,7 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
         out.valid = valid;
         out.test = test;
         out.epochs.push(log);
-        return Ok((out, json!(null)));
+        return Ok((out, json!(null), sizes));
     }
 
     let Setup { params, model, mut cdl, probes, info } = setup::build(cfg, ds, &split, opts)?;
@@ -231,7 +243,7 @@ fn fit(cfg: &RunConfig, ds: &Dataset, dir: &mut RunDir, opts: &RunOptions) -> Re
         }
     }
     out.seconds_per_epoch = out.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / out.epochs.len() as f64;
-    Ok((out, info))
+    Ok((out, info, sizes))
 }
 
 fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
@@ -265,9 +277,9 @@ fn final_record(
     ds: &Dataset,
     out: &RunOutcome,
     modality: serde_json::Value,
+    sizes: serde_json::Value,
     total_seconds: f64,
 ) -> serde_json::Value {
-    let split = Split::new(&ds.sequences, cfg.protocol);
     let eval_seconds = out.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / out.epochs.len().max(1) as f64;
     let finished_at =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -286,9 +298,9 @@ fn final_record(
         "finished_at_unix": finished_at,
         "n_users": ds.sequences.len(),
         "n_items": ds.n_items,
-        "n_train_targets": split.n_train_targets(),
-        "n_valid": split.valid.len(),
-        "n_test": split.test.len(),
+        "n_train_targets": sizes["n_train_targets"],
+        "n_valid": sizes["n_valid"],
+        "n_test": sizes["n_test"],
         "modality": modality,
         "epochs_run": out.epochs.len(),
         "best_epoch": out.best_epoch,

@@ -57,6 +57,11 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     }
     let train_inputs: Vec<&[u32]> = ds.sequences.iter().zip(&split.train_end).map(|(s, &e)| &s[..e as usize]).collect();
     let id_reference = mc.drift.id_reference.as_deref().map(load_id_reference).transpose()?;
+    if let Some((t, d)) = &id_reference {
+        if t.len() / d != ds.n_items + 1 {
+            return Err(bad_input("drift.id_reference has a different number of items than this dataset"));
+        }
+    }
     let mut inits = Vec::new();
     let mut teachers = Vec::new();
     let mut probes = Vec::new();
@@ -80,11 +85,6 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         );
         if mc.drift.pairs > 0 {
             let reference = id_reference.as_ref().map(|(t, d)| (t.as_slice(), *d));
-            if let Some((t, _)) = &id_reference {
-                if t.len() / reference.map(|r| r.1).unwrap_or(1) != ds.n_items + 1 {
-                    return Err(bad_input("drift.id_reference has a different number of items than this dataset"));
-                }
-            }
             probes.push((
                 m.name().to_string(),
                 DriftProbe::new(mc.drift.pairs, ds.n_items, &feats.data, feats.dim, reference, mc.teacher_seed),
