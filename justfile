@@ -21,15 +21,31 @@ data:
 quick: data build
     {{kdsr}} data stats
     {{kdsr}} sweep run quick
+    {{kdsr}} report quick
 
 # Print a grid's runs without running them, e.g. `just plan table2` or `just plan table2 --budget quick`.
 plan name *ARGS: build
     {{kdsr}} sweep plan {{name}} {{ARGS}}
 
-# Plan, then run a grid (resumable), e.g. `just sweep quick`, `just sweep table2 --budget quick`, `--shard 0/4`.
+# Plan, run (resumable) and report a grid (the report also when runs failed), e.g. `just sweep quick`, `just sweep ablation --budget quick`.
 sweep name *ARGS: data build
     {{kdsr}} sweep plan {{name}} {{ARGS}}
-    {{kdsr}} sweep run {{name}} {{ARGS}}
+    s=0; {{kdsr}} sweep run {{name}} {{ARGS}} || s=$?; {{kdsr}} report {{name}} {{ARGS}}; exit $s
+
+# Aggregate a grid's records into reports/<name>/ (summary, tables, figures, report.md).
+report name *ARGS: build
+    {{kdsr}} report {{name}} {{ARGS}}
+
+# CI metric gate: run experiments/ci.toml, then compare its summary with reports/baseline.toml.
+gate: data build
+    {{kdsr}} sweep run ci --quiet
+    {{kdsr}} report ci
+    {{kdsr}} gate ci --baseline reports/baseline.toml
+
+# Rewrite reports/baseline.toml from the ci grid's records (review the diff before committing).
+gate-baseline: data build
+    {{kdsr}} sweep run ci --quiet
+    {{kdsr}} gate ci --baseline reports/baseline.toml --write-baseline
 
 # Print the paper's Table 1 from the data.
 stats: data build

@@ -56,6 +56,26 @@ enum Command {
         #[command(subcommand)]
         command: kdsr::sweep::cli::SweepCommand,
     },
+    /// Aggregate a grid's records into reports/<grid>/: summary (CSV, Parquet), the table in
+    /// the paper's layout (Markdown, LaTeX, CSV), figures (PNG, SVG) and report.md.
+    Report(kdsr::sweep::cli::PlanArgs),
+    /// The CI metric gate: a grid's summary against a committed baseline; exit 1 on a regression.
+    Gate(GateArgs),
+}
+
+#[derive(Args)]
+struct GateArgs {
+    #[command(flatten)]
+    grid: kdsr::sweep::cli::GridArgs,
+    /// The baseline file.
+    #[arg(long, default_value = "reports/baseline.toml")]
+    baseline: PathBuf,
+    /// Write the baseline from the current records instead of checking them.
+    #[arg(long)]
+    write_baseline: bool,
+    /// Metrics the baseline covers (with --write-baseline).
+    #[arg(long, value_delimiter = ',', default_value = "hr@20,ndcg@20")]
+    metrics: Vec<kdsr::eval::Metric>,
 }
 
 #[derive(Subcommand)]
@@ -387,6 +407,73 @@ fn features_build(a: FeaturesArgs, paths: &DataPaths) -> Result<()> {
     Ok(())
 }
 
+/// `just sweep <grid> <flags>`: the command that (re)produces a grid's records.
+fn sweep_command(a: &kdsr::sweep::cli::GridArgs, plan: &kdsr::sweep::plan::Plan) -> String {
+    let mut parts = vec!["just sweep".to_string(), a.grid.clone()];
+    parts.extend(plan.scale.to_flags());
+    parts.join(" ")
+}
+
+fn report(a: &kdsr::sweep::cli::GridArgs) -> Result<()> {
+    let (plan, store) = a.plan()?;
+    let w = kdsr::report::write(&plan, &store, &sweep_command(a, &plan))?;
+    println!(
+        "report {}: {} finished runs, {} missing; wrote {} files, see {}",
+        plan.grid.name,
+        w.finished,
+        w.missing,
+        w.files.len(),
+        w.dir.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn gate(a: &GateArgs) -> Result<ExitCode> {
+    use kdsr::gate::{Baseline, TolerancePolicy};
+    let (plan, store) = a.grid.plan()?;
+    let collected = kdsr::results::collect::Collected::from_store(&plan, &store)?;
+    let spec = kdsr::report::spec_of(&plan);
+    let reference = kdsr::report::reference_of(&plan, &spec, &collected)?;
+    let summary = kdsr::results::aggregate::Summary::compute(&collected, reference)?;
+    if a.write_baseline {
+        if !collected.missing.is_empty() {
+            return Err(bad_input(format!(
+                "{} of the grid's runs have no record: run `{}` first",
+                collected.missing.len(),
+                sweep_command(&a.grid, &plan)
+            )));
+        }
+        let command = format!("{}; kdsr gate {} --write-baseline", sweep_command(&a.grid, &plan), a.grid.grid);
+        let base = Baseline::from_summary(&summary, &a.metrics, TolerancePolicy::default(), &plan.grid.name, &command);
+        kdsr::results::write_atomic(&a.baseline, base.to_toml()?.as_bytes())?;
+        println!("wrote {} ({} cells, {} beat rules)", a.baseline.display(), base.cell.len(), base.beat.len());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let base = Baseline::read(&a.baseline)?;
+    if base.grid != plan.grid.name {
+        return Err(bad_input(format!(
+            "{}: the baseline is for grid `{}`, not `{}`",
+            a.baseline.display(),
+            base.grid,
+            plan.grid.name
+        )));
+    }
+    let checks = base.check(&summary);
+    print!("{}", kdsr::gate::render(&checks));
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        eprintln!(
+            "gate: {failed} of {} checks failed against {} ({})",
+            checks.len(),
+            a.baseline.display(),
+            base.command
+        );
+        return Ok(ExitCode::from(1));
+    }
+    println!("gate: all {} checks passed against {}", checks.len(), a.baseline.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     if let Some(n) = cli.threads {
         if n == 0 {
@@ -403,6 +490,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Features { command: FeaturesCommand::Build(a) } => features_build(a, &paths),
         Command::Train(a) => train(*a, &paths),
         Command::Bench(a) => kdsr::bench::run(&a, &paths),
+        Command::Report(a) => report(&a.grid),
+        Command::Gate(a) => return gate(&a),
         Command::Sweep { command } => {
             return Ok(match kdsr::sweep::cli::run(command, &paths, cli.threads)? {
                 kdsr::sweep::cli::Outcome::Done => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use std::fmt;
 /// The cut-offs every evaluation reports.
 pub const KS: [usize; 3] = [5, 10, 20];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum MetricKind {
     Hr,
     Mrr,
@@ -16,7 +16,7 @@ pub enum MetricKind {
 }
 
 /// A metric name such as `ndcg@20`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Metric {
     pub kind: MetricKind,

@@ -33,6 +33,9 @@ pub struct GridFile {
     /// Extra grid points (RunConfig fields on top of `fixed`), added after `exclude`.
     #[serde(default)]
     pub include: Vec<Spanned<Node>>,
+    /// How `kdsr report` lays out this grid's tables and figures.
+    #[serde(default)]
+    pub report: Option<Spanned<crate::report::ReportSpec>>,
 }
 
 /// A TOML value that keeps the span of every key and value below it.

@@ -108,6 +108,8 @@ pub struct Grid {
     pub include: Vec<Include>,
     /// Plan table columns: the axes, then keys that only includes set.
     pub columns: Vec<String>,
+    /// The `[report]` section and its span.
+    pub report: Option<Spanned<crate::report::ReportSpec>>,
 }
 
 /// `quick` -> `experiments/quick.toml` (relative to the working directory, else the crate);
@@ -205,7 +207,8 @@ impl Grid {
             }
             include.push(Include { span: node.span(), assigns });
         }
-        Ok(Self { name, description: file.description.clone(), seeds, fixed, axes, exclude, include, columns, source })
+        let report = file.report;
+        Ok(Self { name, description: file.description, seeds, fixed, axes, exclude, include, columns, source, report })
     }
 }
 
@@ -285,12 +288,14 @@ impl Builder<'_> {
                     format!("axes: `{}`: a value must be a single value or a table, not a list", leaf.key),
                 ));
             }
+            let (item, display) = split_label(self.source, item)?;
+            let item = &item;
             let value = item.get_ref().to_value();
             if values.iter().any(|v| same_value(&v.value, &value)) {
                 return Err(self.source.error(&item.span(), format!("axes: `{}`: {value} is listed twice", leaf.key)));
             }
             values.push(AxisValue {
-                label: label(&value),
+                label: display.unwrap_or_else(|| label(&value)),
                 assigns: self.assigns(&leaf.key, item, Some(column))?,
                 span: item.span(),
                 value,
@@ -396,6 +401,30 @@ pub fn same_value(a: &toml::Value, b: &toml::Value) -> bool {
         (Integer(x), Float(y)) | (Float(y), Integer(x)) => (*x as f64) == *y,
         _ => a == b,
     }
+}
+
+/// A table-valued axis value may name itself: `{ label = "w/o tau", student.tau = 1.0 }`. The
+/// `label` key is the value's display label (plan, reports), not a RunConfig setting.
+fn split_label(source: &Source, item: &Spanned<Node>) -> Result<(Spanned<Node>, Option<String>)> {
+    let Node::Table(entries) = item.get_ref() else { return Ok((item.clone(), None)) };
+    let mut rest = Vec::new();
+    let mut display = None;
+    for (k, v) in entries {
+        if k.get_ref() != "label" {
+            rest.push((k.clone(), v.clone()));
+            continue;
+        }
+        match v.get_ref() {
+            Node::Scalar(toml::Value::String(s)) if !s.trim().is_empty() => display = Some(s.trim().to_string()),
+            other => {
+                return Err(source.error(
+                    &v.span(),
+                    format!("axes: `label` must be a non-empty string, found {}", other.type_name()),
+                ))
+            }
+        }
+    }
+    Ok((Spanned::new(item.span(), Node::Table(rest)), display))
 }
 
 /// A short display form: strings bare, tables as `k=v,k=v`.

@@ -7,6 +7,9 @@
 //! Every whole-file write goes to a temporary file in the same folder and is renamed into
 //! place, so a file on disk is always complete even if the process is killed.
 
+pub mod aggregate;
+pub mod collect;
+
 use crate::eval::Metrics;
 use anyhow::{Context, Result};
 use std::io::Write;

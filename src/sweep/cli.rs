@@ -51,7 +51,7 @@ pub struct GridArgs {
 }
 
 impl GridArgs {
-    fn plan(&self) -> Result<(Plan, Store)> {
+    pub fn plan(&self) -> Result<(Plan, Store)> {
         let scale = Scale::new(self.budget, self.epochs, self.max_users, self.seeds)?;
         let plan = Plan::build(&self.grid, scale, self.shard)?;
         let store = Store::for_plan(&self.out, &plan);

@@ -1,0 +1,235 @@
+//! The paper's figures from a grid's records, one file pair (PNG, SVG) per dataset:
+//! - Figure 1 (`drift`): Pearson r per epoch between the pairwise similarities of the modality
+//!   embeddings and (solid) the original features, (dashed) a pure-ID model's embeddings;
+//!   the mean over seeds of the `drift_<modality>_{original,id}` columns of `epochs.csv`.
+//! - Figure 3 (`compat`): bars of a metric (mean, whisker = std) per backbone (the `x`
+//!   column, default `model`), one bar per remaining variant (e.g. frozen / tuned / + CDL).
+//! - Figure 4 (`encoders`): the metric against a numeric `x` column (e.g. the embedding
+//!   size), one line per remaining variant (e.g. encoder).
+
+use super::plot::{self, Bars, Line};
+use super::spec::{FigureKind, ReportSpec};
+use crate::results::aggregate::Summary;
+use crate::results::collect::{read_epochs, Collected};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A drawn figure.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    pub kind: FigureKind,
+    /// The path without extension (`.png` and `.svg` exist).
+    pub stem: PathBuf,
+    pub title: String,
+    /// What the figure shows and from which runs.
+    pub note: String,
+}
+
+/// Why a requested figure has nothing to draw.
+pub fn why_empty(kind: FigureKind) -> &'static str {
+    match kind {
+        FigureKind::Drift => "no finished run recorded drift columns (runs with a modality config do)",
+        FigureKind::Compat | FigureKind::Encoders => "no finished runs",
+    }
+}
+
+pub fn draw(spec: &ReportSpec, c: &Collected, summary: &Summary, dir: &Path) -> Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    for kind in &spec.figures {
+        match kind {
+            FigureKind::Drift => out.extend(drift(spec, c, dir)?),
+            FigureKind::Compat => out.extend(compat(spec, summary, dir)?),
+            FigureKind::Encoders => out.extend(encoders(spec, summary, dir)?),
+        }
+    }
+    Ok(out)
+}
+
+/// The datasets of the summary, in order, and the index of the dataset column.
+fn datasets(columns: &[String], labels: impl Iterator<Item = String>) -> (usize, Vec<String>) {
+    let d = columns.iter().position(|c| c == "dataset").unwrap_or(0);
+    let mut out: Vec<String> = Vec::new();
+    for l in labels {
+        if !out.contains(&l) {
+            out.push(l);
+        }
+    }
+    (d, out)
+}
+
+/// The display name of a run's variant: every label but the skipped columns.
+fn variant(spec: &ReportSpec, labels: &[String], skip: &[usize]) -> String {
+    let parts: Vec<String> = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| !skip.contains(i) && l.as_str() != "-")
+        .map(|(_, l)| spec.name(l))
+        .collect();
+    if parts.is_empty() {
+        "all runs".into()
+    } else {
+        parts.join(" / ")
+    }
+}
+
+fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
+    let (d, names) = datasets(&c.columns, c.runs.iter().map(|r| r.labels[c.column("dataset").unwrap_or(0)].clone()));
+    let mut figs = Vec::new();
+    for ds in names {
+        // (variant, column) -> per epoch (sum, count)
+        let mut curves: BTreeMap<(String, String), Vec<(f64, usize)>> = BTreeMap::new();
+        let mut runs = 0;
+        for r in c.runs.iter().filter(|r| r.labels[d] == ds) {
+            let table = read_epochs(&r.dir)?;
+            let cols: Vec<&String> = table.keys().filter(|k| k.starts_with("drift_")).collect();
+            if cols.is_empty() {
+                continue;
+            }
+            runs += 1;
+            let v = variant(spec, &r.labels, &[d]);
+            for col in cols {
+                let acc = curves.entry((v.clone(), col.clone())).or_default();
+                for (e, x) in table[col].iter().enumerate() {
+                    if acc.len() <= e {
+                        acc.push((0.0, 0));
+                    }
+                    if x.is_finite() {
+                        acc[e].0 += x;
+                        acc[e].1 += 1;
+                    }
+                }
+            }
+        }
+        let variants: Vec<String> = {
+            let mut v: Vec<String> = curves.keys().map(|k| k.0.clone()).collect();
+            v.dedup();
+            v
+        };
+        let lines: Vec<Line> = curves
+            .iter()
+            .filter(|(_, acc)| acc.iter().any(|a| a.1 > 0))
+            .map(|((v, col), acc)| {
+                let what = col.trim_start_matches("drift_");
+                let (modality, against) = what.rsplit_once('_').unwrap_or((what, ""));
+                let modality_index = ["text", "attributes", "image"].iter().position(|m| *m == modality).unwrap_or(3);
+                Line {
+                    name: format!("{v}: {modality} vs {}", if against == "id" { "ID embeddings" } else { "original" }),
+                    points: acc
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, a)| a.1 > 0)
+                        .map(|(e, a)| ((e + 1) as f64, a.0 / a.1 as f64))
+                        .collect(),
+                    dashed: against == "id",
+                    colour: variants.iter().position(|x| x == v).unwrap_or(0) * 4 + modality_index,
+                }
+            })
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let stem = dir.join(format!("figure1_drift_{ds}"));
+        let title = format!("Figure 1: modality embedding drift, {}", spec.name(&ds));
+        plot::lines(&stem, &title, "epoch", "Pearson r of pairwise similarities", &lines)?;
+        let no_id = lines.iter().all(|l| !l.dashed);
+        figs.push(Figure {
+            kind: FigureKind::Drift,
+            stem,
+            title,
+            note: format!(
+                "Mean over {runs} runs' seeds per epoch; solid: against the original features{}.",
+                if no_id {
+                    " (no ID-embedding reference was given: set `modality.drift.id_reference`)"
+                } else {
+                    "; dashed: against a pure-ID model's embeddings"
+                }
+            ),
+        });
+    }
+    Ok(figs)
+}
+
+/// Groups of the summary per dataset: (x label, series name) -> (mean, std) of the metric.
+type Cells = BTreeMap<String, Vec<(String, String, f64, f64)>>;
+
+fn cells(spec: &ReportSpec, summary: &Summary, default_x: &str) -> Result<(String, Cells)> {
+    let x_name = spec.x.clone().unwrap_or_else(|| default_x.to_string());
+    let Some(x) = summary.columns.iter().position(|c| *c == x_name) else {
+        bail!("report: figure x axis `{x_name}` is not a plan column (plan columns: {})", summary.columns.join(", "));
+    };
+    let d = summary.columns.iter().position(|c| c == "dataset").unwrap_or(usize::MAX);
+    let mut out: Cells = BTreeMap::new();
+    for g in &summary.groups {
+        let Some(s) = g.stats.get(&spec.figure_metric) else { continue };
+        let ds = g.labels.get(d).cloned().unwrap_or_else(|| "all".into());
+        out.entry(ds).or_default().push((g.labels[x].clone(), variant(spec, &g.labels, &[d, x]), s.mean, s.std));
+    }
+    Ok((x_name, out))
+}
+
+fn ordered(it: impl Iterator<Item = String>) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for s in it {
+        if !v.contains(&s) {
+            v.push(s);
+        }
+    }
+    v
+}
+
+fn compat(spec: &ReportSpec, summary: &Summary, dir: &Path) -> Result<Vec<Figure>> {
+    let (x_name, per_ds) = cells(spec, summary, "model")?;
+    let mut figs = Vec::new();
+    for (ds, cells) in per_ds {
+        let groups = ordered(cells.iter().map(|c| c.0.clone()));
+        let series = ordered(cells.iter().map(|c| c.1.clone()));
+        let values = groups
+            .iter()
+            .map(|g| series.iter().map(|s| cells.iter().find(|c| &c.0 == g && &c.1 == s).map(|c| (c.2, c.3))).collect())
+            .collect();
+        let bars = Bars { groups: groups.iter().map(|g| spec.name(g)).collect(), series, values };
+        let stem = dir.join(format!("figure3_compat_{ds}"));
+        let metric = spec.name(&spec.figure_metric.to_string());
+        let title = format!("Figure 3: backbone compatibility, {} ({metric})", spec.name(&ds));
+        plot::bars(&stem, &title, &format!("{metric} (%)"), &bars)?;
+        figs.push(Figure {
+            kind: FigureKind::Compat,
+            stem,
+            title,
+            note: format!("Bars: mean over seeds per `{x_name}` value and variant; whiskers: ± one sample std."),
+        });
+    }
+    Ok(figs)
+}
+
+fn encoders(spec: &ReportSpec, summary: &Summary, dir: &Path) -> Result<Vec<Figure>> {
+    let (x_name, per_ds) = cells(spec, summary, "modality.autoencoder.hidden")?;
+    let mut figs = Vec::new();
+    for (ds, cells) in per_ds {
+        let series = ordered(cells.iter().map(|c| c.1.clone()));
+        let mut lines = Vec::new();
+        for (i, s) in series.iter().enumerate() {
+            let mut points = Vec::new();
+            for c in cells.iter().filter(|c| &c.1 == s) {
+                let Ok(x) = c.0.parse::<f64>() else {
+                    bail!("report: figure 4's x axis `{x_name}` needs numeric values, found `{}`", c.0)
+                };
+                points.push((x, c.2));
+            }
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            lines.push(Line { name: s.clone(), points, dashed: false, colour: i });
+        }
+        let stem = dir.join(format!("figure4_encoders_{ds}"));
+        let metric = spec.name(&spec.figure_metric.to_string());
+        let title = format!("Figure 4: {metric} against {x_name}, {}", spec.name(&ds));
+        plot::lines(&stem, &title, &x_name, &format!("{metric} (%)"), &lines)?;
+        figs.push(Figure {
+            kind: FigureKind::Encoders,
+            stem,
+            title,
+            note: format!("One line per variant (encoder); mean over seeds at each `{x_name}`."),
+        });
+    }
+    Ok(figs)
+}

@@ -1,0 +1,225 @@
+//! The "report" stage: a grid's records -> `reports/<grid>/`:
+//! - `summary.csv`, `summary.parquet`: mean, std, n, 95% CI and paired p-value per group and
+//!   metric ([`crate::results::aggregate`]);
+//! - `table.md`, `table.tex`, `table.csv`: the summary in the paper's layout ([`table`]),
+//!   with the paper's numbers beside ours ([`paper`]);
+//! - `figure*.png` / `.svg`: the figures the grid's `[report]` asks for ([`figures`]);
+//! - `report.md`: provenance (runs, seeds, protocol, machine, code version), the table, the
+//!   figures, and every missing run with the reason.
+
+pub mod figures;
+pub mod paper;
+pub mod plot;
+pub mod spec;
+pub mod table;
+
+pub use spec::ReportSpec;
+
+use crate::error::bad_input;
+use crate::results::aggregate::{Reference, Summary};
+use crate::results::collect::Collected;
+use crate::results::write_atomic;
+use crate::sweep::plan::Plan;
+use crate::sweep::store::Store;
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// What `kdsr report` wrote.
+#[derive(Debug)]
+pub struct Written {
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
+    pub finished: usize,
+    pub missing: usize,
+}
+
+/// The grid's `[report]` section (defaults without one).
+pub fn spec_of(plan: &Plan) -> ReportSpec {
+    plan.grid.report.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default()
+}
+
+/// The reference of the paired tests, checked against the label columns.
+pub fn reference_of(plan: &Plan, spec: &ReportSpec, c: &Collected) -> Result<Option<Reference>> {
+    let Some(table) = &spec.reference else { return Ok(None) };
+    let at = |msg: String| match &plan.grid.report {
+        Some(s) => plan.grid.source.error(&s.span(), msg),
+        None => bad_input(msg),
+    };
+    if table.len() != 1 {
+        return Err(at("report.reference: expected one `column = \"label\"` pair, e.g. { model = \"sasrec\" }".into()));
+    }
+    let (key, value) = table.iter().next().expect("one entry");
+    let column = c.column(key).ok_or_else(|| {
+        at(format!("report.reference: `{key}` is not a plan column (plan columns: {})", c.columns.join(", ")))
+    })?;
+    let label = crate::grid::label(value);
+    let known: BTreeSet<&str> = c
+        .runs
+        .iter()
+        .map(|r| r.labels[column].as_str())
+        .chain(c.missing.iter().map(|m| m.labels[column].as_str()))
+        .collect();
+    if !known.contains(label.as_str()) {
+        return Err(at(format!(
+            "report.reference: no run has {key} = {label} (values: {})",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(Some(Reference { column, label }))
+}
+
+/// Aggregates the grid's records and writes the summary, tables, figures and report.
+pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
+    let collected = Collected::from_store(plan, store)?;
+    let spec = spec_of(plan);
+    let reference = reference_of(plan, &spec, &collected)?;
+    let summary = Summary::compute(&collected, reference)?;
+    let dir = store.root.clone();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    summary.write(&dir)?;
+    let mut files = vec![dir.join("summary.csv"), dir.join("summary.parquet")];
+    let table = table::Table::build(&spec, &summary).map_err(|e| match &plan.grid.report {
+        Some(s) => plan.grid.source.error(&s.span(), e),
+        None => bad_input(format!("{}: {e}", plan.grid.source.path.display())),
+    })?;
+    for (ext, text) in [("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())] {
+        let path = dir.join(format!("table.{ext}"));
+        write_atomic(&path, text.as_bytes())?;
+        files.push(path);
+    }
+    let figs = figures::draw(&spec, &collected, &summary, &dir)?;
+    files.extend(figs.iter().flat_map(|f| [f.stem.with_extension("png"), f.stem.with_extension("svg")]));
+    let text = render(plan, store, &spec, &collected, &summary, &table, &figs, command);
+    let path = dir.join("report.md");
+    write_atomic(&path, text.as_bytes())?;
+    files.push(path);
+    Ok(Written { dir, files, finished: collected.runs.len(), missing: collected.missing.len() })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render(
+    plan: &Plan,
+    store: &Store,
+    spec: &ReportSpec,
+    c: &Collected,
+    summary: &Summary,
+    table: &table::Table,
+    figs: &[figures::Figure],
+    command: &str,
+) -> String {
+    let g = &plan.grid;
+    let mut out = format!("# Report: {}\n\n", g.name);
+    if let Some(d) = &g.description {
+        let _ = writeln!(out, "{}\n", d.trim());
+    }
+    let distinct = |f: &dyn Fn(&crate::results::collect::RunRecord) -> String| -> String {
+        let set: BTreeSet<String> = c.runs.iter().map(f).collect();
+        if set.is_empty() {
+            "none".into()
+        } else {
+            set.into_iter().collect::<Vec<_>>().join(", ")
+        }
+    };
+    let seeds: BTreeSet<u64> = c.runs.iter().map(|r| r.seed).collect();
+    let _ = writeln!(
+        out,
+        "- Grid: `{}` (BLAKE3 {})",
+        g.source.path.display(),
+        &blake3::hash(g.source.text.as_bytes()).to_hex()[..16]
+    );
+    let _ = writeln!(
+        out,
+        "- Runs: {} finished of {} planned; seeds: {}",
+        c.runs.len(),
+        c.runs.len() + c.missing.len(),
+        seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+    );
+    if !plan.scale.is_full() {
+        let _ = writeln!(out, "- **Scaled down** for a trial: {} (not the paper's settings)", plan.scale.describe());
+    }
+    let _ = writeln!(
+        out,
+        "- Protocol: {}; selection: test metrics at the epoch with the best validation metric",
+        distinct(&|r| r.protocol.clone())
+    );
+    let _ = writeln!(
+        out,
+        "- Code: {}",
+        distinct(&|r| format!(
+            "{}{}",
+            &r.code.commit[..r.code.commit.len().min(12)],
+            if r.code.dirty { " (dirty)" } else { "" }
+        ))
+    );
+    let _ = writeln!(
+        out,
+        "- Machine: {} ({} CPUs); median seconds per epoch: {}",
+        crate::sweep::store::hostname(),
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        median(c.runs.iter().map(|r| r.seconds_per_epoch)).map_or("n/a".into(), |s| format!("{s:.1}"))
+    );
+    let _ = writeln!(out, "- Records: `{}`; reproduce with `{command}`\n", store.runs_dir().display());
+    let _ = writeln!(out, "## Table\n");
+    let _ = writeln!(
+        out,
+        "Test metrics in percent, mean ± sample std over seeds (bold: best, underlined: second on each line{}).\n",
+        match &table.reference {
+            Some(r) => format!("; `*`: p < 0.05 in a paired t-test against {r} over shared seeds"),
+            None => String::new(),
+        }
+    );
+    out += &table.markdown();
+    if let Some(p) = spec.paper {
+        let _ = writeln!(out, "\n{}", paper::caveat(p));
+    }
+    let _ = writeln!(
+        out,
+        "\nAlso: `table.tex`, `table.csv`, `summary.csv`, `summary.parquet` ({} groups).\n",
+        summary.groups.len()
+    );
+    if !figs.is_empty() || !spec.figures.is_empty() {
+        let _ = writeln!(out, "## Figures\n");
+        for f in figs {
+            let name = f.stem.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let _ = writeln!(out, "### {}\n\n![{}]({name}.png)\n\n{}\n", f.title, f.title, f.note);
+        }
+        for kind in &spec.figures {
+            if !figs.iter().any(|f| f.kind == *kind) {
+                let _ = writeln!(out, "- {kind:?}: nothing to draw ({})\n", figures::why_empty(*kind));
+            }
+        }
+    }
+    let _ = writeln!(out, "## Missing runs\n");
+    if c.missing.is_empty() {
+        let _ = writeln!(out, "None: every planned run has a record.");
+    } else {
+        let _ = writeln!(
+            out,
+            "| run | {} | seed | why |\n|---|{}---|---|",
+            c.columns.join(" | "),
+            "---|".repeat(c.columns.len())
+        );
+        for m in &c.missing {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                m.run_id,
+                m.labels.join(" | "),
+                m.seed,
+                m.reason.replace('|', "/")
+            );
+        }
+    }
+    out
+}
+
+fn median(it: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = it.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
+}

@@ -1,0 +1,197 @@
+//! `kdsr report` and `kdsr gate` on hand-made records: known means and stds in the summary,
+//! the table's best/second marks and paper column, missing runs named with their reason,
+//! figures written as real PNG/SVG, a bad `[report]` naming its line, and the gate failing on a
+//! planted regression.
+
+mod common;
+
+use kdsr::sweep::plan::Plan;
+use kdsr::sweep::Scale;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+const GRID: &str = r#"description = "hand-made records"
+seeds = [1, 2, 3]
+
+[fixed]
+dataset = "beauty"
+
+[axes]
+model = ["pop", "sasrec", "gru4rec"]
+
+[report]
+rows = ["dataset", "metric"]
+columns = ["model"]
+metrics = ["hr@5", "hr@20"]
+reference = { model = "pop" }
+paper = "table2"
+figures = ["drift"]
+"#;
+
+/// hr@20 per (model, seed); hr@5 is half of it. gru4rec seed 3 has no record.
+fn hr20(model: &str, seed: u64) -> Option<f64> {
+    match model {
+        "pop" => Some([2.0, 2.5, 3.0][seed as usize - 1]),
+        "sasrec" => Some([10.0, 12.0, 14.0][seed as usize - 1]),
+        "gru4rec" => [Some(8.0), Some(9.0), None][seed as usize - 1],
+        _ => None,
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    grid: PathBuf,
+    runs: Vec<(String, String, u64)>,
+}
+
+impl Setup {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let grid = dir.path().join("hand.toml");
+        std::fs::write(&grid, text).unwrap();
+        // A grid that does not load has no runs (the bad-input tests).
+        let runs = Plan::build(grid.to_str().unwrap(), Scale::default(), None)
+            .map(|plan| {
+                plan.all
+                    .iter()
+                    .map(|r| (r.run_id.clone(), r.config.model.kind().name().to_string(), r.config.seed))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { dir, grid, runs }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("reports")
+    }
+
+    fn write_records(&self, scale_sasrec: f64) {
+        for (id, model, seed) in &self.runs {
+            let Some(h) = hr20(model, *seed) else { continue };
+            let h = if model == "sasrec" { h * scale_sasrec } else { h };
+            let d = self.out().join("hand").join("runs").join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            let record = serde_json::json!({
+                "run_id": id, "best_epoch": 2, "epochs_run": 3, "seconds_per_epoch": 1.5, "protocol": "paper",
+                "code_version": {"commit": "0123456789abcdef", "dirty": false, "crate_version": "0.1.0"},
+                "test": {"hr@5": h / 2.0, "hr@20": h, "ndcg@20": h / 3.0},
+            });
+            std::fs::write(d.join("metrics.json"), serde_json::to_string(&record).unwrap()).unwrap();
+            let mut csv = String::from("epoch,loss,drift_text_original,drift_text_id\n");
+            for e in 1..=3 {
+                csv += &format!("{e},9.0,{},\n", 0.8 - 0.1 * e as f64 - 0.01 * *seed as f64);
+            }
+            std::fs::write(d.join("epochs.csv"), csv).unwrap();
+        }
+    }
+
+    fn kdsr(&self, args: &[&str]) -> (i32, String, String) {
+        let mut c = common::kdsr_bin();
+        c.args(args).args([self.grid.to_str().unwrap(), "--out", self.out().to_str().unwrap()]);
+        let out: Output = c.output().unwrap();
+        let (so, se) =
+            (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string());
+        assert!(!se.contains("panicked"), "panic: {se}");
+        (out.status.code().unwrap_or(-1), so, se)
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn report_aggregates_hand_made_records() {
+    let s = Setup::new(GRID);
+    s.write_records(1.0);
+    let (code, stdout, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let dir = s.out().join("hand");
+
+    // summary.csv: sasrec hr@20 = 12 ± 2 over 3 seeds; gru4rec 8.5 over 2.
+    let summary = read(&dir.join("summary.csv"));
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name}: {header:?}"));
+    let row = |model: &str| -> Vec<String> {
+        summary.lines().find(|l| l.split(',').nth(1) == Some(model)).unwrap().split(',').map(String::from).collect()
+    };
+    let num = |r: &[String], name: &str| r[col(name)].parse::<f64>().unwrap();
+    let sas = row("sasrec");
+    assert!((num(&sas, "hr@20_mean") - 12.0).abs() < 1e-9);
+    assert!((num(&sas, "hr@20_std") - 2.0).abs() < 1e-9);
+    assert_eq!(sas[col("n")], "3");
+    assert!(num(&sas, "hr@20_p") < 0.05, "sasrec vs pop paired over 3 seeds");
+    let gru = row("gru4rec");
+    assert!((num(&gru, "hr@20_mean") - 8.5).abs() < 1e-9);
+    assert_eq!(gru[col("n")], "2");
+    assert!(dir.join("summary.parquet").metadata().unwrap().len() > 100);
+
+    // table.md: SASRec best (bold), GRU4Rec second (underlined), the paper's SASRec beside.
+    let md = read(&dir.join("table.md"));
+    assert!(md.contains("**12.00 ± 2.00"), "{md}");
+    assert!(md.contains("<u>8.50 ± 0.71"), "{md}");
+    assert!(md.contains("SASRec (paper)") && md.contains("14.07"), "{md}");
+    assert!(read(&dir.join("table.tex")).contains("\\textbf{12.00 $\\pm$ 2.00"));
+    assert!(read(&dir.join("table.csv")).lines().count() == 3, "header + H@5 + H@20 rows");
+
+    // report.md: provenance and the missing run with its reason.
+    let report = read(&dir.join("report.md"));
+    assert!(report.contains("8 finished of 9 planned"), "{report}");
+    assert!(report.contains("not run yet") && report.contains("gru4rec"), "{report}");
+    assert!(report.contains("0123456789ab"), "code version in the header: {report}");
+
+    // Figure 1 as PNG and SVG.
+    let png = std::fs::read(dir.join("figure1_drift_beauty.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(read(&dir.join("figure1_drift_beauty.svg")).contains("<svg"));
+    assert!(report.contains("figure1_drift_beauty.png"));
+}
+
+#[test]
+fn bad_report_section_names_the_line() {
+    let s = Setup::new(&GRID.replace("columns = [\"model\"]", "columns = [\"modle\"]"));
+    s.write_records(1.0);
+    let (code, _, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 2, "{stderr}");
+    // The [report] section's line, the key and the value.
+    assert!(stderr.contains("hand.toml:10: report.columns: `modle` is not a plan column"), "{stderr}");
+
+    let s = Setup::new(&GRID.replace("metrics = [\"hr@5\", \"hr@20\"]", "metrics = [\"hr@7\"]"));
+    let (code, _, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("hand.toml:13") && stderr.contains("hr@7"), "{stderr}");
+}
+
+#[test]
+fn gate_fails_on_a_planted_regression() {
+    let s = Setup::new(GRID);
+    s.write_records(1.0);
+    let baseline = s.dir.path().join("baseline.toml");
+    let b = baseline.to_str().unwrap();
+    let (code, stdout, stderr) = s.kdsr(&["gate", "--baseline", b, "--write-baseline"]);
+    assert_eq!(code, 2, "a grid with a missing run cannot be a baseline: {stdout}{stderr}");
+    assert!(stderr.contains("1 of the grid's runs have no record"), "{stderr}");
+
+    // Fill in the missing run, write the baseline, pass.
+    let gru3 = s.runs.iter().find(|r| r.1 == "gru4rec" && r.2 == 3).unwrap().0.clone();
+    let d = s.out().join("hand").join("runs").join(&gru3);
+    std::fs::create_dir_all(&d).unwrap();
+    let rec = serde_json::json!({"run_id": gru3, "best_epoch": 1, "epochs_run": 1, "protocol": "paper",
+        "code_version": {"commit": "x", "dirty": false, "crate_version": "0"}, "test": {"hr@20": 8.5, "ndcg@20": 2.8}});
+    std::fs::write(d.join("metrics.json"), rec.to_string()).unwrap();
+    let (code, stdout, stderr) = s.kdsr(&["gate", "--baseline", b, "--write-baseline"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let text = read(&baseline);
+    assert!(text.contains("[[beat]]") && text.contains("Produced by"), "{text}");
+    let (code, stdout, stderr) = s.kdsr(&["gate", "--baseline", b]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("all") && !stdout.contains("FAIL"), "{stdout}");
+
+    // Planted regression: SASRec loses 40%.
+    s.write_records(0.6);
+    let (code, stdout, stderr) = s.kdsr(&["gate", "--baseline", b]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let failing: Vec<&str> = stdout.lines().filter(|l| l.ends_with("FAIL")).collect();
+    assert!(!failing.is_empty() && failing.iter().all(|l| l.contains("sasrec")), "{stdout}");
+    assert!(stderr.contains("checks failed"), "{stderr}");
+}
