@@ -25,7 +25,8 @@ columns = ["model"]
 metrics = ["hr@5", "hr@20"]
 reference = { model = "pop" }
 paper = "table2"
-figures = ["drift"]
+figures = ["drift", "compat"]
+x = "model"
 "#;
 
 /// hr@20 per (model, seed); hr@5 is half of it. gru4rec seed 3 has no record.
@@ -141,10 +142,48 @@ fn report_aggregates_hand_made_records() {
     assert!(report.contains("0123456789ab"), "code version in the header: {report}");
 
     // Figure 1 as PNG and SVG.
-    let png = std::fs::read(dir.join("figure1_drift_beauty.png")).unwrap();
+    let png = std::fs::read(dir.join("figure1_drift_beauty_text.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
-    assert!(read(&dir.join("figure1_drift_beauty.svg")).contains("<svg"));
-    assert!(report.contains("figure1_drift_beauty.png"));
+    assert!(read(&dir.join("figure1_drift_beauty_text.svg")).contains("<svg"));
+    assert!(report.contains("figure1_drift_beauty_text.png"));
+    // Figure 3 (bars per model).
+    let png = std::fs::read(dir.join("figure3_compat_beauty.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(read(&dir.join("figure3_compat_beauty.svg")).contains("<svg"));
+}
+
+#[test]
+fn figure4_lines_over_a_numeric_axis() {
+    let s = Setup::new(
+        r#"seeds = [1, 2]
+[fixed]
+dataset = "beauty"
+[axes]
+model = ["sasrec", "gru4rec"]
+train.lr = [1e-3, 3e-3]
+[report]
+rows = ["train.lr"]
+columns = ["model", "metric"]
+metrics = ["hr@20"]
+figures = ["encoders"]
+x = "train.lr"
+"#,
+    );
+    s.write_records(1.0);
+    let (code, stdout, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let dir = s.out().join("hand");
+    assert!(read(&dir.join("figure4_encoders_beauty.svg")).contains("<svg"));
+    let md = read(&dir.join("table.md"));
+    assert!(md.contains("| train.lr | SASRec H@20 | GRU4Rec H@20 |"), "{md}");
+    assert!(md.contains("| 0.001 |") && md.contains("| 0.003 |"), "{md}");
+
+    // A non-numeric x axis is an error naming it.
+    let bad = Setup::new(&std::fs::read_to_string(&s.grid).unwrap().replace("x = \"train.lr\"", "x = \"model\""));
+    bad.write_records(1.0);
+    let (code, _, stderr) = bad.kdsr(&["report"]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("needs numeric values"), "{stderr}");
 }
 
 #[test]

@@ -77,8 +77,10 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
     let (d, names) = datasets(&c.columns, c.runs.iter().map(|r| r.labels[c.column("dataset").unwrap_or(0)].clone()));
     let mut figs = Vec::new();
     for ds in names {
-        // (variant, column) -> per epoch (sum, count)
-        let mut curves: BTreeMap<(String, String), Vec<(f64, usize)>> = BTreeMap::new();
+        // modality -> (variant, against) -> per epoch (sum, count)
+        type Curves = BTreeMap<String, BTreeMap<(String, String), Vec<(f64, usize)>>>;
+        let mut curves: Curves = BTreeMap::new();
+        let mut variants: Vec<String> = Vec::new();
         let mut runs = 0;
         for r in c.runs.iter().filter(|r| r.labels[d] == ds) {
             let table = read_epochs(&r.dir)?;
@@ -88,8 +90,17 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
             }
             runs += 1;
             let v = variant(spec, &r.labels, &[d]);
+            if !variants.contains(&v) {
+                variants.push(v.clone());
+            }
             for col in cols {
-                let acc = curves.entry((v.clone(), col.clone())).or_default();
+                let what = col.trim_start_matches("drift_");
+                let (modality, against) = what.rsplit_once('_').unwrap_or((what, "original"));
+                let acc = curves
+                    .entry(modality.to_string())
+                    .or_default()
+                    .entry((v.clone(), against.to_string()))
+                    .or_default();
                 for (e, x) in table[col].iter().enumerate() {
                     if acc.len() <= e {
                         acc.push((0.0, 0));
@@ -101,20 +112,12 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
                 }
             }
         }
-        let variants: Vec<String> = {
-            let mut v: Vec<String> = curves.keys().map(|k| k.0.clone()).collect();
-            v.dedup();
-            v
-        };
-        let lines: Vec<Line> = curves
-            .iter()
-            .filter(|(_, acc)| acc.iter().any(|a| a.1 > 0))
-            .map(|((v, col), acc)| {
-                let what = col.trim_start_matches("drift_");
-                let (modality, against) = what.rsplit_once('_').unwrap_or((what, ""));
-                let modality_index = ["text", "attributes", "image"].iter().position(|m| *m == modality).unwrap_or(3);
-                Line {
-                    name: format!("{v}: {modality} vs {}", if against == "id" { "ID embeddings" } else { "original" }),
+        for (modality, per) in curves {
+            let lines: Vec<Line> = per
+                .iter()
+                .filter(|(_, acc)| acc.iter().any(|a| a.1 > 0))
+                .map(|((v, against), acc)| Line {
+                    name: format!("{v}: vs {}", if against == "id" { "ID embeddings" } else { "original features" }),
                     points: acc
                         .iter()
                         .enumerate()
@@ -122,30 +125,32 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
                         .map(|(e, a)| ((e + 1) as f64, a.0 / a.1 as f64))
                         .collect(),
                     dashed: against == "id",
-                    colour: variants.iter().position(|x| x == v).unwrap_or(0) * 4 + modality_index,
-                }
-            })
-            .collect();
-        if lines.is_empty() {
-            continue;
+                    colour: variants.iter().position(|x| x == v).unwrap_or(0),
+                })
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            let stem = dir.join(format!("figure1_drift_{ds}_{modality}"));
+            let title = format!("Figure 1: drift of the {modality} embeddings, {}", spec.name(&ds));
+            plot::lines(&stem, &title, "epoch", "Pearson r of pairwise similarities", &lines)?;
+            let no_id = lines.iter().all(|l| !l.dashed);
+            figs.push(Figure {
+                kind: FigureKind::Drift,
+                stem,
+                title,
+                note: format!(
+                    "Mean over the seeds of {runs} runs per epoch, on a fixed sample of item pairs; solid: against the \
+                     original features{}.",
+                    if no_id {
+                        " (no ID-embedding reference was given: set `modality.drift.id_reference` to a pure-ID \
+                         run's best.safetensors for the dashed curves)"
+                    } else {
+                        "; dashed: against a pure-ID model's item embeddings"
+                    }
+                ),
+            });
         }
-        let stem = dir.join(format!("figure1_drift_{ds}"));
-        let title = format!("Figure 1: modality embedding drift, {}", spec.name(&ds));
-        plot::lines(&stem, &title, "epoch", "Pearson r of pairwise similarities", &lines)?;
-        let no_id = lines.iter().all(|l| !l.dashed);
-        figs.push(Figure {
-            kind: FigureKind::Drift,
-            stem,
-            title,
-            note: format!(
-                "Mean over {runs} runs' seeds per epoch; solid: against the original features{}.",
-                if no_id {
-                    " (no ID-embedding reference was given: set `modality.drift.id_reference`)"
-                } else {
-                    "; dashed: against a pure-ID model's embeddings"
-                }
-            ),
-        });
     }
     Ok(figs)
 }

@@ -89,6 +89,7 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
         write_atomic(&path, text.as_bytes())?;
         files.push(path);
     }
+    remove_old_figures(&dir)?;
     let figs = figures::draw(&spec, &collected, &summary, &dir)?;
     files.extend(figs.iter().flat_map(|f| [f.stem.with_extension("png"), f.stem.with_extension("svg")]));
     let text = render(plan, store, &spec, &collected, &summary, &table, &figs, command);
@@ -213,6 +214,17 @@ fn render(
         }
     }
     out
+}
+
+/// Figures of an earlier report (their set depends on the records, so stale ones would linger).
+fn remove_old_figures(dir: &std::path::Path) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?.flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name.starts_with("figure") && (name.ends_with(".png") || name.ends_with(".svg")) {
+            std::fs::remove_file(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn median(it: impl Iterator<Item = f64>) -> Option<f64> {

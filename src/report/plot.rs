@@ -76,6 +76,20 @@ fn range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     (lo - pad * span, hi + pad * span)
 }
 
+/// The series legend, upper right on a translucent white box.
+fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font(("sans-serif", 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(err)
+}
+
 fn draw_lines<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     title: &str,
@@ -86,6 +100,9 @@ fn draw_lines<DB: DrawingBackend>(
     root.fill(&WHITE).map_err(err)?;
     let (x0, x1) = range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)), 0.02);
     let (y0, y1) = range(lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)), 0.08);
+    // Head room for the legend (about one line of text per series).
+    let y1 = y1 + (y1 - y0) * (0.06 * lines.len() as f64).min(1.0);
+    let integer_x = lines.iter().flat_map(|l| &l.points).all(|p| p.0.fract() == 0.0);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(12)
@@ -93,7 +110,16 @@ fn draw_lines<DB: DrawingBackend>(
         .y_label_area_size(55)
         .build_cartesian_2d(x0..x1, y0..y1)
         .map_err(err)?;
-    chart.configure_mesh().x_desc(x_desc).y_desc(y_desc).label_style(("sans-serif", 14)).draw().map_err(err)?;
+    let x_fmt = move |x: &f64| if integer_x { format!("{x:.0}") } else { format!("{x}") };
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(if integer_x { ((x1 - x0).round() as usize + 1).clamp(2, 12) } else { 10 })
+        .x_label_formatter(&x_fmt)
+        .label_style(("sans-serif", 14))
+        .draw()
+        .map_err(err)?;
     for l in lines {
         let c = colour(l.colour);
         let pts: Vec<(f64, f64)> = l.points.iter().copied().filter(|p| p.1.is_finite()).collect();
@@ -108,14 +134,7 @@ fn draw_lines<DB: DrawingBackend>(
             chart.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err)?.label(&l.name).legend(legend);
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)
 }
 
@@ -185,13 +204,6 @@ fn draw_bars<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, y_de
             .collect();
         chart.draw_series(whiskers).map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font(("sans-serif", 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut chart)?;
     root.present().map_err(err)
 }

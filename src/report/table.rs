@@ -100,6 +100,9 @@ pub struct Table {
     pub reference: Option<String>,
 }
 
+/// A cell before pivoting: row key, column key, statistics, paper lookup tags.
+type Entry = (Vec<String>, Vec<String>, Stat, Vec<String>);
+
 fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for s in it {
@@ -132,7 +135,7 @@ impl Table {
                 .collect()
         };
         // Cells in group order, then metric order.
-        let mut entries: Vec<(Vec<String>, Vec<String>, Stat, Vec<String>)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         for g in &summary.groups {
             for &m in &spec.metrics {
                 let Some(stat) = g.stats.get(&m) else { continue };
@@ -142,7 +145,7 @@ impl Table {
                 entries.push((key(&layout.rows, &g.labels, m), key(&layout.cols, &g.labels, m), *stat, tags));
             }
         }
-        let order = |pick: fn(&(Vec<String>, Vec<String>, Stat, Vec<String>)) -> &Vec<String>, dims: &[Dim]| {
+        let order = |pick: fn(&Entry) -> &Vec<String>, dims: &[Dim]| {
             let keys = distinct_keys(entries.iter().map(pick));
             sort_metric_major(keys, dims, spec)
         };
@@ -303,7 +306,8 @@ fn sort_metric_major(keys: Vec<Vec<String>>, dims: &[Dim], spec: &ReportSpec) ->
     keys
 }
 
-/// Marks the best (1) and second-best (2) mean on each comparison line.
+/// Marks the best (1) and second-best (2) mean on each comparison line, compared as shown
+/// (two decimals): ties share a rank, and a line whose cells all show the same value has none.
 fn rank_cells(cells: &mut [Vec<Cell>], along_rows: bool) {
     let (n_rows, n_cols) = (cells.len(), cells.first().map_or(0, Vec::len));
     let lines: Vec<Vec<(usize, usize)>> = if along_rows {
@@ -311,15 +315,19 @@ fn rank_cells(cells: &mut [Vec<Cell>], along_rows: bool) {
     } else {
         (0..n_cols).map(|c| (0..n_rows).map(|r| (r, c)).collect()).collect()
     };
+    let shown = |x: f64| (x * 100.0).round() as i64;
     for line in lines {
-        let mut means: Vec<(f64, (usize, usize))> =
-            line.iter().filter_map(|&(r, c)| cells[r][c].ours.map(|s| (s.mean, (r, c)))).collect();
-        if means.len() < 2 {
+        let mut values: Vec<i64> = line.iter().filter_map(|&(r, c)| cells[r][c].ours.map(|s| shown(s.mean))).collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values.dedup();
+        if values.len() < 2 {
             continue;
         }
-        means.sort_by(|a, b| b.0.total_cmp(&a.0));
-        for (rank, (_, (r, c))) in means.iter().take(2).enumerate() {
-            cells[*r][*c].rank = Some(rank + 1);
+        for &(r, c) in &line {
+            if let Some(s) = cells[r][c].ours {
+                let v = shown(s.mean);
+                cells[r][c].rank = values.iter().take(2).position(|&x| x == v).map(|p| p + 1);
+            }
         }
     }
 }

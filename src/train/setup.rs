@@ -67,10 +67,15 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     let mut probes = Vec::new();
     let mut info = serde_json::Map::new();
     for &m in &mc.modalities {
+        // Parallel runs of a sweep that need the same inputs take turns: the first builds and
+        // caches the features and teacher codes, the others then read the caches.
+        let lock = input_lock(format!("{}/{}", ds.name, m.name()));
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
         let loaded = load_features(ds, m, &opts.paths, &mc.features)
             .with_context(|| format!("loading {} features of {}", m.name(), ds.name))?;
         let feats = &loaded.matrix;
         let (codes, ae_info) = teacher_codes(ds, m, feats, &mc.autoencoder, mc.teacher_seed, &opts.paths.cache_dir)?;
+        drop(guard);
         let dim = mc.autoencoder.hidden;
         let teacher = Teacher::fit(codes.clone(), dim, &mc.teacher, &train_inputs, mc.teacher_seed)?;
         info.insert(
@@ -102,6 +107,14 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         _ => None,
     };
     Ok(Setup { params, model: Recommender { backbone, modality: Some(modality) }, cdl, probes, info: info.into() })
+}
+
+/// One lock per dataset and modality in this process (taken in [`build`]).
+fn input_lock(key: String) -> std::sync::Arc<std::sync::Mutex<()>> {
+    type Locks = std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<std::sync::Mutex<()>>>>;
+    static LOCKS: std::sync::OnceLock<Locks> = std::sync::OnceLock::new();
+    let mut map = LOCKS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(key).or_default().clone()
 }
 
 /// The teacher representation of every item (autoencoder codes), cached under
