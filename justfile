@@ -70,7 +70,7 @@ lint:
 
 # Time a SASRec/GRU4Rec step and a full evaluation against PyTorch; writes reports/bench/latest.json.
 bench: build torch-venv
-    {{kdsr}} bench --python {{venv}}/bin/python
+    {{kdsr}} bench --cdl --python {{venv}}/bin/python
 
 # A git-ignored virtual environment with torch and numpy for the PyTorch reference.
 torch-venv:

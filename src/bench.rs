@@ -34,6 +34,54 @@ pub struct BenchArgs {
     /// Training windows per batch.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Also time a SASRec + CDL step (text + attributes, cos, VQ; needs the Beauty features,
+    /// built into the cache on first use) against the same model without the CDL losses.
+    #[arg(long)]
+    cdl: bool,
+}
+
+/// SASRec with modality tables, one step without and with the correlation losses (same batch,
+/// same weights): CDL's extra time per training step.
+fn bench_cdl(
+    reps: usize,
+    ds: &Dataset,
+    split: &Split,
+    batch: &crate::data::batch::Batch,
+    paths: &DataPaths,
+) -> Result<Value> {
+    let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
+    cfg.modality = Some(cfg.default_modality());
+    let opts = crate::train::fit::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone() };
+    let mut setup = crate::train::setup::build(&cfg, ds, split, &opts)?;
+    let tables: Vec<Tensor> = setup.model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
+    let mut adam = Adam::new(setup.params.vars(), cfg.train.lr, 0.0)?;
+    let mut ctx = Ctx::train(1);
+    let mut step = |with_cdl: bool| -> Result<f64> {
+        let mut times = Vec::new();
+        for r in 0..=reps {
+            let t0 = Instant::now();
+            let (mut loss, _) = batch_loss(&setup.model, batch, &mut ctx, &Device::Cpu)?;
+            if with_cdl {
+                if let Some((l, _)) = setup.cdl.as_mut().context("CDL configured")?.loss(batch, &tables)? {
+                    loss = (loss + l)?;
+                }
+            }
+            adam.step(&loss.backward()?)?;
+            if r > 0 {
+                times.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(median(times))
+    };
+    let without = step(false)?;
+    let with = step(true)?;
+    eprintln!(
+        "candle sasrec + modality tables step: {without:.1} ms; with the CDL losses: {with:.1} ms (+{:.1} ms, +{:.0}%)",
+        with - without,
+        100.0 * (with - without) / without
+    );
+    Ok(json!({"modality_step_ms": without, "cdl_step_ms": with, "cdl_extra_ms": with - without,
+              "cdl_extra_fraction": (with - without) / without}))
 }
 
 /// Median milliseconds of `reps` runs of `f` after one warm-up.
@@ -179,6 +227,9 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         }
     }
     let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
+    if args.cdl {
+        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, paths)?);
+    }
     report.insert("ops".into(), bench_ops(args.reps, ds.n_items, n_targets)?);
     report.insert(
         "batch".into(),
