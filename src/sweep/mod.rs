@@ -106,14 +106,21 @@ impl Scale {
         parts.join(", ")
     }
 
-    /// The command-line flags that reproduce this scale.
+    /// The shortest command-line flags that reproduce this scale (caps equal to the budget's
+    /// preset are left to the budget).
     pub fn to_flags(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let preset = Self::new(self.budget, None, None, None).unwrap_or_default();
         if self.budget != Budget::Full {
             out.extend(["--budget".to_string(), "quick".to_string()]);
         }
-        for (flag, v) in [("--epochs", self.max_epochs), ("--max-users", self.max_users), ("--seeds", self.seeds)] {
-            if let Some(v) = v {
+        let caps = [
+            ("--epochs", self.max_epochs, preset.max_epochs),
+            ("--max-users", self.max_users, preset.max_users),
+            ("--seeds", self.seeds, preset.seeds),
+        ];
+        for (flag, v, default) in caps {
+            if let Some(v) = v.filter(|v| Some(*v) != default) {
                 out.extend([flag.to_string(), v.to_string()]);
             }
         }
@@ -209,7 +216,8 @@ mod tests {
         let out = s.apply(0, &cfg).unwrap();
         assert_eq!((out.train.max_epochs, out.max_users), (2, Some(300)));
         assert!(s.apply(1, &cfg).is_none());
-        assert_eq!(s.to_flags(), ["--budget", "quick", "--epochs", "3", "--max-users", "300", "--seeds", "1"]);
+        assert_eq!(s.to_flags(), ["--budget", "quick", "--max-users", "300"]);
+        assert_eq!(Scale::new(Budget::Full, Some(2), None, None).unwrap().to_flags(), ["--epochs", "2"]);
         assert!(Scale::new(Budget::Full, None, None, None).unwrap().is_full());
     }
 }
