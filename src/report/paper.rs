@@ -315,10 +315,12 @@ pub fn caveat(table: PaperTable) -> &'static str {
     }
 }
 
-/// The paper's value whose tags are all among `tags` (None when there is none, or when
-/// several different values match).
-pub fn lookup(table: PaperTable, tags: &[String]) -> Option<f64> {
-    let mut hits = values(table).iter().filter(|v| v.tags.iter().all(|t| tags.iter().any(|x| x == t)));
+/// The paper's value whose tags are all among `tags` and include every one of `required`
+/// (None when there is none, or when several different values match).
+pub fn lookup(table: PaperTable, tags: &[String], required: &[String]) -> Option<f64> {
+    let mut hits = values(table).iter().filter(|v| {
+        v.tags.iter().all(|t| tags.iter().any(|x| x == t)) && required.iter().all(|r| v.tags.contains(&r.as_str()))
+    });
     let first = hits.next()?.value;
     hits.all(|v| v.value == first).then_some(first)
 }
@@ -332,10 +334,16 @@ mod tests {
         assert_eq!(TABLE2.len(), 5 * 4 * 10);
         assert_eq!(ABLATION.len(), 6 * 6);
         let tags = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(lookup(PaperTable::Table2, &tags(&["Beauty", "SASRec", "hr@5"])), Some(6.19));
-        assert_eq!(lookup(PaperTable::Table2, &tags(&["ML-1M", "KDSR", "mrr@20"])), Some(10.4995));
-        assert_eq!(lookup(PaperTable::Table2, &tags(&["Beauty", "Pop", "hr@5"])), None);
-        assert_eq!(lookup(PaperTable::Quantizer, &tags(&["Cos", "VQ", "hr@20", "Beauty"])), Some(14.752));
-        assert_eq!(lookup(PaperTable::Ablation, &tags(&["Sport", "w/o AT", "hr@20"])), Some(7.709));
+        let find = |t: PaperTable, v: &[&str], req: &[&str]| lookup(t, &tags(v), &tags(req));
+        assert_eq!(find(PaperTable::Table2, &["Beauty", "SASRec", "hr@5"], &["SASRec"]), Some(6.19));
+        assert_eq!(find(PaperTable::Table2, &["ML-1M", "KDSR", "mrr@20"], &["KDSR"]), Some(10.4995));
+        assert_eq!(find(PaperTable::Table2, &["Beauty", "Pop", "hr@5"], &["Pop"]), None);
+        // SASRec + CDL is not the paper's SASRec.
+        assert_eq!(
+            find(PaperTable::Table2, &["Beauty", "SASRec", "tuned + CDL", "hr@5"], &["SASRec", "tuned + CDL"]),
+            None
+        );
+        assert_eq!(find(PaperTable::Quantizer, &["Cos", "VQ", "hr@20", "Beauty"], &["Cos", "VQ"]), Some(14.752));
+        assert_eq!(find(PaperTable::Ablation, &["Sport", "w/o AT", "hr@20"], &["w/o AT"]), Some(7.709));
     }
 }

@@ -100,8 +100,8 @@ pub struct Table {
     pub reference: Option<String>,
 }
 
-/// A cell before pivoting: row key, column key, statistics, paper lookup tags.
-type Entry = (Vec<String>, Vec<String>, Stat, Vec<String>);
+/// A cell before pivoting: row key, column key, statistics, the paper's value.
+type Entry = (Vec<String>, Vec<String>, Stat, Option<f64>);
 
 fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -118,7 +118,7 @@ impl Table {
         let layout = Layout::new(spec, summary)?;
         let variant_of = |labels: &[String]| -> String {
             let parts: Vec<String> =
-                layout.variant.iter().map(|&i| spec.name(&labels[i])).filter(|l| l != "-").collect();
+                layout.variant.iter().filter(|&&i| labels[i] != "-").map(|&i| spec.name(&labels[i])).collect();
             if parts.is_empty() {
                 "-".into()
             } else {
@@ -134,15 +134,25 @@ impl Table {
                 })
                 .collect()
         };
+        let dataset_col = summary.columns.iter().position(|c| c == "dataset");
         // Cells in group order, then metric order.
         let mut entries: Vec<Entry> = Vec::new();
         for g in &summary.groups {
             for &m in &spec.metrics {
                 let Some(stat) = g.stats.get(&m) else { continue };
+                // The paper's value must name every label of the cell but the dataset (so that
+                // "SASRec + CDL" does not borrow the paper's SASRec number).
+                let required: Vec<String> = g
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, l)| Some(*i) != dataset_col && l.as_str() != "-")
+                    .map(|(_, l)| spec.name(l))
+                    .collect();
                 let mut tags: Vec<String> = g.labels.iter().map(|l| spec.name(l)).collect();
                 tags.push(m.to_string());
-                tags.push(variant_of(&g.labels));
-                entries.push((key(&layout.rows, &g.labels, m), key(&layout.cols, &g.labels, m), *stat, tags));
+                let paper = spec.paper.and_then(|t| paper::lookup(t, &tags, &required));
+                entries.push((key(&layout.rows, &g.labels, m), key(&layout.cols, &g.labels, m), *stat, paper));
             }
         }
         let order = |pick: fn(&Entry) -> &Vec<String>, dims: &[Dim]| {
@@ -152,11 +162,11 @@ impl Table {
         let row_keys = order(|e| &e.0, &layout.rows);
         let col_keys = order(|e| &e.1, &layout.cols);
         let mut cells = vec![vec![Cell::default(); col_keys.len()]; row_keys.len()];
-        for (rk, ck, stat, tags) in &entries {
+        for (rk, ck, stat, paper) in &entries {
             let r = row_keys.iter().position(|k| k == rk).expect("row key");
             let c = col_keys.iter().position(|k| k == ck).expect("col key");
             cells[r][c].ours = Some(*stat);
-            cells[r][c].paper = spec.paper.and_then(|t| paper::lookup(t, tags));
+            cells[r][c].paper = *paper;
         }
         let along_rows = layout.rows.contains(&Dim::Metric);
         rank_cells(&mut cells, along_rows);
