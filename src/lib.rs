@@ -12,6 +12,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod distill;
 pub mod error;
 pub mod eval;

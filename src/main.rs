@@ -30,6 +30,10 @@ struct Cli {
     /// budget split between parallel runs.
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Where to train: cpu (default), cuda or cuda:N (a CUDA build); a sweep on a GPU runs one
+    /// run at a time.
+    #[arg(long, global = true, default_value = "cpu")]
+    device: kdsr::device::DeviceSpec,
     #[command(subcommand)]
     command: Command,
 }
@@ -312,7 +316,7 @@ fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
     Ok(cfg)
 }
 
-fn train(a: TrainArgs, paths: &DataPaths) -> Result<()> {
+fn train(a: TrainArgs, paths: &DataPaths, device: kdsr::device::DeviceSpec) -> Result<()> {
     let cfg = resolve_config(&a)?;
     let run_id = cfg.run_id();
     let metrics = kdsr::results::RunDir::metrics_path(&a.out, &run_id);
@@ -333,7 +337,7 @@ fn train(a: TrainArgs, paths: &DataPaths) -> Result<()> {
         cfg.protocol.name(),
         cfg.seed
     );
-    let opts = kdsr::train::RunOptions { device: candle_core::Device::Cpu, progress: !a.quiet, paths: paths.clone() };
+    let opts = kdsr::train::RunOptions { device: device.open()?, progress: !a.quiet, paths: paths.clone() };
     let out = kdsr::train::train_run(&cfg, &ds, &a.out, &opts).with_context(|| format!("run {run_id}"))?;
     let t = &out.test;
     println!(
@@ -488,12 +492,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data { command: DataCommand::Stats { dataset } } => data_stats(dataset, &paths),
         Command::Features { command: FeaturesCommand::Build(a) } => features_build(a, &paths),
-        Command::Train(a) => train(*a, &paths),
+        Command::Train(a) => train(*a, &paths, cli.device),
         Command::Bench(a) => kdsr::bench::run(&a, &paths),
         Command::Report(a) => report(&a.grid),
         Command::Gate(a) => return gate(&a),
         Command::Sweep { command } => {
-            return Ok(match kdsr::sweep::cli::run(command, &paths, cli.threads)? {
+            return Ok(match kdsr::sweep::cli::run(command, &paths, cli.threads, cli.device)? {
                 kdsr::sweep::cli::Outcome::Done => ExitCode::SUCCESS,
                 kdsr::sweep::cli::Outcome::Interrupted => ExitCode::from(130),
             })

@@ -95,3 +95,19 @@ fn movielens_missing_cache_says_how_to_fetch() {
     assert_eq!(code, 2);
     assert!(err.contains("just data"), "{err}");
 }
+
+#[test]
+fn devices_a_build_lacks_are_bad_input() {
+    let (code, err) = run(&["--device", "tpu", "train", "--dataset", "beauty", "--model", "pop"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let (code, err) =
+            run(&["--device", "cuda", "train", "--dataset", "beauty", "--model", "sasrec", "--epochs", "1"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("--device cuda:0") && err.contains("just build-cuda"), "{err}");
+        let (code, err) = run(&["--device", "cuda", "sweep", "run", "quick", "--jobs", "2"]);
+        assert_eq!(code, 2, "{err}");
+        assert!(err.contains("one run at a time"), "{err}");
+    }
+}

@@ -6,6 +6,7 @@ use super::slurm::{self, SlurmOptions};
 use super::store::{RunStatus, Store};
 use super::{Budget, Scale, Shard};
 use crate::data::DataPaths;
+use crate::device::DeviceSpec;
 use crate::error::bad_input;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -115,14 +116,14 @@ pub enum Outcome {
 }
 
 /// Runs a sweep subcommand. `threads` is the global `--threads` (the total thread budget).
-pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>) -> Result<Outcome> {
+pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>, device: DeviceSpec) -> Result<Outcome> {
     match cmd {
         SweepCommand::Plan(a) => {
             let (plan, store) = a.grid.plan()?;
             print!("{}", plan.render(&store));
             Ok(Outcome::Done)
         }
-        SweepCommand::Run(a) => sweep_run(a, paths, threads),
+        SweepCommand::Run(a) => sweep_run(a, paths, threads, device),
         SweepCommand::Slurm(a) => {
             if a.grid.shard.is_some() {
                 return Err(bad_input("--shard: the script gives every array task its own shard"));
@@ -159,13 +160,24 @@ pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>) -> Resu
     }
 }
 
-fn sweep_run(a: RunArgs, paths: &DataPaths, threads: Option<usize>) -> Result<Outcome> {
+fn sweep_run(a: RunArgs, paths: &DataPaths, threads: Option<usize>, device: DeviceSpec) -> Result<Outcome> {
     let (plan, store) = a.grid.plan()?;
     let pending = plan.runs.iter().filter(|r| store.status(&r.run_id) != RunStatus::Finished).count();
-    let workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
+    let mut workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
+    if device.is_gpu() {
+        // One run at a time on a GPU; its threads serve the CPU side (data, evaluation ranks).
+        if a.jobs.is_some_and(|j| j > 1) {
+            return Err(bad_input(format!(
+                "--jobs {}: a sweep on {device} runs one run at a time",
+                a.jobs.unwrap_or(1)
+            )));
+        }
+        workers = Workers::choose(threads, Some(1), a.run_threads, 1)?;
+    }
+    let device = device.open()?;
     let stop = Arc::new(AtomicBool::new(false));
     install_interrupt_handler(stop.clone())?;
-    let opts = SweepOptions { workers, paths: paths.clone(), stop: stop.clone(), progress: !a.quiet };
+    let opts = SweepOptions { workers, paths: paths.clone(), device, stop: stop.clone(), progress: !a.quiet };
     let s = scheduler::run(&plan, &store, &opts)?;
     eprintln!(
         "sweep {}: {} finished now, {} skipped (finished before), {} failed, {} not started; {:.0} s",

@@ -69,6 +69,8 @@ impl Workers {
 pub struct SweepOptions {
     pub workers: Workers,
     pub paths: DataPaths,
+    /// Where runs train (a GPU sweep has one worker).
+    pub device: candle_core::Device,
     /// Set (by Ctrl-C) to start no further runs; runs in flight finish.
     pub stop: Arc<AtomicBool>,
     /// Show a progress bar over runs (log lines are printed either way).
@@ -148,6 +150,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &SweepOptions) -> Result<Summary> {
         cache: DataCache::new(&opts.paths, &todo),
         queue: Mutex::new(todo.iter().copied().collect()),
         stop: &opts.stop,
+        device: opts.device.clone(),
         bar,
         n_todo: todo.len(),
         done: AtomicUsize::new(0),
@@ -247,6 +250,7 @@ struct Ctx<'a> {
     cache: DataCache<'a>,
     queue: Mutex<VecDeque<&'a ResolvedRun>>,
     stop: &'a AtomicBool,
+    device: candle_core::Device,
     bar: indicatif::ProgressBar,
     n_todo: usize,
     done: AtomicUsize,
@@ -318,8 +322,7 @@ impl Ctx<'_> {
                 }
                 _ => &full,
             };
-            let opts =
-                RunOptions { device: candle_core::Device::Cpu, progress: false, paths: self.cache.paths.clone() };
+            let opts = RunOptions { device: self.device.clone(), progress: false, paths: self.cache.paths.clone() };
             train_run(&run.config, ds, &self.store.work_dir(), &opts).map_err(|e| format!("{e:#}"))
         }));
         attempt.unwrap_or_else(|payload| {
