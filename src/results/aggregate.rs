@@ -90,6 +90,19 @@ impl Summary {
                 }
                 let mut ref_labels = g.labels.clone();
                 ref_labels[r.column] = r.label.clone();
+                if !c.runs.iter().any(|x| x.labels == ref_labels) {
+                    // A reference that leaves other columns unset (an include such as plain
+                    // SASRec next to SASRec + CDL with a quantizer): the one group with the
+                    // reference label that agrees with this group wherever it sets a label.
+                    let fits = |l: &[String]| {
+                        l[r.column] == r.label && l.iter().zip(&g.labels).all(|(a, b)| a == b || a == "-")
+                    };
+                    let mut cands: Vec<&Vec<String>> = c.runs.iter().map(|x| &x.labels).filter(|l| fits(l)).collect();
+                    cands.dedup();
+                    if cands.len() == 1 {
+                        ref_labels = cands[0].clone();
+                    }
+                }
                 for (m, stat) in g.stats.iter_mut() {
                     let pairs: Vec<(f64, f64)> = c
                         .runs
