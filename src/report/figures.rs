@@ -9,6 +9,7 @@
 
 use super::plot::{self, Bars, Line};
 use super::spec::{FigureKind, ReportSpec};
+use super::table::distinct;
 use crate::results::aggregate::Summary;
 use crate::results::collect::{read_epochs, Collected};
 use anyhow::{bail, Result};
@@ -49,13 +50,7 @@ pub fn draw(spec: &ReportSpec, c: &Collected, summary: &Summary, dir: &Path) -> 
 /// The datasets of the summary, in order, and the index of the dataset column.
 fn datasets(columns: &[String], labels: impl Iterator<Item = String>) -> (usize, Vec<String>) {
     let d = columns.iter().position(|c| c == "dataset").unwrap_or(0);
-    let mut out: Vec<String> = Vec::new();
-    for l in labels {
-        if !out.contains(&l) {
-            out.push(l);
-        }
-    }
-    (d, out)
+    (d, distinct(labels))
 }
 
 /// The display name of a run's variant: every label but the skipped columns.
@@ -173,22 +168,12 @@ fn cells(spec: &ReportSpec, summary: &Summary, default_x: &str) -> Result<(Strin
     Ok((x_name, out))
 }
 
-fn ordered(it: impl Iterator<Item = String>) -> Vec<String> {
-    let mut v: Vec<String> = Vec::new();
-    for s in it {
-        if !v.contains(&s) {
-            v.push(s);
-        }
-    }
-    v
-}
-
 fn compat(spec: &ReportSpec, summary: &Summary, dir: &Path) -> Result<Vec<Figure>> {
     let (x_name, per_ds) = cells(spec, summary, "model")?;
     let mut figs = Vec::new();
     for (ds, cells) in per_ds {
-        let groups = ordered(cells.iter().map(|c| c.0.clone()));
-        let series = ordered(cells.iter().map(|c| c.1.clone()));
+        let groups = distinct(cells.iter().map(|c| c.0.clone()));
+        let series = distinct(cells.iter().map(|c| c.1.clone()));
         let values = groups
             .iter()
             .map(|g| series.iter().map(|s| cells.iter().find(|c| &c.0 == g && &c.1 == s).map(|c| (c.2, c.3))).collect())
@@ -212,7 +197,7 @@ fn encoders(spec: &ReportSpec, summary: &Summary, dir: &Path) -> Result<Vec<Figu
     let (x_name, per_ds) = cells(spec, summary, "modality.autoencoder.hidden")?;
     let mut figs = Vec::new();
     for (ds, cells) in per_ds {
-        let series = ordered(cells.iter().map(|c| c.1.clone()));
+        let series = distinct(cells.iter().map(|c| c.1.clone()));
         let mut lines = Vec::new();
         for (i, s) in series.iter().enumerate() {
             let mut points = Vec::new();

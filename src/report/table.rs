@@ -103,7 +103,8 @@ pub struct Table {
 /// A cell before pivoting: row key, column key, statistics, the paper's value.
 type Entry = (Vec<String>, Vec<String>, Stat, Option<f64>);
 
-fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
+/// The values in first-appearance order, without repeats.
+pub(crate) fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for s in it {
         if !out.contains(&s) {
