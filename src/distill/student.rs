@@ -18,9 +18,9 @@
 //! `max_pairs` per batch are subsampled (seeded) to bound memory on long sequences.
 
 use super::teacher::Teacher;
-use crate::model::layers::linear;
+use crate::model::layers::{linear, Linear};
 use candle_core::{Result, Tensor};
-use candle_nn::{Init, Linear, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};

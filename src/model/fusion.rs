@@ -7,11 +7,11 @@
 //! the two-stage baseline), trained with the recommendation loss only ([`ModalityMode::Tuned`])
 //! or trained with the correlation losses as well ([`ModalityMode::Cdl`], KDSR).
 
-use super::layers::{linear, Ctx};
+use super::layers::{linear, Ctx, Linear};
 use super::params::ParamStore;
 use super::Backbone;
 use candle_core::{Device, Result, Tensor};
-use candle_nn::{Init, Linear, Module};
+use candle_nn::{Init, Module};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default)]

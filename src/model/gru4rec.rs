@@ -5,10 +5,10 @@
 //! `r = σ(W_ir x + W_hr h)`, `z = σ(W_iz x + W_hz h)`, `n = tanh(W_in x + r ⊙ (W_hn h))`,
 //! `h' = (1 - z) ⊙ n + z ⊙ h`.
 
-use super::layers::{embedding, linear, Ctx};
+use super::layers::{embedding, linear, Ctx, Linear};
 use super::params::{xavier_normal, xavier_uniform};
 use candle_core::{Result, Tensor, D};
-use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

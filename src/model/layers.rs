@@ -2,8 +2,8 @@
 //! linear and embedding constructors with explicit initialisers.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
-use rand::{Rng, SeedableRng};
+use candle_nn::{Embedding, Init, Module, VarBuilder};
+use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Per-forward state: training flag and the RNG that draws dropout masks.
@@ -30,8 +30,10 @@ impl Ctx {
         }
         let keep = 1.0 - p;
         let scale = (1.0 / keep) as f32;
+        // Keep an element when a uniform 32-bit draw falls below keep * 2^32.
+        let threshold = (keep * 4_294_967_296.0) as u64;
         let mask: Vec<f32> =
-            (0..x.elem_count()).map(|_| if self.rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+            (0..x.elem_count()).map(|_| if u64::from(self.rng.next_u32()) < threshold { scale } else { 0.0 }).collect();
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
 }
@@ -57,6 +59,42 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Affine map `y = x Wᵀ + b` over the last dimension, `W` [out, in] (PyTorch's layout).
+/// As candle-nn's `Linear`, but the bias goes through [`crate::ops::add_bias`], whose
+/// backward sums the bias gradient in one pass.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Linear {
+    /// `x` [.., in] -> [.., out]
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let (inp, lead) = (dims[dims.len() - 1], &dims[..dims.len() - 1]);
+        let rows: usize = lead.iter().product();
+        let y = x.contiguous()?.reshape((rows, inp))?.matmul(&self.weight.t()?)?; // [N, out]
+        let y = match &self.bias {
+            Some(b) => crate::ops::add_bias(&y, b)?,
+            None => y,
+        };
+        let mut shape = lead.to_vec();
+        shape.push(self.weight.dim(0)?);
+        y.reshape(shape)
     }
 }
 

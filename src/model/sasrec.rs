@@ -3,9 +3,9 @@
 //! mask, applied exactly by [`crate::ops::causal_softmax`]), GELU feed-forward.
 //! Parameter names follow RecBole's module names, so a RecBole state dict maps one to one.
 
-use super::layers::{embedding, linear, Ctx, LayerNorm};
+use super::layers::{embedding, linear, Ctx, LayerNorm, Linear};
 use candle_core::{Result, Tensor};
-use candle_nn::{Embedding, Init, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -86,7 +86,7 @@ impl Block {
         let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
         let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
         let x = self.attn_ln.forward(&(att + x)?)?;
-        let ff = self.dense_2.forward(&self.dense_1.forward(&x)?.gelu_erf()?)?;
+        let ff = self.dense_2.forward(&crate::ops::gelu(&self.dense_1.forward(&x)?)?)?;
         let ff = ctx.dropout(&ff, self.hidden_dropout)?;
         self.ffn_ln.forward(&(ff + x)?)
     }
@@ -126,7 +126,7 @@ impl SasRec {
         if let Some(e) = extra {
             x = (x + e)?;
         }
-        let x = x.broadcast_add(&pos)?;
+        let x = crate::ops::add_bias(&x, &pos)?; // [B, T, D] + [T, D]
         let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
         let lens: Vec<u32> =
             items.to_vec2::<u32>()?.iter().map(|r| r.iter().filter(|&&i| i != 0).count() as u32).collect();

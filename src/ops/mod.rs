@@ -1,19 +1,24 @@
 //! Fused CPU kernels with their own backward passes, for the ops where candle's composite
 //! versions dominate a training step (see reports/bench/): the softmax cross-entropy over the
-//! item catalogue, layer normalisation, and the causal masked softmax of self-attention.
+//! item catalogue, layer normalisation, the causal masked softmax of self-attention, GELU and
+//! bias addition.
 //!
 //! Each public function runs the fused kernel on CPU and falls back to composite candle ops
 //! on other devices, so `--features cuda` builds and runs without CUDA kernels of our own.
 //! Kernels split work into fixed-size chunks of rows and reduce partial sums in chunk order,
 //! so results do not depend on the number of threads (same seed, same metrics).
 
+pub mod bias;
 pub mod cross_entropy;
+pub mod gelu;
 pub mod layer_norm;
 pub mod softmax;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
+pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
+pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use softmax::causal_softmax;
 

@@ -4,12 +4,25 @@
 //! Parameters without a gradient in a step are left untouched (as PyTorch skips `grad=None`).
 //! Each parameter has its own learning rate, so groups (e.g. the modality tables under
 //! asynchronous training) can follow their own schedule.
+//!
+//! On CPU (f32) each parameter is updated in place by one fused pass over (p, g, m, v)
+//! ([`AdamKernel`]); elsewhere by composite candle ops with the same formula.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use rayon::prelude::*;
+use std::sync::Mutex;
+
+/// First and second moment estimates of one parameter.
+enum Moments {
+    /// CPU f32 parameters: plain buffers updated by [`AdamKernel`].
+    Cpu { m: Vec<f32>, v: Vec<f32> },
+    /// Other devices and dtypes: tensors updated by composite ops.
+    Tensor { m: Tensor, v: Tensor },
+}
 
 pub struct Adam {
-    params: Vec<(Var, Tensor, Tensor)>, // (param, m, v)
+    params: Vec<(Var, Moments)>,
     names: Vec<String>,
     lrs: Vec<f64>,
     step: i32,
@@ -19,20 +32,78 @@ pub struct Adam {
     pub weight_decay: f64,
 }
 
+/// Elements per parallel work item of the fused update.
+const CHUNK: usize = 1 << 14;
+
+/// The scalars of one fused update.
+#[derive(Clone, Copy)]
+struct Scalars {
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    /// `1 - beta1` and `1 - beta2`, computed in f64 (in f32, `1 - 0.999` loses four digits).
+    one_minus_b1: f32,
+    one_minus_b2: f32,
+    eps: f32,
+    weight_decay: f32,
+    bc1: f32,
+    bc2: f32,
+}
+
+/// The fused update of one parameter (in place) from its gradient; see the module formula.
+struct AdamKernel<'a> {
+    m: Mutex<&'a mut [f32]>,
+    v: Mutex<&'a mut [f32]>,
+    k: Scalars,
+}
+
+impl InplaceOp2 for AdamKernel<'_> {
+    fn name(&self) -> &'static str {
+        "adam"
+    }
+
+    fn cpu_fwd(&self, sp: &mut CpuStorage, lp: &Layout, sg: &CpuStorage, lg: &Layout) -> Result<()> {
+        let g = crate::ops::f32_slice(sg, lg, self.name())?;
+        let CpuStorage::F32(p) = sp else { candle_core::bail!("adam: only f32 parameters are fused") };
+        let Some((a, b)) = lp.contiguous_offsets() else { candle_core::bail!("adam: parameter must be contiguous") };
+        let p = &mut p[a..b];
+        let (mut m, mut v) = (self.m.lock().expect("adam moments"), self.v.lock().expect("adam moments"));
+        if p.len() != g.len() || m.len() != g.len() || v.len() != g.len() {
+            candle_core::bail!("adam: parameter, gradient and moments differ in size");
+        }
+        let k = self.k;
+        let moments = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
+        p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(moments).for_each(|((pc, gc), (mc, vc))| {
+            for (((p, &g), m), v) in pc.iter_mut().zip(gc).zip(mc.iter_mut()).zip(vc.iter_mut()) {
+                let g = if k.weight_decay > 0.0 { g + k.weight_decay * *p } else { g };
+                *m = k.beta1 * *m + k.one_minus_b1 * g;
+                *v = k.beta2 * *v + k.one_minus_b2 * g * g;
+                *p -= k.lr * ((*m / k.bc1) / ((*v / k.bc2).sqrt() + k.eps));
+            }
+        });
+        Ok(())
+    }
+}
+
 impl Adam {
     /// Adam over named parameters, all at learning rate `lr`.
     pub fn new(vars: Vec<(String, Var)>, lr: f64, weight_decay: f64) -> Result<Self> {
         let mut params = Vec::with_capacity(vars.len());
         let mut names = Vec::with_capacity(vars.len());
-        for (name, v) in vars {
-            let z = v.zeros_like()?;
-            params.push((v, z.clone(), z));
+        for (name, var) in vars {
+            let moments = if var.device().is_cpu() && var.dtype() == DType::F32 && var.is_contiguous() {
+                let n = var.elem_count();
+                Moments::Cpu { m: vec![0.0; n], v: vec![0.0; n] }
+            } else {
+                let z = var.zeros_like()?;
+                Moments::Tensor { m: z.clone(), v: z }
+            };
+            params.push((var, moments));
             names.push(name);
         }
         let lrs = vec![lr; names.len()];
         Ok(Self { params, names, lrs, step: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay })
     }
-
     /// Sets the learning rate of every parameter whose name starts with `prefix`; returns how
     /// many matched.
     pub fn set_lr(&mut self, prefix: &str, lr: f64) -> usize {
@@ -50,14 +121,34 @@ impl Adam {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step);
         let bc2 = 1.0 - self.beta2.powi(self.step);
-        for ((var, m, v), &lr) in self.params.iter_mut().zip(&self.lrs) {
+        for ((var, moments), &lr) in self.params.iter_mut().zip(&self.lrs) {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = if self.weight_decay > 0.0 { (g + (var.as_tensor() * self.weight_decay)?)? } else { g.clone() };
-            *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let denom = ((&*v / bc2)?.sqrt()? + self.eps)?;
-            let update = ((&*m / bc1)? / denom)?;
-            var.set(&(var.as_tensor() - (update * lr)?)?)?;
+            match moments {
+                Moments::Cpu { m, v } => {
+                    let k = Scalars {
+                        lr: lr as f32,
+                        beta1: self.beta1 as f32,
+                        beta2: self.beta2 as f32,
+                        one_minus_b1: (1.0 - self.beta1) as f32,
+                        one_minus_b2: (1.0 - self.beta2) as f32,
+                        eps: self.eps as f32,
+                        weight_decay: self.weight_decay as f32,
+                        bc1: bc1 as f32,
+                        bc2: bc2 as f32,
+                    };
+                    let kernel = AdamKernel { m: Mutex::new(m.as_mut_slice()), v: Mutex::new(v.as_mut_slice()), k };
+                    var.as_tensor().inplace_op2(&g.contiguous()?, &kernel)?;
+                }
+                Moments::Tensor { m, v } => {
+                    let g =
+                        if self.weight_decay > 0.0 { (g + (var.as_tensor() * self.weight_decay)?)? } else { g.clone() };
+                    *m = ((&*m * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
+                    *v = ((&*v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+                    let denom = ((&*v / bc2)?.sqrt()? + self.eps)?;
+                    let update = ((&*m / bc1)? / denom)?;
+                    var.set(&(var.as_tensor() - (update * lr)?)?)?;
+                }
+            }
         }
         Ok(())
     }
@@ -90,5 +181,27 @@ mod tests {
         let loss = p.as_tensor().sqr().unwrap().sum_all().unwrap();
         opt.step(&loss.backward().unwrap()).unwrap();
         assert_eq!(p.as_tensor().to_vec1::<f32>().unwrap()[0], v2);
+    }
+
+    #[test]
+    fn fused_update_matches_composite_ops() {
+        let dev = Device::Cpu;
+        let init: Vec<f32> = (0..40_000).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let (pa, pb) = (Var::new(init.as_slice(), &dev).unwrap(), Var::new(init.as_slice(), &dev).unwrap());
+        let mut fused = Adam::new(vec![("p".into(), pa.clone())], 0.01, 0.1).unwrap();
+        let mut comp = Adam::new(vec![("p".into(), pb.clone())], 0.01, 0.1).unwrap();
+        assert!(matches!(fused.params[0].1, Moments::Cpu { .. }));
+        let z = pb.zeros_like().unwrap();
+        comp.params[0].1 = Moments::Tensor { m: z.clone(), v: z };
+        for _ in 0..5 {
+            for (opt, p) in [(&mut fused, &pa), (&mut comp, &pb)] {
+                let loss = (p.as_tensor().sqr().unwrap() * p.as_tensor().sin().unwrap()).unwrap().sum_all().unwrap();
+                opt.step(&loss.backward().unwrap()).unwrap();
+            }
+        }
+        let (a, b) = (pa.as_tensor().to_vec1::<f32>().unwrap(), pb.as_tensor().to_vec1::<f32>().unwrap());
+        assert!(a.iter().zip(&init).any(|(x, y)| (x - y).abs() > 1e-3), "parameters moved");
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-6, "fused vs composite: {worst}");
     }
 }
