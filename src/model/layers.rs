@@ -29,12 +29,10 @@ impl Ctx {
             return Ok(x.clone());
         }
         let keep = 1.0 - p;
-        let scale = (1.0 / keep) as f32;
         // Keep an element when a uniform 32-bit draw falls below keep * 2^32.
         let threshold = (keep * 4_294_967_296.0) as u64;
-        let mask: Vec<f32> =
-            (0..x.elem_count()).map(|_| if u64::from(self.rng.next_u32()) < threshold { scale } else { 0.0 }).collect();
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
+        let mask: Vec<bool> = (0..x.elem_count()).map(|_| u64::from(self.rng.next_u32()) < threshold).collect();
+        crate::ops::dropout(x, mask, keep)
     }
 }
 

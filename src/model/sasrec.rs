@@ -80,8 +80,8 @@ impl Block {
             l.forward(x)?.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous() // [B, H, T, dh]
         };
         let (q, k, v) = (heads(&self.query)?, heads(&self.key)?, heads(&self.value)?);
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
-        let probs = crate::ops::causal_softmax(&scores, lens)?;
+        let scores = q.matmul(&k.transpose(2, 3)?)?; // [B, H, T, T]
+        let probs = crate::ops::causal_softmax(&scores, lens, 1.0 / (dh as f64).sqrt())?;
         let probs = ctx.dropout(&probs, self.attn_dropout)?;
         let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
         let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;

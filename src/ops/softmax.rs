@@ -2,8 +2,9 @@
 //!
 //! For batch row `b` with `len_b` real items, query `i` attends to keys
 //! `j <= min(i, len_b - 1)` (causal and not padding; RecBole's additive -10000 mask gives the
-//! same probabilities in f32). Forward `y = softmax(x)` over the allowed keys, 0 elsewhere;
-//! backward `dx = y ⊙ (dy - Σ_j dy_j y_j)`.
+//! same probabilities in f32). Forward `y = softmax(c x)` over the allowed keys, 0 elsewhere,
+//! with the attention scale `c` (1 / √d_head) folded in; backward
+//! `dx = c y ⊙ (dy - Σ_j dy_j y_j)`.
 
 use super::{f32_slice, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 struct CausalSoftmax {
     lens: Arc<Vec<u32>>,
+    scale: f32,
 }
 
 impl CausalSoftmax {
@@ -38,7 +40,7 @@ impl CustomOp1 for CausalSoftmax {
                 let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let mut sum = 0f32;
                 for (yv, &xv) in yr.iter_mut().zip(xr) {
-                    *yv = (xv - max).exp();
+                    *yv = (self.scale * (xv - max)).exp();
                     sum += *yv;
                 }
                 yr.iter_mut().for_each(|v| *v /= sum);
@@ -59,7 +61,7 @@ impl CustomOp1 for CausalSoftmax {
                             let r = i * t..i * t + n;
                             let dot: f32 = ym[r.clone()].iter().zip(&dym[r.clone()]).map(|(a, b)| a * b).sum();
                             for j in r {
-                                dxm[j] = ym[j] * (dym[j] - dot);
+                                dxm[j] = self.scale * ym[j] * (dym[j] - dot);
                             }
                         }
                     },
@@ -71,14 +73,18 @@ impl CustomOp1 for CausalSoftmax {
     }
 }
 
-/// Causal softmax of attention scores [B, H, T, T] given each row's number of real items.
-pub fn causal_softmax(scores: &Tensor, lens: &[u32]) -> Result<Tensor> {
+/// Causal softmax of `scale` times the attention scores [B, H, T, T], given each row's number
+/// of real items.
+pub fn causal_softmax(scores: &Tensor, lens: &[u32], scale: f64) -> Result<Tensor> {
     let (b, _, t, t2) = scores.dims4()?;
+    if scale.is_nan() || scale <= 0.0 {
+        candle_core::bail!("causal_softmax: scale must be positive, got {scale}");
+    }
     if t != t2 || lens.len() != b {
         candle_core::bail!("causal_softmax: scores {:?} with {} lengths", scores.dims(), lens.len());
     }
     if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 {
-        return scores.contiguous()?.apply_op1(CausalSoftmax { lens: Arc::new(lens.to_vec()) });
+        return scores.contiguous()?.apply_op1(CausalSoftmax { lens: Arc::new(lens.to_vec()), scale: scale as f32 });
     }
     let mut m = vec![-10000f32; b * t * t];
     for (r, &len) in lens.iter().enumerate() {
@@ -89,7 +95,7 @@ pub fn causal_softmax(scores: &Tensor, lens: &[u32]) -> Result<Tensor> {
         }
     }
     let mask = Tensor::from_vec(m, (b, 1, t, t), scores.device())?;
-    candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)
+    candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&mask)?, D::Minus1)
 }
 
 #[cfg(test)]
@@ -98,7 +104,7 @@ mod tests {
     use crate::ops::testing::{finite_diff, rel_err};
     use candle_core::{Device, Var};
 
-    fn composite(x: &Tensor, lens: &[u32]) -> Tensor {
+    fn composite(x: &Tensor, lens: &[u32], scale: f64) -> Tensor {
         let (b, _, t, _) = x.dims4().unwrap();
         let mut m = vec![-10000f32; b * t * t];
         for (r, &len) in lens.iter().enumerate() {
@@ -109,7 +115,7 @@ mod tests {
             }
         }
         let mask = Tensor::from_vec(m, (b, 1, t, t), &Device::Cpu).unwrap();
-        candle_nn::ops::softmax(&x.broadcast_add(&mask).unwrap(), D::Minus1).unwrap()
+        candle_nn::ops::softmax(&(x * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap()
     }
 
     #[test]
@@ -122,15 +128,15 @@ mod tests {
         let wts =
             Tensor::from_vec((0..b * h * t * t).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect(), (b, h, t, t), &dev)
                 .unwrap();
-        let fused = causal_softmax(x.as_tensor(), &lens).unwrap();
-        let comp = composite(x.as_tensor(), &lens);
+        let fused = causal_softmax(x.as_tensor(), &lens, 0.7).unwrap();
+        let comp = composite(x.as_tensor(), &lens, 0.7);
         assert!(rel_err(&fused, &comp) < 1e-6);
         let g1 = (&fused * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&comp * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
         assert!(rel_err(g1, g2) < 1e-4, "{}", rel_err(g1, g2));
         let f = || {
-            (causal_softmax(x.as_tensor(), &lens).unwrap() * &wts)
+            (causal_softmax(x.as_tensor(), &lens, 0.7).unwrap() * &wts)
                 .unwrap()
                 .sum_all()
                 .unwrap()
