@@ -152,6 +152,34 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
         "causal_softmax".into(),
         json!({"shape": [256, 2, 50, 50], "composite_ms": composite, "fused_ms": fused}),
     );
+    // GELU over the feed-forward activations [256, 50, 256].
+    let x = randn(&[256, 50, 256], 1.0)?;
+    let composite = time_ms(reps, || x.as_tensor().gelu_erf()?.sum_all()?.backward().map(|_| ()))?;
+    let fused = time_ms(reps, || crate::ops::gelu(x.as_tensor())?.sum_all()?.backward().map(|_| ()))?;
+    out.insert("gelu".into(), json!({"shape": [256, 50, 256], "composite_ms": composite, "fused_ms": fused}));
+    // A linear layer's bias over [12800, 256].
+    let (x, b) = (randn(&[12800, 256], 1.0)?, randn(&[256], 1.0)?);
+    let composite = time_ms(reps, || x.as_tensor().broadcast_add(b.as_tensor())?.sum_all()?.backward().map(|_| ()))?;
+    let fused =
+        time_ms(reps, || crate::ops::add_bias(x.as_tensor(), b.as_tensor())?.sum_all()?.backward().map(|_| ()))?;
+    out.insert("add_bias".into(), json!({"shape": [12800, 256], "composite_ms": composite, "fused_ms": fused}));
+    // Dropout (p = 0.5) of the attention probabilities [256, 2, 50, 50], from the same mask.
+    let keep: Vec<bool> = (0..s.elem_count()).map(|i| (i * 7919) % 2 == 0).collect();
+    let composite = time_ms(reps, || {
+        let m: Vec<f32> = keep.iter().map(|&k| if k { 2.0 } else { 0.0 }).collect();
+        (s.as_tensor() * Tensor::from_vec(m, s.shape(), &dev)?)?.sum_all()?.backward().map(|_| ())
+    })?;
+    let fused =
+        time_ms(reps, || crate::ops::dropout(s.as_tensor(), keep.clone(), 0.5)?.sum_all()?.backward().map(|_| ()))?;
+    out.insert("dropout".into(), json!({"shape": [256, 2, 50, 50], "composite_ms": composite, "fused_ms": fused}));
+    // One Adam update of an item table [n_items + 1, 64] (no backward: the update itself).
+    let table = randn(&[n_items + 1, 64], 0.02)?;
+    let grads = table.as_tensor().sqr()?.sum_all()?.backward()?;
+    let mut adam = crate::train::optim::Adam::new(vec![("t".into(), table.clone())], 1e-3, 0.0)?;
+    let fused = time_ms(reps, || adam.step(&grads))?;
+    let mut adam = crate::train::optim::Adam::new_composite(vec![("t".into(), table.clone())], 1e-3, 0.0)?;
+    let composite = time_ms(reps, || adam.step(&grads))?;
+    out.insert("adam".into(), json!({"shape": [n_items + 1, 64], "composite_ms": composite, "fused_ms": fused}));
     for (k, v) in &out {
         eprintln!(
             "op {k}: composite {:.1} ms, fused {:.1} ms (forward + backward)",

@@ -4,7 +4,7 @@
 //! `∂loss/∂z_mn = (softmax(z_m)_n - [n = y_m]) / M`, computed row by row in one pass each way
 //! (candle's composite `log_softmax` + gather makes several full passes and broadcasts).
 
-use super::{f32_slice, with_f32, CHUNK_ROWS};
+use super::{f32_slice, fastmath, with_f32, CHUNK_ROWS};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -15,9 +15,8 @@ struct SoftmaxCrossEntropy {
 
 /// `log Σ exp(row)` with the max subtracted for stability.
 fn log_sum_exp(row: &[f32]) -> f32 {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|&v| (v - max).exp()).sum();
-    max + sum.ln()
+    let max = fastmath::max(row);
+    max + fastmath::sum_exp(row, max).ln()
 }
 
 impl CustomOp1 for SoftmaxCrossEntropy {
@@ -46,7 +45,7 @@ impl CustomOp1 for SoftmaxCrossEntropy {
             dz.par_chunks_mut(n).zip(z.par_chunks(n)).zip(self.targets.par_iter()).for_each(|((d, row), &y)| {
                 let lse = log_sum_exp(row);
                 for (dv, &v) in d.iter_mut().zip(row) {
-                    *dv = (v - lse).exp() * g;
+                    *dv = fastmath::exp(v - lse) * g;
                 }
                 d[y as usize] -= g;
             });

@@ -1,14 +1,14 @@
 //! GELU (exact, erf form) with a fused backward.
 //!
-//! Forward: `y = x Φ(x)`, `Φ(x) = (1 + erf(x / √2)) / 2` (the same `libm::erff` candle's
-//! `gelu_erf` uses, so forward values are identical).
+//! Forward: `y = x Φ(x)`, `Φ(x) = (1 + erf(x / √2)) / 2`.
 //! Backward: `dx = dy (Φ(x) + x φ(x))`, `φ(x) = exp(-x² / 2) / √(2π)`, one pass, where
-//! candle's composite backward makes eight full-size temporaries.
+//! candle's composite backward makes eight full-size temporaries. `Φ` and `exp(-x²/2)` come
+//! from [`super::fastmath::normal_cdf`] (vectorised, |error| < 3e-7; candle's `gelu_erf` calls
+//! the scalar `libm::erff`).
 
-use super::{f32_slice, with_f32};
+use super::{f32_slice, fastmath, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::f32::consts::FRAC_1_SQRT_2;
 
 /// Elements per parallel work item.
 const CHUNK: usize = 1 << 14;
@@ -16,10 +16,6 @@ const CHUNK: usize = 1 << 14;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 struct Gelu;
-
-fn cdf(x: f32) -> f32 {
-    (libm::erff(x * FRAC_1_SQRT_2) + 1.0) * 0.5
-}
 
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
@@ -31,7 +27,7 @@ impl CustomOp1 for Gelu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
             for (yv, &xv) in yc.iter_mut().zip(xc) {
-                *yv = cdf(xv) * xv;
+                *yv = fastmath::normal_cdf(xv).0 * xv;
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -44,7 +40,8 @@ impl CustomOp1 for Gelu {
                 dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(
                     |(dxc, (xc, dyc))| {
                         for ((d, &xv), &g) in dxc.iter_mut().zip(xc).zip(dyc) {
-                            *d = g * (cdf(xv) + xv * INV_SQRT_2PI * (-0.5 * xv * xv).exp());
+                            let (cdf, e) = fastmath::normal_cdf(xv);
+                            *d = g * (cdf + xv * INV_SQRT_2PI * e);
                         }
                     },
                 );
@@ -78,7 +75,7 @@ mod tests {
         let w = Tensor::from_vec((0..n).map(|i| ((i % 13) as f32 - 6.0) / 3.0).collect(), n, &dev).unwrap();
         let fused = gelu(x.as_tensor()).unwrap();
         let comp = x.as_tensor().gelu_erf().unwrap();
-        assert_eq!(rel_err(&fused, &comp), 0.0);
+        assert!(rel_err(&fused, &comp) < 1e-6, "{}", rel_err(&fused, &comp));
         let g1 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&comp * &w).unwrap().sum_all().unwrap().backward().unwrap();
         let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());

@@ -11,6 +11,7 @@
 pub mod bias;
 pub mod cross_entropy;
 pub mod dropout;
+pub mod fastmath;
 pub mod gelu;
 pub mod layer_norm;
 pub mod softmax;

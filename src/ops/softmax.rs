@@ -6,7 +6,7 @@
 //! with the attention scale `c` (1 / √d_head) folded in; backward
 //! `dx = c y ⊙ (dy - Σ_j dy_j y_j)`.
 
-use super::{f32_slice, with_f32};
+use super::{f32_slice, fastmath, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -37,13 +37,12 @@ impl CustomOp1 for CausalSoftmax {
             for i in 0..t {
                 let n = self.allowed(mat, h, t, i);
                 let (xr, yr) = (&xm[i * t..i * t + n], &mut ym[i * t..i * t + n]);
-                let max = xr.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
+                let max = fastmath::max(xr);
                 for (yv, &xv) in yr.iter_mut().zip(xr) {
-                    *yv = (self.scale * (xv - max)).exp();
-                    sum += *yv;
+                    *yv = fastmath::exp(self.scale * (xv - max));
                 }
-                yr.iter_mut().for_each(|v| *v /= sum);
+                let inv = 1.0 / yr.iter().sum::<f32>();
+                yr.iter_mut().for_each(|v| *v *= inv);
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
