@@ -51,8 +51,20 @@ impl GruLayer {
         })
     }
 
-    /// [B, T, in] -> [B, T, H], starting from h = 0.
+    /// [B, T, in] -> [B, T, H], starting from h = 0; the fused recurrence
+    /// ([`crate::ops::gru_sequence`]) on CPU, composite ops elsewhere.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+            let (b, t, inp) = x.dims3()?;
+            let xt = x.transpose(0, 1)?.contiguous()?.reshape((t * b, inp))?; // [T·B, in]
+            let gi = xt.matmul(&self.w_ih.t()?)?.reshape((t, b, 3 * self.hidden))?; // [T, B, 3H]
+            return crate::ops::gru_sequence(&gi, &self.w_hh)?.transpose(0, 1); // [B, T, H]
+        }
+        self.forward_composite(x)
+    }
+
+    /// The same recurrence with composite candle ops, one step at a time.
+    fn forward_composite(&self, x: &Tensor) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let hs = self.hidden;
         let xi = x.broadcast_matmul(&self.w_ih.t()?)?; // [B, T, 3H]
@@ -116,5 +128,40 @@ impl Gru4Rec {
 
     pub fn item_table(&self) -> &Tensor {
         self.item_embedding.embeddings()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::params::ParamStore;
+    use crate::ops::testing::rel_err;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn fused_recurrence_matches_composite_forward_and_backward() {
+        let dev = Device::Cpu;
+        let params = ParamStore::new(3);
+        let layer = GruLayer::new(6, 5, 0, &params.var_builder(&dev).pp("gru")).unwrap();
+        let (b, t) = (4, 7);
+        let xv: Vec<f32> = (0..b * t * 6).map(|i| ((i * 37) % 19) as f32 / 6.0 - 1.5).collect();
+        let x = Var::from_tensor(&Tensor::from_vec(xv, (b, t, 6), &dev).unwrap()).unwrap();
+        let w =
+            Tensor::from_vec((0..b * t * 5).map(|i| ((i % 9) as f32 - 4.0) / 3.0).collect(), (b, t, 5), &dev).unwrap();
+        let fused = layer.forward(x.as_tensor()).unwrap();
+        let comp = layer.forward_composite(x.as_tensor()).unwrap();
+        assert_eq!(fused.dims(), &[b, t, 5]);
+        assert!(rel_err(&fused, &comp) < 1e-5, "forward {}", rel_err(&fused, &comp));
+        let g1 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (&comp * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut checked = 0;
+        for (name, var) in params.vars() {
+            let (a, c) = (g1.get(var.as_tensor()).unwrap(), g2.get(var.as_tensor()).unwrap());
+            assert!(rel_err(a, c) < 1e-4, "{name}: {}", rel_err(a, c));
+            checked += 1;
+        }
+        assert_eq!(checked, 2, "w_ih and w_hh");
+        let (a, c) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(rel_err(a, c) < 1e-4, "input: {}", rel_err(a, c));
     }
 }

@@ -52,6 +52,18 @@ pub fn normal_cdf(x: f32) -> (f32, f32) {
     (0.5 * (1.0 + erf), e)
 }
 
+/// Logistic sigmoid `1 / (1 + e^{-x})`.
+#[inline(always)]
+pub fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+/// `tanh x = 1 - 2 / (e^{2x} + 1)` (absolute error below 1e-6, tested).
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
 /// Lanes of the reductions below: independent accumulators the compiler keeps in vector
 /// registers; combined in a fixed order, so results do not depend on the machine.
 const LANES: usize = 8;
@@ -112,6 +124,16 @@ mod tests {
         }
         assert!(worst < 3e-7, "max absolute error {worst}");
         assert!((normal_cdf(0.0).0 - 0.5).abs() < 3e-7);
+    }
+
+    #[test]
+    fn sigmoid_and_tanh_are_within_1e6_absolute() {
+        for i in 0..=200_000 {
+            let x = -30.0 + 60.0 * i as f32 / 200_000.0;
+            let xd = x as f64;
+            assert!((sigmoid(x) as f64 - 1.0 / (1.0 + (-xd).exp())).abs() < 1e-6, "sigmoid({x})");
+            assert!((tanh(x) as f64 - xd.tanh()).abs() < 1e-6, "tanh({x})");
+        }
     }
 
     #[test]

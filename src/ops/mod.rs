@@ -1,7 +1,7 @@
 //! Fused CPU kernels with their own backward passes, for the ops where candle's composite
 //! versions dominate a training step (see reports/bench/): the softmax cross-entropy over the
 //! item catalogue, layer normalisation, the causal masked softmax of self-attention, GELU, bias
-//! addition and dropout.
+//! addition, dropout and a GRU layer's recurrence.
 //!
 //! Each public function runs the fused kernel on CPU and falls back to composite candle ops
 //! on other devices, so `--features cuda` builds and runs without CUDA kernels of our own.
@@ -13,6 +13,7 @@ pub mod cross_entropy;
 pub mod dropout;
 pub mod fastmath;
 pub mod gelu;
+pub mod gru;
 pub mod layer_norm;
 pub mod softmax;
 
@@ -22,6 +23,7 @@ pub use bias::add_bias;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
 pub use gelu::gelu;
+pub use gru::gru_sequence;
 pub use layer_norm::layer_norm;
 pub use softmax::causal_softmax;
 
