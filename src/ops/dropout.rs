@@ -4,13 +4,10 @@
 //! caller ([`crate::model::layers::Ctx::dropout`]). The mask is kept as bytes in the op, so no
 //! f32 mask tensor and no separate multiply node are made.
 
-use super::{f32_slice, with_f32};
+use super::{f32_slice, with_f32, CHUNK_ELEMS as CHUNK};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
-
-/// Elements per parallel work item.
-const CHUNK: usize = 1 << 14;
 
 struct Dropout {
     keep: Arc<Vec<bool>>,

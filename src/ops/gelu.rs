@@ -6,12 +6,10 @@
 //! from [`super::fastmath::normal_cdf`] (vectorised, |error| < 3e-7; candle's `gelu_erf` calls
 //! the scalar `libm::erff`).
 
-use super::{f32_slice, fastmath, with_f32};
+use super::{f32_slice, fastmath, with_f32, CHUNK_ELEMS as CHUNK};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Elements per parallel work item.
-const CHUNK: usize = 1 << 14;
 /// 1 / √(2π).
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 

@@ -30,6 +30,9 @@ pub use softmax::causal_softmax;
 /// Rows per parallel work item; fixed so that reductions are deterministic.
 pub(crate) const CHUNK_ROWS: usize = 64;
 
+/// Elements per parallel work item of the elementwise kernels (GELU, dropout, the Adam update).
+pub(crate) const CHUNK_ELEMS: usize = 1 << 14;
+
 /// The contiguous f32 slice behind a CPU storage and layout.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else { candle_core::bail!("{op}: only f32 is supported") };

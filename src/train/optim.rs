@@ -8,6 +8,7 @@
 //! On CPU (f32) each parameter is updated in place by one fused pass over (p, g, m, v)
 //! ([`AdamKernel`]); elsewhere by composite candle ops with the same formula.
 
+use crate::ops::CHUNK_ELEMS as CHUNK;
 use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
 use rayon::prelude::*;
@@ -31,9 +32,6 @@ pub struct Adam {
     pub eps: f64,
     pub weight_decay: f64,
 }
-
-/// Elements per parallel work item of the fused update.
-const CHUNK: usize = 1 << 14;
 
 /// The scalars of one fused update.
 #[derive(Clone, Copy)]
@@ -132,21 +130,22 @@ impl Adam {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step);
         let bc2 = 1.0 - self.beta2.powi(self.step);
+        let base = Scalars {
+            lr: 0.0,
+            beta1: self.beta1 as f32,
+            beta2: self.beta2 as f32,
+            one_minus_b1: (1.0 - self.beta1) as f32,
+            one_minus_b2: (1.0 - self.beta2) as f32,
+            eps: self.eps as f32,
+            weight_decay: self.weight_decay as f32,
+            bc1: bc1 as f32,
+            bc2: bc2 as f32,
+        };
         for ((var, moments), &lr) in self.params.iter_mut().zip(&self.lrs) {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
             match moments {
                 Moments::Cpu { m, v } => {
-                    let k = Scalars {
-                        lr: lr as f32,
-                        beta1: self.beta1 as f32,
-                        beta2: self.beta2 as f32,
-                        one_minus_b1: (1.0 - self.beta1) as f32,
-                        one_minus_b2: (1.0 - self.beta2) as f32,
-                        eps: self.eps as f32,
-                        weight_decay: self.weight_decay as f32,
-                        bc1: bc1 as f32,
-                        bc2: bc2 as f32,
-                    };
+                    let k = Scalars { lr: lr as f32, ..base };
                     let kernel = AdamKernel { m: Mutex::new(m.as_mut_slice()), v: Mutex::new(v.as_mut_slice()), k };
                     var.as_tensor().inplace_op2(&g.contiguous()?, &kernel)?;
                 }
