@@ -60,6 +60,29 @@ pub struct TrainConfig {
     pub max_len: usize,
     /// Remove history items from the ranking (off in the paper).
     pub mask_history: bool,
+    /// Which epoch's test metrics the run reports (default: the best validation epoch). Left out
+    /// of the run TOML at its default, so run ids from before the option existed still match.
+    #[serde(skip_serializing_if = "Selection::is_best_valid")]
+    pub selection: Selection,
+}
+
+/// Model selection: which trained epoch a run's reported metrics and checkpoint come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Selection {
+    /// The epoch with the best validation `valid_metric` (the paper's protocol).
+    #[default]
+    BestValid,
+    /// The last epoch trained, with no selection. Meant for fixed-length regression checks
+    /// (the CI gate): on a small validation set, near-equal early epochs are picked by noise.
+    Last,
+}
+
+impl Selection {
+    pub fn is_best_valid(&self) -> bool {
+        *self == Self::BestValid
+    }
 }
 
 impl Default for TrainConfig {
@@ -75,6 +98,7 @@ impl Default for TrainConfig {
             sample_mode: SampleMode::Sequence,
             max_len: 50,
             mask_history: false,
+            selection: Selection::BestValid,
         }
     }
 }
@@ -234,6 +258,18 @@ mod tests {
         let mut other = cfg.clone();
         other.seed = 2024;
         assert_ne!(other.run_id(), cfg.run_id());
+    }
+
+    #[test]
+    fn selection_is_left_out_at_its_default() {
+        let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
+        assert!(!cfg.to_toml().contains("selection"), "{}", cfg.to_toml());
+        let mut last = cfg.clone();
+        last.train.selection = Selection::Last;
+        assert!(last.to_toml().contains("selection = \"last\""), "{}", last.to_toml());
+        assert_ne!(last.run_id(), cfg.run_id());
+        let back: RunConfig = toml::from_str(&last.to_toml()).unwrap();
+        assert_eq!(back.train.selection, Selection::Last);
     }
 
     #[test]

@@ -178,6 +178,9 @@ struct TrainArgs {
     /// Validation metric for early stopping, e.g. ndcg@20.
     #[arg(long)]
     valid_metric: Option<kdsr::eval::Metric>,
+    /// Which epoch the reported metrics come from: best-valid (default, the paper's) or last.
+    #[arg(long, value_enum)]
+    selection: Option<kdsr::config::Selection>,
     /// Remove history items from the ranking.
     #[arg(long)]
     mask_history: bool,
@@ -329,7 +332,7 @@ fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
     }
     set!(seed => cfg.seed, epochs => t.max_epochs, lr => t.lr, weight_decay => t.weight_decay,
          batch_size => t.batch_size, patience => t.patience, protocol => cfg.protocol,
-         sample_mode => t.sample_mode, valid_metric => t.valid_metric);
+         sample_mode => t.sample_mode, valid_metric => t.valid_metric, selection => t.selection);
     if a.mask_history {
         t.mask_history = true;
     }

@@ -4,7 +4,7 @@
 mod common;
 
 use candle_core::Device;
-use kdsr::config::RunConfig;
+use kdsr::config::{RunConfig, Selection};
 use kdsr::data::{DatasetId, DatasetRef};
 use kdsr::model::ModelKind;
 use kdsr::train::{train_run, RunOptions};
@@ -29,7 +29,11 @@ fn trained_sasrec_beats_popularity() {
     let pop = train_run(&config(ModelKind::Pop, users, 1), &ds, dir.path(), &opts()).unwrap();
     let mut cfg = config(ModelKind::Sasrec, users, 12);
     cfg.train.lr = 3e-3;
+    // The last epoch, as in the CI gate: at this scale validation noise can pick an early epoch.
+    cfg.train.selection = Selection::Last;
     let sas = train_run(&cfg, &ds, dir.path(), &opts()).unwrap();
+    assert_eq!(sas.best_epoch, sas.epochs.len());
+    assert_eq!(sas.test, sas.epochs.last().unwrap().test);
     eprintln!("pop test hr@20 {:.3}, sasrec {:.3} (epoch {})", pop.test.hr[2], sas.test.hr[2], sas.best_epoch);
     assert!(sas.test.hr[2] > pop.test.hr[2] * 1.2, "sasrec hr@20 {} vs pop {}", sas.test.hr[2], pop.test.hr[2]);
     assert!(sas.test.ndcg[2] > pop.test.ndcg[2], "sasrec ndcg@20 {} vs pop {}", sas.test.ndcg[2], pop.test.ndcg[2]);
@@ -37,6 +41,7 @@ fn trained_sasrec_beats_popularity() {
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sas.dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(rec["protocol"], "paper");
+    assert_eq!(rec["selection"], "test metrics at the last epoch trained");
     assert_eq!(rec["best_epoch"].as_u64().unwrap() as usize, sas.best_epoch);
     assert!(rec["code_version"]["commit"].is_string());
     assert!(sas.dir.join("best.safetensors").exists());
@@ -65,6 +70,10 @@ fn same_seed_same_metrics_and_gru4rec_learns() {
     };
     assert_eq!(rows(a.path()), rows(b.path()));
     assert_eq!(r1.test, r2.test);
+    // Default selection: the reported test metrics are those of the best validation epoch.
+    let metric = cfg.train.valid_metric;
+    let best = r1.epochs.iter().reduce(|x, y| if y.valid.get(metric) > x.valid.get(metric) { y } else { x }).unwrap();
+    assert_eq!((r1.best_epoch, &r1.test), (best.epoch, &best.test));
     assert!(
         r1.epochs[1].loss < r1.epochs[0].loss,
         "loss should fall: {:?}",

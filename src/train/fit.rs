@@ -4,12 +4,13 @@
 //! target position `m` of the batch (`h_m` the backbone's hidden state, `E` the ID item table
 //! without padding) and `L_CDL` the correlation losses when the run uses KDSR
 //! ([`crate::distill::cdl`]). After each epoch both validation and test instances are ranked
-//! (one pass); the reported test metrics are those of the best validation epoch. The released
+//! (one pass); the reported test metrics are those of the best validation epoch, or of the last
+//! epoch under `train.selection = "last"` (early stopping still follows validation). The released
 //! code's selection (the best test value of each metric over epochs) is recorded separately,
 //! for comparison only.
 
 use super::setup::{self, Setup};
-use crate::config::{ModelSpec, RunConfig};
+use crate::config::{ModelSpec, RunConfig, Selection};
 use crate::data::batch::{train_batch, train_windows, Batch};
 use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset};
@@ -230,12 +231,14 @@ fn fit(
         if improved {
             best = score;
             bad_epochs = 0;
+        } else {
+            bad_epochs += 1;
+        }
+        if improved || t.selection == Selection::Last {
             out.best_epoch = epoch;
             out.valid = log.valid.clone();
             out.test = log.test.clone();
-            dir.save_checkpoint(&params.tensors()).context("saving the best checkpoint")?;
-        } else {
-            bad_epochs += 1;
+            dir.save_checkpoint(&params.tensors()).context("saving the selected checkpoint")?;
         }
         out.epochs.push(log);
         if bad_epochs >= t.patience {
@@ -290,7 +293,10 @@ fn final_record(
         "model": cfg.model.kind().name(),
         "variant": cfg.variant_name(),
         "protocol": cfg.protocol.name(),
-        "selection": format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
+        "selection": match cfg.train.selection {
+            Selection::BestValid => format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
+            Selection::Last => "test metrics at the last epoch trained".to_string(),
+        },
         "seed": cfg.seed,
         "config": serde_json::to_value(cfg).expect("config serialises"),
         "code_version": CodeVersion::current(),
