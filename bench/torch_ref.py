@@ -5,6 +5,7 @@ also the names kdsr uses, so weights move between the two by name.
 
   python bench/torch_ref.py parity            # expected outputs pasted into kdsr's tests
   python bench/torch_ref.py bench FILE.npz    # time one training step on kdsr's batch
+  python bench/torch_ref.py bench-cdl FILE.npz # the same for SASRec + modality tables + CDL losses
 """
 import json
 import math
@@ -76,9 +77,12 @@ class SASRec(nn.Module):
         self.dropout = nn.Dropout(hid_p)
         self.trm_encoder = Encoder(n_layers, d=d, n_heads=n_heads, inner=inner, hid_p=hid_p, attn_p=attn_p, eps=eps)
 
-    def forward(self, items):  # [B, T] -> [B, T, D]
+    def forward(self, items, extra=None):  # [B, T] -> [B, T, D]; extra: fused modality input
         t = items.shape[1]
-        x = self.item_embedding(items) + self.position_embedding(torch.arange(t))
+        x = self.item_embedding(items)
+        if extra is not None:
+            x = x + extra
+        x = x + self.position_embedding(torch.arange(t))
         x = self.dropout(self.LayerNorm(x))
         causal = torch.tril(torch.ones(t, t, dtype=torch.bool))
         keep = causal[None, None] & (items > 0)[:, None, None, :]
@@ -105,6 +109,95 @@ class GRU4Rec(nn.Module):
 
     def candidates(self):
         return self.item_embedding.weight[1:]
+
+
+class CdlHead(nn.Module):
+    def __init__(self, d, n_codes):
+        super().__init__()
+        self.holistic_0 = nn.Linear(d, d)
+        self.dissected_1 = nn.Linear(d, d)
+        self.dissected_2 = nn.Linear(d, n_codes)
+
+
+class SASRecCDL(SASRec):
+    """kdsr's SASRec + CDL (src/model/fusion.rs, src/distill/student.rs): the input embedding is
+    id_i + sum_m P_m E_m[i]; the correlation losses run on the batch's distinct items and its
+    list of in-sequence pairs, with the teacher's targets precomputed by kdsr."""
+
+    def __init__(self, n_items, max_len, dims, n_codes):
+        super().__init__(n_items, max_len)
+        d = self.item_embedding.weight.shape[1]
+        self.names = list(dims)
+        self.modality_table = nn.ParameterDict({m: nn.Parameter(torch.zeros(n_items + 1, k)) for m, k in dims.items()})
+        self.modality_proj = nn.ModuleDict({m: nn.Linear(k, d) for m, k in dims.items()})
+        self.cdl = nn.ModuleDict({m: CdlHead(k, n_codes[m]) for m, k in dims.items()})
+
+    def forward(self, items):
+        extra = sum(self.modality_proj[m](self.modality_table[m][items]) for m in self.names)
+        return super().forward(items, extra)
+
+    def cdl_loss(self, pu, pa, pb, targets, cfg):
+        total = 0.0
+        for m in self.names:
+            head, (hol, codes) = self.cdl[m], targets[m]
+            e = self.modality_table[m][pu]  # [U, d]
+            p = head.holistic_0(e)
+            if cfg["scoring"] == "cos":
+                p = p / torch.sqrt((p * p).sum(-1, keepdim=True) + 1e-12)
+            elif cfg["scoring"] != "dot":
+                raise SystemExit(f"bench-cdl: scoring {cfg['scoring']} is not in the reference")
+            s = (p[pa] * p[pb]).sum(-1)  # [P]
+            holistic = (((s - hol) / cfg["tau"]) ** 2).sum() / cfg["rows_with_pairs"]
+            h = e @ head.dissected_1.weight.T  # W_1 (e_a - e_b) + b_1, first layer per item
+            z = h[pa] - h[pb] + head.dissected_1.bias
+            dissected = F.cross_entropy(head.dissected_2(torch.relu(z)), codes)
+            total = total + cfg["alpha"] * holistic + cfg["beta"] * dissected
+        return total
+
+
+def bench_cdl(path, reps=5):
+    data = np.load(path)
+    cfg = json.loads(bytes(data["config"]).decode())
+    torch.set_num_threads(cfg["threads"])
+    t = lambda k: torch.from_numpy(data[k])
+    items, rows, targets = t("items"), t("rows"), t("targets")
+    pu, pa, pb = t("pairs.items"), t("pairs.a"), t("pairs.b")
+    names = cfg["modalities"]
+    sd = {k[2:]: t(k) for k in data.files if k.startswith("p.")}
+    dims = {m: sd[f"modality_table.{m}"].shape[1] for m in names}
+    n_codes = {m: sd[f"cdl.{m}.dissected_2.weight"].shape[0] for m in names}
+    model = SASRecCDL(cfg["n_items"], cfg["max_len"], dims, n_codes)
+    model.load_state_dict(sd)
+    pair_targets = {m: (t(f"m{i}.holistic"), t(f"m{i}.codes")) for i, m in enumerate(names)}
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+
+    def loss_fn():
+        h = model(items)
+        hm = h.reshape(-1, h.shape[-1])[rows]
+        ce = F.cross_entropy(hm @ model.candidates().T, targets)
+        return ce + model.cdl_loss(pu, pa, pb, pair_targets, cfg)
+
+    loss_eval, step_ms = eval_and_time(model, opt, loss_fn, reps)
+    print(json.dumps({"torch_cdl_loss_eval": loss_eval, "torch_cdl_step_ms": step_ms}))
+
+
+def eval_and_time(model, opt, loss_fn, reps):
+    """The eval-mode loss (no dropout), then the median milliseconds of `reps` training steps
+    (zero_grad, loss, backward, Adam) after one untimed warm-up step."""
+    model.eval()
+    with torch.no_grad():
+        loss_eval = float(loss_fn())
+    model.train()
+    times = []
+    for r in range(reps + 1):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        if r > 0:
+            times.append((time.perf_counter() - t0) * 1000)
+    return loss_eval, statistics.median(times)
 
 
 def fill_pattern(model):
@@ -155,20 +248,7 @@ def bench(path, reps=5):
             hm = h.reshape(-1, h.shape[-1])[rows]
             return F.cross_entropy(hm @ m.candidates().T, targets)
 
-        m.eval()
-        with torch.no_grad():
-            result[f"torch_{name}_loss_eval"] = float(loss_fn())
-        m.train()
-        times = []
-        for r in range(reps + 1):
-            t0 = time.perf_counter()
-            opt.zero_grad()
-            loss = loss_fn()
-            loss.backward()
-            opt.step()
-            if r > 0:
-                times.append((time.perf_counter() - t0) * 1000)
-        result[f"torch_{name}_step_ms"] = statistics.median(times)
+        result[f"torch_{name}_loss_eval"], result[f"torch_{name}_step_ms"] = eval_and_time(m, opt, loss_fn, reps)
     result["torch_version"] = torch.__version__
     result["torch_threads"] = torch.get_num_threads()
     print(json.dumps(result))
@@ -179,5 +259,7 @@ if __name__ == "__main__":
         parity()
     elif sys.argv[1] == "bench":
         bench(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
+    elif sys.argv[1] == "bench-cdl":
+        bench_cdl(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 5)
     else:
         sys.exit(f"unknown command {sys.argv[1]}")

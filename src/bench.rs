@@ -48,40 +48,129 @@ fn bench_cdl(
     split: &Split,
     batch: &crate::data::batch::Batch,
     paths: &DataPaths,
+    python: Option<&PathBuf>,
 ) -> Result<Value> {
     let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
     cfg.modality = Some(cfg.default_modality());
     let opts = crate::train::fit::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone() };
     let mut setup = crate::train::setup::build(&cfg, ds, split, &opts)?;
     let tables: Vec<Tensor> = setup.model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
+    // The reference's inputs: initial weights, the batch's pairs and teacher targets, and the
+    // eval-mode loss (cross-entropy + weighted correlation losses) on them.
+    let reference = match python {
+        Some(_) => Some(cdl_reference_inputs(&cfg, &mut setup, batch, &tables, ds.n_items)?),
+        None => None,
+    };
     let mut adam = Adam::new(setup.params.vars(), cfg.train.lr, 0.0)?;
     let mut ctx = Ctx::train(1);
-    let mut step = |with_cdl: bool| -> Result<f64> {
-        let mut times = Vec::new();
+    // Whole step and its parts: backbone forward + cross-entropy, correlation losses (pair
+    // targets on the CPU and the student heads), backward, Adam.
+    let mut step = |with_cdl: bool| -> Result<[f64; 5]> {
+        let mut times: [Vec<f64>; 5] = Default::default();
         for r in 0..=reps {
             let t0 = Instant::now();
             let (mut loss, _) = batch_loss(&setup.model, batch, &mut ctx, &Device::Cpu)?;
+            let t1 = Instant::now();
             if with_cdl {
                 if let Some((l, _)) = setup.cdl.as_mut().context("CDL configured")?.loss(batch, &tables)? {
                     loss = (loss + l)?;
                 }
             }
-            adam.step(&loss.backward()?)?;
+            let t2 = Instant::now();
+            let grads = loss.backward()?;
+            let t3 = Instant::now();
+            adam.step(&grads)?;
+            let t4 = Instant::now();
             if r > 0 {
-                times.push(t0.elapsed().as_secs_f64() * 1e3);
+                for (v, d) in times.iter_mut().zip([t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
+                    v.push(d.as_secs_f64() * 1e3);
+                }
             }
         }
-        Ok(median(times))
+        Ok(times.map(median))
     };
+    let parts = |t: [f64; 5]| json!({"forward": t[1], "cdl_losses": t[2], "backward": t[3], "adam": t[4]});
     let without = step(false)?;
     let with = step(true)?;
+    let extra = with[0] - without[0];
     eprintln!(
-        "candle sasrec + modality tables step: {without:.1} ms; with the CDL losses: {with:.1} ms (+{:.1} ms, +{:.0}%)",
-        with - without,
-        100.0 * (with - without) / without
+        "candle sasrec + modality tables step: {:.1} ms; with the CDL losses: {:.1} ms (+{extra:.1} ms, +{:.0}%; \
+         losses {:.1} ms, backward {:.1} -> {:.1} ms)",
+        without[0],
+        with[0],
+        100.0 * extra / without[0],
+        with[2],
+        without[3],
+        with[3]
     );
-    Ok(json!({"modality_step_ms": without, "cdl_step_ms": with, "cdl_extra_ms": with - without,
-              "cdl_extra_fraction": (with - without) / without}))
+    let mut out = json!({"modality_step_ms": without[0], "cdl_step_ms": with[0], "cdl_extra_ms": extra,
+              "cdl_extra_fraction": extra / without[0],
+              "modality_step_parts_ms": parts(without), "cdl_step_parts_ms": parts(with)});
+    if let (Some(python), Some((npz, loss))) = (python, reference) {
+        let torch = run_torch_script(python, "bench-cdl", npz, reps)?;
+        let torch_loss = torch["torch_cdl_loss_eval"].as_f64().context("torch reference: no torch_cdl_loss_eval")?;
+        let torch_ms = torch["torch_cdl_step_ms"].as_f64().context("torch reference: no torch_cdl_step_ms")?;
+        eprintln!(
+            "torch sasrec + CDL step: {torch_ms:.1} ms -> candle/torch ratio {:.2}; loss on the same batch and \
+             weights: candle {loss:.6}, torch {torch_loss:.6}",
+            with[0] / torch_ms
+        );
+        if (loss - torch_loss).abs() > 1e-3 * torch_loss.abs().max(1.0) {
+            bail!("sasrec + CDL: candle and torch losses differ ({loss} vs {torch_loss}): the models are not the same");
+        }
+        out["cdl_loss_eval"] = json!(loss);
+        out["torch_cdl_loss_eval"] = json!(torch_loss);
+        out["torch_cdl_step_ms"] = json!(torch_ms);
+        out["cdl_ratio"] = json!(with[0] / torch_ms);
+    }
+    Ok(out)
+}
+
+/// What `bench/torch_ref.py bench-cdl` needs to run the same SASRec + CDL step: the initial
+/// parameters (`p.<name>`), the batch, its pairs with each modality's teacher targets
+/// (`m<k>.*`), and the settings; returns them with candle's eval-mode loss on that input.
+fn cdl_reference_inputs(
+    cfg: &crate::config::RunConfig,
+    setup: &mut crate::train::setup::Setup,
+    batch: &crate::data::batch::Batch,
+    tables: &[Tensor],
+    n_items: usize,
+) -> Result<(Vec<(String, Tensor)>, f64)> {
+    use crate::distill::student::{BatchPairs, PairTargets};
+    let dev = Device::Cpu;
+    let mc = cfg.modality.as_ref().context("modality configured")?;
+    let cdl = setup.cdl.as_mut().context("CDL configured")?;
+    let (ce, _) = batch_loss(&setup.model, batch, &mut Ctx::eval(), &dev)?;
+    // The rng only subsamples beyond max_pairs (not reached on this batch): a fresh one.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let pairs = BatchPairs::from_batch(&batch.items, batch.rows, batch.width, cdl.code_faithful);
+    let mut npz: Vec<(String, Tensor)> =
+        setup.params.tensors().into_iter().map(|(k, t)| (format!("p.{k}"), t)).collect();
+    let u32s = |v: &[u32]| Tensor::new(v, &dev)?.to_dtype(candle_core::DType::I64);
+    npz.push(("pairs.items".into(), u32s(&pairs.items)?));
+    npz.push(("pairs.a".into(), u32s(&pairs.a)?));
+    npz.push(("pairs.b".into(), u32s(&pairs.b)?));
+    for (m, teacher) in cdl.teachers.iter().enumerate() {
+        let t = PairTargets::new(&pairs, teacher, cdl.cfg.max_pairs, &mut rng);
+        if t.dissected.len() != pairs.len() {
+            bail!("bench batch has more than max_pairs pairs: the reference assumes no subsampling");
+        }
+        npz.push((format!("m{m}.holistic"), Tensor::new(t.holistic.as_slice(), &dev)?));
+        npz.push((format!("m{m}.codes"), u32s(&t.codes)?));
+    }
+    let loss = match cdl.loss(batch, tables)? {
+        Some((l, _)) => (ce + l)?.to_scalar::<f32>()? as f64,
+        None => bail!("bench batch has no CDL pairs"),
+    };
+    let names: Vec<String> = mc.modalities.iter().map(|m| m.name().to_string()).collect();
+    let settings = json!({
+        "n_items": n_items, "max_len": cfg.train.max_len, "threads": rayon::current_num_threads(),
+        "modalities": names, "scoring": cdl.teachers[0].scoring.name(), "alpha": cdl.cfg.alpha,
+        "beta": cdl.cfg.beta, "tau": if cdl.cfg.soft_match { cdl.cfg.tau } else { 1.0 },
+        "rows_with_pairs": pairs.rows_with_pairs, "lr": cfg.train.lr,
+    });
+    npz.extend(batch_arrays(batch, &settings)?);
+    Ok((npz, loss))
 }
 
 /// Median milliseconds of `reps` runs of `f` after one warm-up.
@@ -268,7 +357,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     }
     let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
     if args.cdl {
-        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, paths)?);
+        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, paths, args.python.as_ref())?);
     }
     report.insert("ops".into(), bench_ops(args.reps, ds.n_items, n_targets)?);
     report.insert(
@@ -325,20 +414,30 @@ fn run_torch(
     threads: usize,
     reps: usize,
 ) -> Result<Value> {
+    let cfg = json!({"n_items": n_items, "max_len": max_len, "threads": threads, "models": ["sasrec", "gru4rec"]});
+    npz.extend(batch_arrays(batch, &cfg)?);
+    run_torch_script(python, "bench", npz, reps)
+}
+
+/// The batch as the reference reads it: `items` [B, T], the flat target positions `rows` and
+/// their `targets` (0-based item ids), and `config` (JSON bytes).
+fn batch_arrays(batch: &crate::data::batch::Batch, cfg: &Value) -> Result<Vec<(String, Tensor)>> {
     let dev = Device::Cpu;
     let (rows, targets): (Vec<u32>, Vec<u32>) =
         batch.targets.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i as u32, t - 1)).unzip();
-    let cfg = json!({"n_items": n_items, "max_len": max_len, "threads": threads, "models": ["sasrec", "gru4rec"]})
-        .to_string();
-    let cfg_bytes: Vec<u8> = cfg.into_bytes();
-    npz.push((
-        "items".into(),
-        Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), &dev)?.to_dtype(candle_core::DType::I64)?,
-    ));
-    npz.push(("rows".into(), Tensor::new(rows, &dev)?.to_dtype(candle_core::DType::I64)?));
-    npz.push(("targets".into(), Tensor::new(targets, &dev)?.to_dtype(candle_core::DType::I64)?));
-    npz.push(("config".into(), Tensor::new(cfg_bytes, &dev)?));
-    let dir = std::env::temp_dir().join(format!("kdsr-bench-{}", std::process::id()));
+    let i64s = |t: Tensor| t.to_dtype(candle_core::DType::I64);
+    Ok(vec![
+        ("items".into(), i64s(Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), &dev)?)?),
+        ("rows".into(), i64s(Tensor::new(rows, &dev)?)?),
+        ("targets".into(), i64s(Tensor::new(targets, &dev)?)?),
+        ("config".into(), Tensor::new(cfg.to_string().into_bytes(), &dev)?),
+    ])
+}
+
+/// Writes `npz` (plus the batch and settings the caller put in it) to a temporary file and
+/// runs `bench/torch_ref.py <mode> FILE REPS`; returns the JSON object it prints last.
+fn run_torch_script(python: &PathBuf, mode: &str, npz: Vec<(String, Tensor)>, reps: usize) -> Result<Value> {
+    let dir = std::env::temp_dir().join(format!("kdsr-bench-{}-{mode}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("batch.npz");
     let refs: Vec<(&str, &Tensor)> = npz.iter().map(|(k, t)| (k.as_str(), t)).collect();
@@ -346,7 +445,7 @@ fn run_torch(
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_ref.py");
     let out = std::process::Command::new(python)
         .arg(&script)
-        .arg("bench")
+        .arg(mode)
         .arg(&path)
         .arg(reps.to_string())
         .output()

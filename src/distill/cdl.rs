@@ -5,7 +5,7 @@
 //! modality's two losses are both weighted by α and the second's both by β (with the released
 //! config α = 4, β = 0.5).
 
-use super::student::{CdlHead, PairTargets, StudentConfig, UniqueItems};
+use super::student::{BatchPairs, CdlHead, PairIndex, PairTargets, StudentConfig};
 use super::teacher::Teacher;
 use crate::data::batch::Batch;
 use crate::model::params::ParamStore;
@@ -60,9 +60,13 @@ impl Cdl {
     /// The weighted correlation loss of `batch` given the current tables (`tables[m]` is
     /// [N+1, d_m]); `None` when the batch has no supervised pair.
     pub fn loss(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Option<(Tensor, CdlParts)>> {
-        let u = UniqueItems::from_batch(&batch.items, batch.rows, batch.width);
+        let pairs = BatchPairs::from_batch(&batch.items, batch.rows, batch.width, self.code_faithful);
+        if pairs.is_empty() {
+            return Ok(None);
+        }
         let dev = tables[0].device().clone();
-        let idx = Tensor::from_slice(&u.items, u.items.len(), &dev)?;
+        let idx = Tensor::from_slice(&pairs.items, pairs.items.len(), &dev)?;
+        let index = PairIndex::new(&pairs, &dev)?;
         let mut total: Option<Tensor> = None;
         let mut parts = CdlParts::default();
         let mut add = |t: Tensor, w: f64| -> Result<()> {
@@ -74,20 +78,16 @@ impl Cdl {
             Ok(())
         };
         for (m, ((teacher, head), table)) in self.teachers.iter().zip(&self.heads).zip(tables).enumerate() {
-            let targets = PairTargets::new(&u, teacher, self.code_faithful, self.cfg.max_pairs, &mut self.rng);
-            if targets.pairs.is_empty() {
-                continue;
-            }
-            let d = table.dim(1)?;
-            let e = table.index_select(&idx, 0)?.reshape((u.rows, u.width, d))?; // [B, L, d]
+            let targets = PairTargets::new(&pairs, teacher, self.cfg.max_pairs, &mut self.rng);
+            let e = table.index_select(&idx, 0)?; // [U, d]
             let (w_hol, w_dis) = self.weights(m);
             if self.cfg.holistic {
-                let l = head.holistic_loss(&e, &targets, teacher, &self.cfg, self.code_faithful)?;
+                let l = head.holistic_loss(&e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
                 parts.holistic += l.to_scalar::<f32>()? as f64;
                 add(l, w_hol)?;
             }
             if self.cfg.dissected {
-                if let Some(l) = head.dissected_loss(&e, &targets, self.code_faithful)? {
+                if let Some(l) = head.dissected_loss(&e, &pairs, &targets, self.code_faithful)? {
                     parts.dissected += l.to_scalar::<f32>()? as f64;
                     add(l, w_dis)?;
                 }

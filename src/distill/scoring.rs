@@ -52,29 +52,21 @@ impl Scoring {
         }
     }
 
-    /// Differentiable pairwise scores within each sequence: [B, L, d] -> [B, L, L].
-    pub fn pairwise(self, x: &Tensor) -> Result<Tensor> {
+    /// Differentiable scores of gathered pairs: `x` [U, d] representations, `a`, `b` [P] row
+    /// indices into `x`; returns `φ(x_a[p], x_b[p])` for every pair: [P].
+    /// Cos normalises the U rows once, `x / sqrt(|x|² + 1e-12)`; euclidean is
+    /// `sqrt(|x_a - x_b|² + 1e-8)` and manhattan `Σ sqrt((x_a - x_b)² + 1e-8)` (the epsilons keep
+    /// the gradient finite at `x_a = x_b`).
+    pub fn paired(self, x: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let x = match self {
+            Self::Cos => x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?)?, // [U, d]
+            _ => x.clone(),
+        };
+        let (xa, xb) = (x.index_select(a, 0)?, x.index_select(b, 0)?); // [P, d]
         match self {
-            Self::Dot => x.matmul(&x.transpose(1, 2)?),
-            Self::Cos => {
-                let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?; // [B, L, 1]
-                let xn = x.broadcast_div(&norm)?;
-                xn.matmul(&xn.transpose(1, 2)?)
-            }
-            Self::Euclidean => {
-                // sqrt(|a|^2 + |b|^2 - 2 a·b + eps), eps keeps the gradient finite at a = b.
-                let sq = x.sqr()?.sum_keepdim(D::Minus1)?; // [B, L, 1]
-                let g = x.matmul(&x.transpose(1, 2)?)?;
-                let d2 = (sq.broadcast_add(&sq.transpose(1, 2)?)? - (g * 2.0)?)?.relu()?;
-                (d2 + 1e-8)?.sqrt()
-            }
-            Self::Manhattan => {
-                let (b, l, d) = x.dims3()?;
-                let a = x.unsqueeze(2)?.broadcast_as((b, l, l, d))?;
-                let c = x.unsqueeze(1)?.broadcast_as((b, l, l, d))?;
-                // smooth |.|: sqrt(v^2 + 1e-8)
-                ((a - c)?.sqr()? + 1e-8)?.sqrt()?.sum(D::Minus1)
-            }
+            Self::Dot | Self::Cos => (xa * xb)?.sum(D::Minus1),
+            Self::Euclidean => ((xa - xb)?.sqr()?.sum(D::Minus1)? + 1e-8)?.sqrt(),
+            Self::Manhattan => ((xa - xb)?.sqr()? + 1e-8)?.sqrt()?.sum(D::Minus1),
         }
     }
 }
@@ -99,16 +91,17 @@ mod tests {
     }
 
     #[test]
-    fn pairwise_matches_slice_scores() {
+    fn paired_matches_slice_scores() {
         let v = [[1.0f32, 2.0, 2.0], [2.0, 0.0, 1.0], [-1.0, 0.5, 3.0]];
-        let x = Tensor::new(&[v], &Device::Cpu).unwrap(); // [1, 3, 3]
+        let dev = Device::Cpu;
+        let x = Tensor::new(&v, &dev).unwrap(); // [3, 3]
+        let (a, b): (Vec<u32>, Vec<u32>) = (0..9u32).map(|k| (k / 3, k % 3)).unzip();
+        let (at, bt) = (Tensor::new(a.as_slice(), &dev).unwrap(), Tensor::new(b.as_slice(), &dev).unwrap());
         for s in [Scoring::Cos, Scoring::Dot, Scoring::Euclidean, Scoring::Manhattan] {
-            let p = s.pairwise(&x).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-            for i in 0..3 {
-                for j in 0..3 {
-                    let want = s.score(&v[i], &v[j]);
-                    assert!((p[i][j] - want).abs() < 1e-3, "{s:?} ({i},{j}): {} vs {want}", p[i][j]);
-                }
+            let p = s.paired(&x, &at, &bt).unwrap().to_vec1::<f32>().unwrap();
+            for (k, (&i, &j)) in a.iter().zip(&b).enumerate() {
+                let want = s.score(&v[i as usize], &v[j as usize]);
+                assert!((p[k] - want).abs() < 1e-3, "{s:?} ({i},{j}): {} vs {want}", p[k]);
             }
         }
     }

@@ -16,14 +16,21 @@
 //! Dissected (Eqs. 4-5): `logits_ij = W_2 ReLU(W_1 (e_i - e_j))` (code_faithful: `|e_i - e_j|`),
 //! cross-entropy against the teacher's code `c_ij`, averaged over pairs. Pairs beyond
 //! `max_pairs` per batch are subsampled (seeded) to bound memory on long sequences.
+//!
+//! Both losses work on the batch's distinct items `e` [U, d] and its list of pairs: each
+//! projection runs once per item, scores are computed for supervised pairs only, and nothing
+//! is spent on the padding of a [B, L, L] grid (a Beauty batch pads to L = 50 while rows hold
+//! about 8 distinct items, so the grid would be ~97% padding).
 
 use super::teacher::Teacher;
 use crate::model::layers::{linear, Linear};
-use candle_core::{Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,76 +58,131 @@ impl Default for StudentConfig {
     }
 }
 
-/// Distinct items of each input row, padded: [rows, width].
+/// The supervised pairs of a batch, shared by every modality: all ordered pairs `(i, j)` of
+/// distinct items within one input row (with `i = j` when `include_self`), row by row.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UniqueItems {
-    pub rows: usize,
-    pub width: usize,
+pub struct BatchPairs {
+    /// Distinct items of the whole batch in first-occurrence order: the rows of the gathered
+    /// embeddings `e` [U, d].
     pub items: Vec<u32>,
+    /// Per pair: positions in `items` of `i` and of `j`, and the batch row it comes from.
+    pub a: Vec<u32>,
+    pub b: Vec<u32>,
+    pub row: Vec<u32>,
+    pub rows: usize,
+    /// Rows with at least one pair.
+    pub rows_with_pairs: usize,
 }
 
-impl UniqueItems {
-    /// From a padded batch `[rows, cols]` of item ids (0 = padding), keeping first occurrences.
-    pub fn from_batch(items: &[u32], rows: usize, cols: usize) -> Self {
-        let per_row: Vec<Vec<u32>> = items
-            .chunks(cols)
-            .map(|r| {
-                let mut seen = Vec::new();
-                for &i in r {
-                    if i != 0 && !seen.contains(&i) {
-                        seen.push(i);
+impl BatchPairs {
+    /// From a padded batch `[rows, cols]` of item ids (0 = padding).
+    pub fn from_batch(items: &[u32], rows: usize, cols: usize, include_self: bool) -> Self {
+        let mut slot: HashMap<u32, u32> = HashMap::new();
+        let mut distinct = Vec::new();
+        let (mut a, mut b, mut row) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rows_with_pairs = 0;
+        let mut seen: Vec<u32> = Vec::new();
+        for (r, line) in items.chunks(cols).take(rows).enumerate() {
+            seen.clear();
+            for &i in line {
+                if i != 0 && !seen.contains(&i) {
+                    seen.push(i);
+                }
+            }
+            let pos: Vec<u32> = seen
+                .iter()
+                .map(|&i| {
+                    *slot.entry(i).or_insert_with(|| {
+                        distinct.push(i);
+                        distinct.len() as u32 - 1
+                    })
+                })
+                .collect();
+            let before = a.len();
+            for (x, &pa) in pos.iter().enumerate() {
+                for (y, &pb) in pos.iter().enumerate() {
+                    if x != y || include_self {
+                        a.push(pa);
+                        b.push(pb);
+                        row.push(r as u32);
                     }
                 }
-                seen
-            })
-            .collect();
-        let width = per_row.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let mut out = vec![0u32; rows * width];
-        for (r, u) in per_row.iter().enumerate() {
-            out[r * width..r * width + u.len()].copy_from_slice(u);
+            }
+            rows_with_pairs += usize::from(a.len() > before);
         }
-        Self { rows, width, items: out }
+        Self { items: distinct, a, b, row, rows, rows_with_pairs }
+    }
+
+    pub fn len(&self) -> usize {
+        self.a.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.a.is_empty()
+    }
+
+    /// The item ids of pair `p`.
+    fn ids(&self, p: usize) -> (u32, u32) {
+        (self.items[self.a[p] as usize], self.items[self.b[p] as usize])
     }
 }
 
 /// Teacher targets for one modality on a batch's pairs.
 pub struct PairTargets {
-    /// [rows, width, width] 1 for a supervised pair, else 0.
-    pub mask: Vec<f32>,
-    /// [rows, width, width] teacher holistic scores (0 where masked).
+    /// Teacher holistic score `s^T` of every pair of the [`BatchPairs`].
     pub holistic: Vec<f32>,
-    /// Flat indices `(r*width + a, r*width + b)` of the dissected pairs, and their codes.
-    pub pairs: Vec<(u32, u32)>,
+    /// The dissected loss's pairs (indices into the pair list: all of them, or a seeded sample
+    /// of `max_pairs`) and the teacher's code `c_ij` of each.
+    pub dissected: Vec<u32>,
     pub codes: Vec<u32>,
 }
 
 impl PairTargets {
-    pub fn new(u: &UniqueItems, teacher: &Teacher, include_self: bool, max_pairs: usize, rng: &mut ChaCha8Rng) -> Self {
-        let w = u.width;
-        let mut mask = vec![0f32; u.rows * w * w];
-        let mut holistic = vec![0f32; u.rows * w * w];
-        let mut pairs = Vec::new();
-        for r in 0..u.rows {
-            let row = &u.items[r * w..(r + 1) * w];
-            for a in 0..w {
-                for b in 0..w {
-                    if row[a] == 0 || row[b] == 0 || (a == b && !include_self) {
-                        continue;
-                    }
-                    let k = (r * w + a) * w + b;
-                    mask[k] = 1.0;
-                    holistic[k] = teacher.holistic(row[a], row[b]);
-                    pairs.push(((r * w + a) as u32, (r * w + b) as u32));
-                }
-            }
-        }
-        if pairs.len() > max_pairs {
-            let mut keep: Vec<usize> = sample(rng, pairs.len(), max_pairs).into_vec();
+    pub fn new(pairs: &BatchPairs, teacher: &Teacher, max_pairs: usize, rng: &mut ChaCha8Rng) -> Self {
+        let holistic = (0..pairs.len())
+            .into_par_iter()
+            .map(|p| {
+                let (i, j) = pairs.ids(p);
+                teacher.holistic(i, j)
+            })
+            .collect();
+        let dissected: Vec<u32> = if pairs.len() > max_pairs {
+            let mut keep: Vec<u32> = sample(rng, pairs.len(), max_pairs).into_iter().map(|k| k as u32).collect();
             keep.sort_unstable();
-            pairs = keep.into_iter().map(|k| pairs[k]).collect();
-        }
-        let codes = pairs.iter().map(|&(a, b)| teacher.code(u.items[a as usize], u.items[b as usize])).collect();
-        Self { mask, holistic, pairs, codes }
+            keep
+        } else {
+            (0..pairs.len() as u32).collect()
+        };
+        let codes = dissected
+            .par_iter()
+            .map(|&p| {
+                let (i, j) = pairs.ids(p as usize);
+                teacher.code(i, j)
+            })
+            .collect();
+        Self { holistic, dissected, codes }
+    }
+}
+
+/// A batch's pairs on the device: `a`, `b` (positions in [`BatchPairs::items`]) and `row` [P].
+pub struct PairIndex {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub row: Tensor,
+    pub rows: usize,
+    pub rows_with_pairs: usize,
+}
+
+impl PairIndex {
+    pub fn new(p: &BatchPairs, dev: &Device) -> Result<Self> {
+        let n = p.len();
+        Ok(Self {
+            a: Tensor::from_slice(&p.a, n, dev)?,
+            b: Tensor::from_slice(&p.b, n, dev)?,
+            row: Tensor::from_slice(&p.row, n, dev)?,
+            rows: p.rows,
+            rows_with_pairs: p.rows_with_pairs,
+        })
     }
 }
 
@@ -149,48 +211,63 @@ impl CdlHead {
         })
     }
 
-    /// Holistic loss for embeddings `e` [rows, width, dim].
+    /// Holistic loss for the batch's distinct-item embeddings `e` [U, dim]: the squared
+    /// τ-scaled error of every pair, summed per row and averaged over rows with pairs
+    /// (code-faithful: the square root of each row's sum, averaged over all rows).
     pub fn holistic_loss(
         &self,
         e: &Tensor,
+        index: &PairIndex,
         t: &PairTargets,
         teacher: &Teacher,
         cfg: &StudentConfig,
         code_faithful: bool,
     ) -> Result<Tensor> {
-        let (rows, w, _) = e.dims3()?;
         let mut p = e.clone();
         for l in &self.hol {
-            p = l.forward(&p)?;
+            p = l.forward(&p)?; // [U, dim]
         }
-        let s = teacher.scoring.pairwise(&p)?; // [rows, w, w]
-        let dev = e.device();
-        let mask = Tensor::from_slice(&t.mask, (rows, w, w), dev)?;
-        let target = Tensor::from_slice(&t.holistic, (rows, w, w), dev)?;
+        let s = teacher.scoring.paired(&p, &index.a, &index.b)?; // [P]
+        let target = Tensor::from_slice(&t.holistic, t.holistic.len(), e.device())?;
         let tau = if cfg.soft_match || code_faithful { cfg.tau } else { 1.0 };
-        let sq = ((&s - &target)? / tau)?.sqr()?; // [rows, w, w]
+        let sq = ((s - target)? / tau)?.sqr()?; // [P]
         if code_faithful {
-            return ((sq + 1e-8)? * &mask)?.sum((1, 2))?.sqrt()?.mean_all();
+            let per_row = Tensor::zeros(index.rows, sq.dtype(), e.device())?.index_add(&index.row, &(sq + 1e-8)?, 0)?;
+            return per_row.sqrt()?.mean_all(); // over all rows, as the released code's batch mean
         }
-        let rows_with_pairs = t.mask.chunks(w * w).filter(|r| r.iter().any(|&v| v > 0.0)).count().max(1);
-        (sq * &mask)?.sum_all()? / rows_with_pairs as f64
+        sq.sum_all()? / index.rows_with_pairs.max(1) as f64
     }
 
-    /// Dissected loss for embeddings `e` [rows, width, dim].
-    pub fn dissected_loss(&self, e: &Tensor, t: &PairTargets, code_faithful: bool) -> Result<Option<Tensor>> {
-        if t.pairs.is_empty() {
+    /// Dissected loss for the batch's distinct-item embeddings `e` [U, dim].
+    pub fn dissected_loss(
+        &self,
+        e: &Tensor,
+        pairs: &BatchPairs,
+        t: &PairTargets,
+        code_faithful: bool,
+    ) -> Result<Option<Tensor>> {
+        if t.dissected.is_empty() {
             return Ok(None);
         }
-        let (rows, w, d) = e.dims3()?;
-        let flat = e.reshape((rows * w, d))?;
         let dev = e.device();
-        let (a, b): (Vec<u32>, Vec<u32>) = t.pairs.iter().copied().unzip();
+        let (a, b): (Vec<u32>, Vec<u32>) =
+            t.dissected.iter().map(|&p| (pairs.a[p as usize], pairs.b[p as usize])).unzip();
         let n = a.len();
-        let ea = flat.index_select(&Tensor::from_vec(a, n, dev)?, 0)?;
-        let eb = flat.index_select(&Tensor::from_vec(b, n, dev)?, 0)?;
-        let diff = (ea - eb)?; // [P, dim]
-        let diff = if code_faithful { diff.abs()? } else { diff };
-        let logits = self.dis_2.forward(&self.dis_1.forward(&diff)?.relu()?)?; // [P, K]
+        let (a, b) = (Tensor::from_vec(a, n, dev)?, Tensor::from_vec(b, n, dev)?);
+        let hidden = if code_faithful {
+            let diff = (e.index_select(&a, 0)? - e.index_select(&b, 0)?)?.abs()?; // [P, dim]
+            self.dis_1.forward(&diff)?
+        } else {
+            // W_1 (e_a - e_b) + b_1 = (W_1 e)_a - (W_1 e)_b + b_1: the first layer runs once per
+            // distinct item instead of once per pair.
+            let h = e.matmul(&self.dis_1.weight().t()?)?; // [U, dim]
+            let z = (h.index_select(&a, 0)? - h.index_select(&b, 0)?)?; // [P, dim]
+            match self.dis_1.bias() {
+                Some(bias) => crate::ops::add_bias(&z, bias)?,
+                None => z,
+            }
+        };
+        let logits = self.dis_2.forward(&hidden.relu()?)?; // [P, K]
         Ok(Some(crate::ops::cross_entropy(&logits, &t.codes)?))
     }
 }
@@ -201,83 +278,191 @@ mod tests {
     use crate::distill::quantize::Codebook;
     use crate::distill::Scoring;
     use crate::model::params::ParamStore;
-    use candle_core::{Device, Var};
-    use rand::SeedableRng;
+    use candle_core::Var;
+    use rand::{Rng, SeedableRng};
 
-    fn teacher() -> Teacher {
+    fn teacher(scoring: Scoring) -> Teacher {
         // Items 1..3 with 2-d representations; codebook of 2 codes on 1 sub-vector.
         let repr = vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
         Teacher {
             repr,
             dim: 2,
-            scoring: Scoring::Dot,
+            scoring,
             subvectors: 1,
             codebook: Codebook { k: 2, dim: 1, centroids: vec![0.0, 1.0] },
             fit_mse: 0.0,
         }
     }
 
-    #[test]
-    fn unique_items_keep_first_occurrence() {
-        let u = UniqueItems::from_batch(&[3, 1, 3, 0, 2, 2, 0, 0], 2, 4);
-        assert_eq!((u.rows, u.width), (2, 2));
-        assert_eq!(u.items, vec![3, 1, 2, 0]);
+    fn head(dim: usize, identity: bool) -> (ParamStore, CdlHead) {
+        let dev = Device::Cpu;
+        let params = ParamStore::new(1);
+        let head = CdlHead::new(dim, 2, false, params.var_builder(&dev)).unwrap();
+        if identity {
+            for (name, var) in params.vars() {
+                if name == "holistic_0.weight" {
+                    var.set(&Tensor::eye(dim, candle_core::DType::F32, &dev).unwrap()).unwrap();
+                } else if name == "holistic_0.bias" {
+                    var.set(&Tensor::zeros(dim, candle_core::DType::F32, &dev).unwrap()).unwrap();
+                }
+            }
+        }
+        (params, head)
     }
 
     #[test]
-    fn targets_and_losses_on_two_and_three_items() {
-        let t = teacher();
-        let u = UniqueItems { rows: 1, width: 3, items: vec![1, 2, 3] };
+    fn batch_pairs_keep_rows_apart_and_items_distinct() {
+        let p = BatchPairs::from_batch(&[3, 1, 3, 0, 2, 2, 0, 0, 1, 2, 0, 0], 3, 4, false);
+        assert_eq!(p.items, vec![3, 1, 2]);
+        // Row 0: (3,1), (1,3); row 1 has one distinct item, no pair; row 2: (1,2), (2,1).
+        assert_eq!((p.a.clone(), p.b.clone(), p.row.clone()), (vec![0, 1, 1, 2], vec![1, 0, 2, 1], vec![0, 0, 2, 2]));
+        assert_eq!((p.rows, p.rows_with_pairs), (3, 2));
+        let s = BatchPairs::from_batch(&[3, 1, 3, 0, 2, 2, 0, 0], 2, 4, true);
+        assert_eq!((s.len(), s.rows_with_pairs), (5, 2), "2x2 pairs in row 0, (2,2) in row 1");
+    }
+
+    #[test]
+    fn targets_and_losses_on_three_items() {
+        let t = teacher(Scoring::Dot);
+        let pairs = BatchPairs::from_batch(&[1, 2, 3], 1, 3, false);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let pt = PairTargets::new(&u, &t, false, 100, &mut rng);
-        assert_eq!(pt.pairs.len(), 6);
+        let pt = PairTargets::new(&pairs, &t, 100, &mut rng);
+        assert_eq!(pairs.len(), 6);
         // dot scores: (1,2)=0, (1,3)=1, (2,3)=1; codes: nearest of {0, 1}
-        assert_eq!(pt.holistic[1], 0.0);
-        assert_eq!(pt.holistic[2], 1.0);
+        assert_eq!(pt.holistic, vec![0.0, 1.0, 0.0, 1.0, 1.0, 1.0]);
         assert_eq!(pt.codes, vec![0, 1, 0, 1, 1, 1]);
         let dev = Device::Cpu;
+        let index = PairIndex::new(&pairs, &dev).unwrap();
         // Student embeddings equal to the teacher's, identity projection -> hard loss 0.
-        let params = ParamStore::new(1);
-        let head = CdlHead::new(2, 2, false, params.var_builder(&dev)).unwrap();
-        for (name, var) in params.vars() {
-            if name == "holistic_0.weight" {
-                var.set(&Tensor::new(&[[1f32, 0.], [0., 1.]], &dev).unwrap()).unwrap();
-            } else if name == "holistic_0.bias" {
-                var.set(&Tensor::zeros(2, candle_core::DType::F32, &dev).unwrap()).unwrap();
-            }
-        }
-        let e = Tensor::new(&[[[1f32, 0.], [0., 1.], [1., 1.]]], &dev).unwrap();
-        let cfg = StudentConfig { soft_match: false, ..Default::default() };
-        let l = head.holistic_loss(&e, &pt, &t, &cfg, false).unwrap().to_scalar::<f32>().unwrap();
-        assert!(l.abs() < 1e-6, "{l}");
-        let soft = head.holistic_loss(&e, &pt, &t, &StudentConfig::default(), false).unwrap();
-        assert!(soft.to_scalar::<f32>().unwrap().abs() < 1e-6);
+        let (_params, head) = head(2, true);
+        let e = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &dev).unwrap();
+        let hard = StudentConfig { soft_match: false, ..Default::default() };
+        let loss = |e: &Tensor, cfg: &StudentConfig, cf: bool| {
+            head.holistic_loss(e, &index, &pt, &t, cfg, cf).unwrap().to_scalar::<f32>().unwrap()
+        };
+        assert!(loss(&e, &hard, false).abs() < 1e-6);
+        assert!(loss(&e, &StudentConfig::default(), false).abs() < 1e-6);
         // Scaling the embeddings changes the student's scores: loss by hand.
-        let e2 = (&e * 2.0).unwrap();
-        let l2 = head.holistic_loss(&e2, &pt, &t, &cfg, false).unwrap().to_scalar::<f32>().unwrap();
         // student dot = 4 * teacher dot: pairs (1,2)=0, (1,3)=4 vs 1, (2,3)=4 vs 1, both orders
         // -> hard match: sum of squared errors in the one sequence = 4 * 9 = 36
-        assert!((l2 - 36.0).abs() < 1e-4, "{l2}");
+        let e2 = (&e * 2.0).unwrap();
+        assert!((loss(&e2, &hard, false) - 36.0).abs() < 1e-4);
         // soft match divides the differences by τ = 1.5: 36 / 2.25 = 16
-        let soft =
-            head.holistic_loss(&e2, &pt, &t, &StudentConfig::default(), false).unwrap().to_scalar::<f32>().unwrap();
-        assert!((soft - 16.0).abs() < 1e-4, "{soft}");
+        assert!((loss(&e2, &StudentConfig::default(), false) - 16.0).abs() < 1e-4);
         // Code-faithful: sqrt(sum over pairs (diff/τ)^2 + eps) = sqrt(4 * 9 / 2.25) = 4.
-        let cf = head.holistic_loss(&e2, &pt, &t, &cfg, true).unwrap().to_scalar::<f32>().unwrap();
-        assert!((cf - 4.0).abs() < 1e-4, "{cf}");
+        assert!((loss(&e2, &hard, true) - 4.0).abs() < 1e-4);
+    }
+
+    /// The holistic loss written out on the host over a padded [B, L, L] grid, as the text
+    /// defines it: Σ_b Σ_(i,j) ((φ(W e_i, W e_j) - s^T_ij) / τ)² / (rows with pairs).
+    fn dense_reference(
+        items: &[u32],
+        rows: usize,
+        cols: usize,
+        repr: &[Vec<f32>],
+        proj: impl Fn(&[f32]) -> Vec<f32>,
+        t: &Teacher,
+        tau: f32,
+    ) -> f32 {
+        let (mut total, mut with_pairs) = (0f32, 0);
+        for line in items.chunks(cols).take(rows) {
+            let mut u: Vec<u32> = Vec::new();
+            for &i in line {
+                if i != 0 && !u.contains(&i) {
+                    u.push(i);
+                }
+            }
+            let mut row_sum = 0f32;
+            for &i in &u {
+                for &j in &u {
+                    if i != j {
+                        let s = t.scoring.score(&proj(&repr[i as usize]), &proj(&repr[j as usize]));
+                        row_sum += ((s - t.holistic(i, j)) / tau).powi(2);
+                    }
+                }
+            }
+            with_pairs += usize::from(u.len() > 1);
+            total += row_sum;
+        }
+        total / with_pairs.max(1) as f32
+    }
+
+    #[test]
+    fn holistic_loss_matches_the_dense_definition_for_every_scoring() {
+        let dev = Device::Cpu;
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (n, d, rows, cols) = (9usize, 4usize, 5usize, 6usize);
+        let mut items: Vec<u32> = (0..rows * cols).map(|_| rng.random_range(0..=n as u32)).collect();
+        // Row 3 is padding only and row 4 repeats one item: neither has a pair.
+        items[3 * cols..].fill(0);
+        items[4 * cols..4 * cols + 2].fill(5);
+        let repr: Vec<Vec<f32>> = (0..=n).map(|_| (0..d).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
+        let pairs = BatchPairs::from_batch(&items, rows, cols, false);
+        let index = PairIndex::new(&pairs, &dev).unwrap();
+        let e_rows: Vec<f32> = pairs.items.iter().flat_map(|&i| repr[i as usize].clone()).collect();
+        let e = Tensor::from_vec(e_rows, (pairs.items.len(), d), &dev).unwrap();
+        for scoring in [Scoring::Cos, Scoring::Dot, Scoring::Euclidean, Scoring::Manhattan] {
+            let mut t = teacher(scoring);
+            t.repr = (0..=n).flat_map(|_| (0..d).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>()).collect();
+            t.dim = d;
+            t.codebook = Codebook { k: 2, dim: 1, centroids: vec![0.0, 1.0] };
+            t.subvectors = 1;
+            let targets = PairTargets::new(&pairs, &t, 1000, &mut ChaCha8Rng::seed_from_u64(0));
+            let (params, head) = head(d, false);
+            let get = |k: &str| params.vars().into_iter().find(|(name, _)| name == k).unwrap().1;
+            let w = get("holistic_0.weight").as_tensor().to_vec2::<f32>().unwrap();
+            let bias = get("holistic_0.bias").as_tensor().to_vec1::<f32>().unwrap();
+            let cfg = StudentConfig::default();
+            let got = head.holistic_loss(&e, &index, &targets, &t, &cfg, false).unwrap().to_scalar::<f32>().unwrap();
+            let proj = |v: &[f32]| -> Vec<f32> {
+                w.iter().zip(&bias).map(|(row, b)| row.iter().zip(v).map(|(x, y)| x * y).sum::<f32>() + b).collect()
+            };
+            let want = dense_reference(&items, rows, cols, &repr, proj, &t, cfg.tau as f32);
+            assert!((got - want).abs() <= 1e-4 * want.abs().max(1.0), "{scoring:?}: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn holistic_gradient_matches_finite_differences() {
+        let dev = Device::Cpu;
+        let t = teacher(Scoring::Cos);
+        let pairs = BatchPairs::from_batch(&[1, 2, 3, 0, 3, 1, 0, 0], 2, 4, false);
+        let index = PairIndex::new(&pairs, &dev).unwrap();
+        let targets = PairTargets::new(&pairs, &t, 100, &mut ChaCha8Rng::seed_from_u64(0));
+        let (_params, head) = head(2, false);
+        let cfg = StudentConfig::default();
+        let init = [0.3f32, -0.2, 0.5, 0.9, -0.4, 0.7];
+        let e = Var::from_tensor(&Tensor::from_slice(&init, (3, 2), &dev).unwrap()).unwrap();
+        let loss = |x: &Tensor| head.holistic_loss(x, &index, &targets, &t, &cfg, false).unwrap();
+        let g = loss(e.as_tensor()).backward().unwrap();
+        let g = g.get(e.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let h = 1e-2f32;
+        for k in 0..init.len() {
+            let at = |delta: f32| {
+                let mut v = init;
+                v[k] += delta;
+                f64::from(loss(&Tensor::from_slice(&v, (3, 2), &dev).unwrap()).to_scalar::<f32>().unwrap())
+            };
+            let fd = ((at(h) - at(-h)) / (2.0 * f64::from(h))) as f32;
+            assert!(
+                (g[k] - fd).abs() <= 2e-2 * fd.abs().max(0.05),
+                "entry {k}: autograd {} vs finite difference {fd}",
+                g[k]
+            );
+        }
     }
 
     #[test]
     fn dissected_gradients_reach_only_embeddings_and_its_head() {
-        let t = teacher();
-        let u = UniqueItems { rows: 1, width: 2, items: vec![1, 3] };
+        let t = teacher(Scoring::Dot);
+        let pairs = BatchPairs::from_batch(&[1, 3], 1, 2, false);
         let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let pt = PairTargets::new(&u, &t, false, 100, &mut rng);
+        let pt = PairTargets::new(&pairs, &t, 100, &mut rng);
         let dev = Device::Cpu;
         let params = ParamStore::new(1);
         let head = CdlHead::new(2, 2, false, params.var_builder(&dev)).unwrap();
-        let e = Var::from_tensor(&Tensor::new(&[[[0.3f32, 0.1], [0.5, 0.9]]], &dev).unwrap()).unwrap();
-        let loss = head.dissected_loss(e.as_tensor(), &pt, false).unwrap().unwrap();
+        let e = Var::from_tensor(&Tensor::new(&[[0.3f32, 0.1], [0.5, 0.9]], &dev).unwrap()).unwrap();
+        let loss = head.dissected_loss(e.as_tensor(), &pairs, &pt, false).unwrap().unwrap();
         // Two pairs, uniform-ish logits -> loss near ln 2.
         let v = loss.to_scalar::<f32>().unwrap();
         assert!(v > 0.3 && v < 1.5, "{v}");
@@ -287,5 +472,30 @@ mod tests {
             let has = g.get(var.as_tensor()).is_some();
             assert_eq!(has, name.starts_with("dissected"), "{name}");
         }
+    }
+
+    #[test]
+    fn dissected_first_layer_per_item_equals_per_pair() {
+        let dev = Device::Cpu;
+        let t = teacher(Scoring::Dot);
+        let pairs = BatchPairs::from_batch(&[1, 2, 3, 0, 3, 1, 2, 0], 2, 4, false);
+        let pt = PairTargets::new(&pairs, &t, 100, &mut ChaCha8Rng::seed_from_u64(0));
+        let (_params, head) = head(4, false);
+        let e = Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap();
+        let got = head.dissected_loss(&e, &pairs, &pt, false).unwrap().unwrap().to_scalar::<f32>().unwrap();
+        let idx = |v: &[u32]| Tensor::new(v, &dev).unwrap();
+        let diff = (e.index_select(&idx(&pairs.a), 0).unwrap() - e.index_select(&idx(&pairs.b), 0).unwrap()).unwrap();
+        let logits = head.dis_2.forward(&head.dis_1.forward(&diff).unwrap().relu().unwrap()).unwrap();
+        let want = crate::ops::cross_entropy(&logits, &pt.codes).unwrap().to_scalar::<f32>().unwrap();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+
+    #[test]
+    fn dissected_pairs_are_subsampled_to_max_pairs() {
+        let t = teacher(Scoring::Dot);
+        let pairs = BatchPairs::from_batch(&[1, 2, 3], 1, 3, false);
+        let pt = PairTargets::new(&pairs, &t, 4, &mut ChaCha8Rng::seed_from_u64(3));
+        assert_eq!((pt.holistic.len(), pt.dissected.len(), pt.codes.len()), (6, 4, 4));
+        assert!(pt.dissected.windows(2).all(|w| w[0] < w[1]) && pt.dissected.iter().all(|&p| p < 6));
     }
 }
