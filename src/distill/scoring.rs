@@ -62,11 +62,11 @@ impl Scoring {
             Self::Cos => x.broadcast_div(&(x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?)?, // [U, d]
             _ => x.clone(),
         };
-        let (xa, xb) = (x.index_select(a, 0)?, x.index_select(b, 0)?); // [P, d]
+        let diff = || x.index_select(a, 0)? - x.index_select(b, 0)?; // [P, d]
         match self {
-            Self::Dot | Self::Cos => (xa * xb)?.sum(D::Minus1),
-            Self::Euclidean => ((xa - xb)?.sqr()?.sum(D::Minus1)? + 1e-8)?.sqrt(),
-            Self::Manhattan => ((xa - xb)?.sqr()? + 1e-8)?.sqrt()?.sum(D::Minus1),
+            Self::Dot | Self::Cos => crate::ops::pair_dot(&x, a, b),
+            Self::Euclidean => (diff()?.sqr()?.sum(D::Minus1)? + 1e-8)?.sqrt(),
+            Self::Manhattan => (diff()?.sqr()? + 1e-8)?.sqrt()?.sum(D::Minus1),
         }
     }
 }

@@ -256,18 +256,18 @@ impl CdlHead {
         let (a, b) = (Tensor::from_vec(a, n, dev)?, Tensor::from_vec(b, n, dev)?);
         let hidden = if code_faithful {
             let diff = (e.index_select(&a, 0)? - e.index_select(&b, 0)?)?.abs()?; // [P, dim]
-            self.dis_1.forward(&diff)?
+            self.dis_1.forward(&diff)?.relu()?
         } else {
             // W_1 (e_a - e_b) + b_1 = (W_1 e)_a - (W_1 e)_b + b_1: the first layer runs once per
             // distinct item instead of once per pair.
             let h = e.matmul(&self.dis_1.weight().t()?)?; // [U, dim]
-            let z = (h.index_select(&a, 0)? - h.index_select(&b, 0)?)?; // [P, dim]
-            match self.dis_1.bias() {
-                Some(bias) => crate::ops::add_bias(&z, bias)?,
-                None => z,
-            }
+            let c = match self.dis_1.bias() {
+                Some(c) => c.clone(),
+                None => Tensor::zeros(h.dim(1)?, h.dtype(), dev)?,
+            };
+            crate::ops::pair_diff_relu(&h, &c, &a, &b)? // [P, dim]
         };
-        let logits = self.dis_2.forward(&hidden.relu()?)?; // [P, K]
+        let logits = self.dis_2.forward(&hidden)?; // [P, K]
         Ok(Some(crate::ops::cross_entropy(&logits, &t.codes)?))
     }
 }

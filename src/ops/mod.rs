@@ -1,7 +1,7 @@
 //! Fused CPU kernels with their own backward passes, for the ops where candle's composite
 //! versions dominate a training step (see reports/bench/): the softmax cross-entropy over the
 //! item catalogue, layer normalisation, the causal masked softmax of self-attention, GELU, bias
-//! addition, dropout and a GRU layer's recurrence.
+//! addition, dropout, a GRU layer's recurrence and the correlation losses' row-pair gathers.
 //!
 //! Each public function runs the fused kernel on CPU and falls back to composite candle ops
 //! on other devices, so `--features cuda` builds and runs without CUDA kernels of our own.
@@ -15,6 +15,7 @@ pub mod fastmath;
 pub mod gelu;
 pub mod gru;
 pub mod layer_norm;
+pub mod pairs;
 pub mod softmax;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
@@ -25,6 +26,7 @@ pub use dropout::dropout;
 pub use gelu::gelu;
 pub use gru::gru_sequence;
 pub use layer_norm::layer_norm;
+pub use pairs::{pair_diff_relu, pair_dot};
 pub use softmax::causal_softmax;
 
 /// Rows per parallel work item; fixed so that reductions are deterministic.
