@@ -77,6 +77,12 @@ torch-venv:
     test -x {{venv}}/bin/python || python3 -m venv {{venv}}
     {{venv}}/bin/python -c "import torch, numpy" 2>/dev/null || {{venv}}/bin/pip install --quiet torch==2.15.0 numpy
 
-# Build with CUDA (needs a CUDA toolchain; see ../shared/DESIGN.md). Not run in CI.
-build-cuda:
-    cargo build --release --features cuda
+# Build with CUDA into target/cuda/release/kdsr for compute capability `cap` (90: H100/H200). Uses the system CUDA when nvcc is on PATH, else CUDA 13.0 from PyPI wheels in .cuda/ (scripts/cuda_toolchain.sh; no GPU needed). Not run in CI.
+build-cuda cap="90":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! command -v nvcc >/dev/null; then
+        root=$(scripts/cuda_toolchain.sh .cuda | tail -n 1)
+        export PATH="$root/bin:$PATH" CUDA_ROOT="$root" CUDA_PATH="$root"
+    fi
+    CUDA_COMPUTE_CAP={{cap}} CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda
