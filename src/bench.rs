@@ -261,6 +261,29 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
     let fused =
         time_ms(reps, || crate::ops::dropout(s.as_tensor(), keep.clone(), 0.5)?.sum_all()?.backward().map(|_| ()))?;
     out.insert("dropout".into(), json!({"shape": [256, 2, 50, 50], "composite_ms": composite, "fused_ms": fused}));
+    // The correlation losses' row-pair gathers on the bench batch's shapes: 1,115 distinct
+    // items, 16,210 in-sequence pairs, a 128-d modality table.
+    let (u, p, d) = (1115usize, 16210usize, 128usize);
+    let (x, c) = (randn(&[u, d], 1.0)?, randn(&[d], 1.0)?);
+    let a = Tensor::from_vec((0..p as u32).map(|i| (i * 7919) % u as u32).collect::<Vec<_>>(), p, &dev)?;
+    let b = Tensor::from_vec((0..p as u32).map(|i| (i * 104_729 + 13) % u as u32).collect::<Vec<_>>(), p, &dev)?;
+    let gather = || -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((x.as_tensor().index_select(&a, 0)?, x.as_tensor().index_select(&b, 0)?))
+    };
+    let composite = time_ms(reps, || {
+        let (xa, xb) = gather()?;
+        (xa * xb)?.sum(1)?.sum_all()?.backward().map(|_| ())
+    })?;
+    let fused = time_ms(reps, || crate::ops::pair_dot(x.as_tensor(), &a, &b)?.sum_all()?.backward().map(|_| ()))?;
+    out.insert("pair_dot".into(), json!({"shape": [p, d], "composite_ms": composite, "fused_ms": fused}));
+    let composite = time_ms(reps, || {
+        let (xa, xb) = gather()?;
+        (xa - xb)?.broadcast_add(c.as_tensor())?.relu()?.sum_all()?.backward().map(|_| ())
+    })?;
+    let fused = time_ms(reps, || {
+        crate::ops::pair_diff_relu(x.as_tensor(), c.as_tensor(), &a, &b)?.sum_all()?.backward().map(|_| ())
+    })?;
+    out.insert("pair_diff_relu".into(), json!({"shape": [p, d], "composite_ms": composite, "fused_ms": fused}));
     // One Adam update of an item table [n_items + 1, 64] (no backward: the update itself).
     let table = randn(&[n_items + 1, 64], 0.02)?;
     let grads = table.as_tensor().sqr()?.sum_all()?.backward()?;
