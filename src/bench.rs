@@ -4,7 +4,7 @@
 //! and writes both to a JSON report.
 
 use crate::config::TrainConfig;
-use crate::data::batch::{train_batch, train_windows, SampleMode};
+use crate::data::batch::{steps, train_batch, train_windows, Batch, BatchUnit, Layout, SampleMode};
 use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
 use crate::eval::{rank_instances, EvalOptions, Scorer};
@@ -222,21 +222,14 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
     out.insert("layer_norm".into(), json!({"shape": [256, 50, 64], "composite_ms": composite, "fused_ms": fused}));
     // Causal softmax over [256, 2, 50, 50] with the additive mask.
     let s = randn(&[256, 2, 50, 50], 1.0)?;
-    let lens: Vec<u32> = (0..256u32).map(|i| 1 + i % 50).collect();
-    let mut m = vec![-10000f32; 256 * 50 * 50];
-    for (r, &len) in lens.iter().enumerate() {
-        for i in 0..50 {
-            for j in 0..=i.min(len as usize - 1) {
-                m[(r * 50 + i) * 50 + j] = 0.0;
-            }
-        }
-    }
-    let mask = Tensor::from_vec(m, (256, 1, 50, 50), &dev)?;
+    // Rows of one left-aligned sequence of 1 + r % 50 items, padding after it.
+    let starts: Vec<u32> = (0..256 * 50u32).map(|c| if c % 50 < 1 + (c / 50) % 50 { 0 } else { c % 50 }).collect();
+    let mask = crate::ops::softmax::causal_mask(&starts, 256, 50, &dev)?;
     let composite = time_ms(reps, || {
         candle_nn::ops::softmax(&s.as_tensor().broadcast_add(&mask)?, D::Minus1)?.sum_all()?.backward().map(|_| ())
     })?;
     let fused =
-        time_ms(reps, || crate::ops::causal_softmax(s.as_tensor(), &lens, 1.0)?.sum_all()?.backward().map(|_| ()))?;
+        time_ms(reps, || crate::ops::causal_softmax(s.as_tensor(), &starts, 1.0)?.sum_all()?.backward().map(|_| ()))?;
     out.insert(
         "causal_softmax".into(),
         json!({"shape": [256, 2, 50, 50], "composite_ms": composite, "fused_ms": fused}),
@@ -302,6 +295,28 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
     Ok(Value::Object(out))
 }
 
+/// Median times (ms) of a whole training step on `batch` and of its forward (loss), backward
+/// and optimiser parts, over `reps` steps after one warm-up.
+fn time_step(model: &crate::model::Recommender, batch: &Batch, adam: &mut Adam, reps: usize) -> Result<[f64; 4]> {
+    let mut ctx = Ctx::train(1);
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for r in 0..=reps {
+        let t0 = Instant::now();
+        let (loss, _) = batch_loss(model, batch, &mut ctx, &Device::Cpu)?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        adam.step(&grads)?;
+        let t3 = Instant::now();
+        if r > 0 {
+            for (v, d) in times.iter_mut().zip([t3 - t0, t1 - t0, t2 - t1, t3 - t2]) {
+                v.push(d.as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(times.map(median))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -313,7 +328,11 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let train = TrainConfig::default();
     let mut windows = train_windows(&split, train.max_len, SampleMode::Sequence);
     windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2023));
-    let batch = train_batch(&ds.sequences, &windows[..args.batch_size.min(windows.len())]);
+    let bench_windows = &windows[..args.batch_size.min(windows.len())];
+    let batch = train_batch(&ds.sequences, bench_windows, Layout::Padded);
+    let packed = train_batch(&ds.sequences, bench_windows, Layout::Packed);
+    let first_step = steps(&windows, 256, BatchUnit::Targets).swap_remove(0);
+    let step256 = train_batch(&ds.sequences, &first_step, Layout::Packed);
     let device = Device::Cpu;
     let threads = rayon::current_num_threads();
     let mut report = serde_json::Map::new();
@@ -335,37 +354,37 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         for (k, t) in params.tensors() {
             npz.push((format!("{name}.{k}"), t));
         }
-        let (loss, m) = batch_loss(&model, &batch, &mut Ctx::eval(), &device)?;
+        let (loss, _) = batch_loss(&model, &batch, &mut Ctx::eval(), &device)?;
         report.insert(format!("{name}_loss_eval"), json!(loss.to_scalar::<f32>()?));
         let mut adam = Adam::new(params.vars(), train.lr, 0.0)?;
-        let mut ctx = Ctx::train(1);
-        // Whole step, and its forward (loss), backward and optimizer parts.
-        let mut times: [Vec<f64>; 4] = Default::default();
-        for r in 0..=args.reps {
-            let t0 = Instant::now();
-            let (loss, _) = batch_loss(&model, &batch, &mut ctx, &device)?;
-            let t1 = Instant::now();
-            let grads = loss.backward()?;
-            let t2 = Instant::now();
-            adam.step(&grads)?;
-            let t3 = Instant::now();
-            if r > 0 {
-                for (v, d) in times.iter_mut().zip([t3 - t0, t1 - t0, t2 - t1, t3 - t2]) {
-                    v.push(d.as_secs_f64() * 1e3);
-                }
-            }
+        // The padded batch (what the reference runs), the same windows packed several to a row
+        // (same targets: the per-target comparison), and a default training step of 256 targets.
+        for (label, b) in [("", &batch), ("_packed", &packed), ("_256_targets", &step256)] {
+            let [step, fwd, bwd, opt] = time_step(&model, b, &mut adam, args.reps)?;
+            let targets = b.targets.iter().filter(|&&t| t > 0).count();
+            eprintln!(
+                "candle {name}{label} step: {step:.1} ms (forward {fwd:.1}, backward {bwd:.1}, Adam {opt:.1}; {} rows, width {}, {} cells, {targets} targets)",
+                b.rows,
+                b.width,
+                b.real_cells()
+            );
+            report.insert(format!("{name}{label}_step_ms"), json!(step));
+            report
+                .insert(format!("{name}{label}_step_parts_ms"), json!({"forward": fwd, "backward": bwd, "adam": opt}));
+            report.insert(
+                format!("{name}{label}_batch"),
+                json!({"rows": b.rows, "width": b.width, "real_cells": b.real_cells(), "targets": targets}),
+            );
         }
-        let [step, fwd, bwd, opt] = times.map(median);
-        eprintln!(
-            "candle {name} step: {step:.1} ms (forward {fwd:.1}, backward {bwd:.1}, Adam {opt:.1}; {} windows, width {}, {m} targets)",
-            batch.rows, batch.width
-        );
-        report.insert(format!("{name}_step_ms"), json!(step));
-        report.insert(format!("{name}_step_parts_ms"), json!({"forward": fwd, "backward": bwd, "adam": opt}));
 
         if kind == ModelKind::Sasrec {
             let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
-            let opts = EvalOptions { max_len: train.max_len, batch_size: train.eval_batch_size, mask_history: false };
+            let opts = EvalOptions {
+                max_len: train.max_len,
+                batch_size: train.eval_batch_size,
+                mask_history: false,
+                layout: Layout::Packed,
+            };
             let t0 = Instant::now();
             rank_instances(&Scorer::Model(&model), &ds.sequences, &instances, &opts, &device)?;
             let ms = t0.elapsed().as_secs_f64() * 1e3;

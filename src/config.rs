@@ -1,7 +1,7 @@
 //! The resolved configuration of one run. It is written to `run.toml` with every result, and
 //! its canonical TOML text hashes to the run id.
 
-use crate::data::batch::SampleMode;
+use crate::data::batch::{BatchUnit, SampleMode};
 use crate::data::split::Protocol;
 use crate::data::DatasetRef;
 use crate::distill::config::ModalityConfig;
@@ -47,8 +47,19 @@ pub struct TrainConfig {
     pub lr: f64,
     /// L2 penalty added to the gradient (PyTorch `Adam(weight_decay=...)`).
     pub weight_decay: f64,
-    /// Training windows per step (sequences in `sequence` mode, prefixes in `prefix` mode).
+    /// Batch size per optimiser step, in `batch_unit`s.
     pub batch_size: usize,
+    /// What `batch_size` counts: training targets (default, the paper's and RecBole's unit) or
+    /// windows (`sequences`: whole sequences in `sequence` mode). A run TOML without the key
+    /// means `sequences`, the only unit before the key existed, so older run files keep their
+    /// meaning.
+    #[serde(default = "BatchUnit::legacy")]
+    pub batch_unit: BatchUnit,
+    /// Pack several sequences into one row (block-diagonal causal attention, recurrence reset
+    /// at each sequence start) instead of one padded window per row; same samples, no work on
+    /// padding. Written to the run TOML only when off.
+    #[serde(skip_serializing_if = "is_true")]
+    pub pack: bool,
     pub eval_batch_size: usize,
     pub max_epochs: usize,
     /// Stop after this many epochs without a better validation `valid_metric` (default 6, the
@@ -60,6 +71,11 @@ pub struct TrainConfig {
     pub max_len: usize,
     /// Remove history items from the ranking (off in the paper).
     pub mask_history: bool,
+    /// Evaluate the test set after every epoch (needed for the released code's per-metric
+    /// best-test selection, recorded in metrics.json) instead of only at the epochs that become
+    /// the selected one. Reported metrics are the same either way. Written only when on.
+    #[serde(skip_serializing_if = "is_false")]
+    pub test_every_epoch: bool,
     /// Which epoch's test metrics the run reports (default: the best validation epoch). Left out
     /// of the run TOML at its default, so run ids from before the option existed still match.
     #[serde(skip_serializing_if = "Selection::is_best_valid")]
@@ -79,6 +95,14 @@ pub enum Selection {
     Last,
 }
 
+fn is_true(v: &bool) -> bool {
+    *v
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
 impl Selection {
     pub fn is_best_valid(&self) -> bool {
         *self == Self::BestValid
@@ -91,6 +115,9 @@ impl Default for TrainConfig {
             lr: 1e-3,
             weight_decay: 0.0,
             batch_size: 256,
+            batch_unit: BatchUnit::Targets,
+            pack: true,
+            test_every_epoch: false,
             eval_batch_size: 256,
             max_epochs: 200,
             patience: 6,
@@ -99,6 +126,38 @@ impl Default for TrainConfig {
             max_len: 50,
             mask_history: false,
             selection: Selection::BestValid,
+        }
+    }
+}
+
+/// A named set of defaults that a grid (`preset = "paper"`) or `kdsr train --preset` starts
+/// from, before its own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Preset {
+    /// RecBole's defaults for each model (SASRec hidden 64, GRU4Rec embedding 64) and a batch
+    /// of 256 training targets, as RecBole counts a batch of 256 prefixes.
+    #[default]
+    Recbole,
+    /// The paper's settings for every model (§4.1): 128-d embeddings and a batch of 512 training
+    /// targets (the paper does not state the unit; targets are RecBole's and the released
+    /// code's unit, one prefix sample per target).
+    Paper,
+}
+
+impl Preset {
+    /// Applies the preset's settings to `cfg`.
+    pub fn apply(self, cfg: &mut RunConfig) {
+        if self == Self::Recbole {
+            return;
+        }
+        cfg.train.batch_size = 512;
+        cfg.train.batch_unit = BatchUnit::Targets;
+        match &mut cfg.model {
+            ModelSpec::Sasrec(c) => c.hidden = 128,
+            ModelSpec::Gru4rec(c) => c.embedding = 128,
+            ModelSpec::Pop => {}
         }
     }
 }
@@ -242,6 +301,58 @@ impl RunConfig {
     }
 }
 
+/// Sets a dotted path, creating tables; false where a prefix is not a table.
+pub fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> bool {
+    let mut parts = key.split('.').peekable();
+    let mut t = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            t.insert(part.to_string(), value);
+            return true;
+        }
+        let next = t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match next {
+            toml::Value::Table(inner) => t = inner,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The value at a dotted path, if any.
+pub fn get_path<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let (first, rest) = match key.split_once('.') {
+        Some((f, r)) => (f, Some(r)),
+        None => (key, None),
+    };
+    let v = table.get(first)?;
+    match rest {
+        None => Some(v),
+        Some(r) => get_path(v.as_table()?, r),
+    }
+}
+
+impl RunConfig {
+    /// A copy with one setting changed by its dotted key, as a grid file writes it
+    /// (`modality.student.holistic_form`); `value` is TOML (`3e-3`, `true`, `"norm"`) or else a
+    /// bare string (`norm`). The message names the key when it is unknown or the value wrong.
+    pub fn with_setting(&self, key: &str, value: &str) -> std::result::Result<Self, String> {
+        let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        let mut table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
+        if !set_path(&mut table, key, value) {
+            return Err(format!("{key}: not a setting (a part of the key is not a table)"));
+        }
+        let cfg: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim_end()))?;
+        cfg.validate().map_err(|e| format!("{key}: {e}"))?;
+        Ok(cfg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +381,25 @@ mod tests {
         assert_ne!(last.run_id(), cfg.run_id());
         let back: RunConfig = toml::from_str(&last.to_toml()).unwrap();
         assert_eq!(back.train.selection, Selection::Last);
+    }
+
+    #[test]
+    fn settings_by_dotted_key() {
+        let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
+        cfg.modality = Some(cfg.default_modality());
+        let c = cfg.with_setting("modality.student.holistic_form", "norm").unwrap();
+        assert_eq!(c.modality.unwrap().student.holistic_form, crate::distill::student::HolisticForm::Norm);
+        let c = cfg.with_setting("modality.student.weights.text.holistic", "4").unwrap();
+        assert_eq!(c.modality.unwrap().student.weights_of("text"), (4.0, 0.5));
+        assert_eq!(cfg.with_setting("train.lr", "3e-3").unwrap().train.lr, 3e-3);
+        assert!(cfg.with_setting("train.lrr", "1").unwrap_err().contains("train.lrr"));
+        assert!(cfg.with_setting("train.lr", "fast").unwrap_err().contains("train.lr"));
+        assert!(cfg.with_setting("model.embedding", "8").unwrap_err().contains("unknown field"));
+        assert!(cfg.with_setting("train.lr", "-1").unwrap_err().contains("positive"));
+        let mut paper = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Gru4rec, 2023);
+        Preset::Paper.apply(&mut paper);
+        assert_eq!((paper.train.batch_size, paper.train.batch_unit), (512, BatchUnit::Targets));
+        assert!(matches!(paper.model, ModelSpec::Gru4rec(ref c) if c.embedding == 128));
     }
 
     #[test]

@@ -169,6 +169,22 @@ struct TrainArgs {
     weight_decay: Option<f64>,
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Set any run setting by its dotted key, as in a grid file (repeatable), e.g.
+    /// `--set modality.student.holistic_form=norm --set modality.teacher.centre=true`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Start from a preset's defaults (recbole, the default, or paper: 128-d, batch 512 targets).
+    #[arg(long, value_enum)]
+    preset: Option<kdsr::config::Preset>,
+    /// What --batch-size counts: targets (default) or sequences (windows).
+    #[arg(long, value_enum)]
+    batch_unit: Option<kdsr::data::batch::BatchUnit>,
+    /// One padded window per row instead of packing several sequences into a row.
+    #[arg(long)]
+    no_pack: bool,
+    /// Evaluate the test set after every epoch (for the released code's per-metric selection).
+    #[arg(long)]
+    test_every_epoch: bool,
     #[arg(long)]
     patience: Option<usize>,
     #[arg(long, value_enum)]
@@ -326,20 +342,34 @@ fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
             cfg.model = kdsr::config::ModelSpec::default_for(m);
         }
     }
+    if let Some(p) = a.preset {
+        p.apply(&mut cfg);
+    }
     let t = &mut cfg.train;
     macro_rules! set {
         ($($field:ident => $target:expr),*) => { $(if let Some(v) = a.$field { $target = v; })* };
     }
     set!(seed => cfg.seed, epochs => t.max_epochs, lr => t.lr, weight_decay => t.weight_decay,
          batch_size => t.batch_size, patience => t.patience, protocol => cfg.protocol,
-         sample_mode => t.sample_mode, valid_metric => t.valid_metric, selection => t.selection);
+         sample_mode => t.sample_mode, valid_metric => t.valid_metric, selection => t.selection,
+         batch_unit => t.batch_unit);
     if a.mask_history {
         t.mask_history = true;
+    }
+    if a.no_pack {
+        t.pack = false;
+    }
+    if a.test_every_epoch {
+        t.test_every_epoch = true;
     }
     if a.max_users.is_some() {
         cfg.max_users = a.max_users;
     }
     a.kdsr.apply(&mut cfg);
+    for kv in &a.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| bad_input(format!("--set {kv}: expected KEY=VALUE")))?;
+        cfg = cfg.with_setting(k.trim(), v.trim()).map_err(|e| bad_input(format!("--set {e}")))?;
+    }
     cfg.validate().map_err(bad_input)?;
     Ok(cfg)
 }

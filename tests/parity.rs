@@ -13,7 +13,7 @@
 
 use candle_core::{Device, Tensor};
 use kdsr::model::params::ParamStore;
-use kdsr::model::{Backbone, Ctx, Gru4RecConfig, ModelKind, SasRecConfig};
+use kdsr::model::{Backbone, Ctx, Gru4RecConfig, ModelKind, SasRecConfig, SeqBatch};
 
 fn fill_pattern(params: &ParamStore) {
     for (p, (_, var)) in params.vars().iter().enumerate() {
@@ -30,7 +30,7 @@ fn outputs(kind: ModelKind) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let model = Backbone::new(kind, &sas, &gru, 10, 5, params.var_builder(&Device::Cpu)).unwrap().unwrap();
     fill_pattern(&params);
     let items = Tensor::new(&[[3u32, 1, 4, 1, 5], [9, 2, 6, 0, 0]], &Device::Cpu).unwrap();
-    let h = model.forward(&items, None, &mut Ctx::eval()).unwrap(); // [2, 5, 8]
+    let h = model.forward(&SeqBatch::left_aligned(items).unwrap(), None, &mut Ctx::eval()).unwrap(); // [2, 5, 8]
     let scores = h
         .matmul(
             &model

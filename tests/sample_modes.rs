@@ -6,7 +6,7 @@
 mod common;
 
 use candle_core::Device;
-use kdsr::data::batch::{train_batch, train_windows, SampleMode};
+use kdsr::data::batch::{train_batch, train_windows, Layout, SampleMode};
 use kdsr::data::split::{Protocol, Split};
 use kdsr::data::DatasetId;
 use kdsr::model::params::ParamStore;
@@ -32,7 +32,7 @@ fn check(kind: ModelKind) {
     let mut results = Vec::new();
     for mode in [SampleMode::Prefix, SampleMode::Sequence] {
         let windows = train_windows(&split, 50, mode);
-        let batch = train_batch(&ds.sequences, &windows);
+        let batch = train_batch(&ds.sequences, &windows, Layout::Padded);
         let (loss, m) = batch_loss(&model, &batch, &mut Ctx::eval(), &Device::Cpu).unwrap();
         let grads = loss.backward().unwrap();
         let g: Vec<Vec<f32>> = params

@@ -115,40 +115,174 @@ pub fn eval_windows(instances: &[Instance], max_len: usize) -> Vec<EvalWindow> {
     out
 }
 
-/// A padded batch, row-major `[rows, width]`; item 0 and target 0 mean "none".
+/// How a training step's batch size is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum BatchUnit {
+    /// Training targets per step (the paper's and RecBole's unit: a batch of 256 prefixes is
+    /// 256 targets). A window whose targets overflow a step is split: its first targets finish
+    /// the step, and the rest start the next one with the same context.
+    #[default]
+    Targets,
+    /// Windows per step (whole sequences in `sequence` mode), whatever their target count.
+    Sequences,
+}
+
+impl BatchUnit {
+    /// The unit of run files written before the unit was configurable.
+    pub fn legacy() -> Self {
+        Self::Sequences
+    }
+}
+
+impl Window {
+    /// Number of training targets in the window.
+    pub fn targets(&self) -> usize {
+        self.len() - self.first as usize
+    }
+}
+
+/// Splits `windows` (in their order) into the steps of an epoch, `size` units each (the last
+/// step may be smaller).
+pub fn steps(windows: &[Window], size: usize, unit: BatchUnit) -> Vec<Vec<Window>> {
+    let size = size.max(1);
+    if unit == BatchUnit::Sequences {
+        return windows.chunks(size).map(<[Window]>::to_vec).collect();
+    }
+    let (mut out, mut cur, mut n) = (Vec::new(), Vec::new(), 0usize);
+    for &w in windows {
+        let mut w = w;
+        loop {
+            let t = w.targets();
+            if n + t < size {
+                cur.push(w);
+                n += t;
+                break;
+            }
+            let k = size - n; // 1 ..= t targets close this step
+            cur.push(Window { end: w.start + w.first + k as u32, ..w });
+            out.push(std::mem::take(&mut cur));
+            n = 0;
+            if k == t {
+                break;
+            }
+            w.first += k as u32;
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// How windows are laid out in a batch's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One window per row, left-aligned, padded to the longest window.
+    Padded,
+    /// Several windows per row (first-fit decreasing into rows as wide as the longest window),
+    /// each at its own positions `0..len`. Only valid for backbones that keep sequences apart
+    /// (a block-diagonal causal mask, a recurrence reset at each sequence start).
+    Packed,
+}
+
+/// A batch of rows of `width` cells, row-major `[rows, width]`; item 0 and target 0 mean
+/// "none". `pos[c]` is cell `c`'s position within its own sequence: a sequence starts at each
+/// cell with position 0 and continues while positions count up, so cell `c` may see the cells
+/// `c - pos[c] ..= c` of its row. Padding cells hold item 0 at position 0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub rows: usize,
     pub width: usize,
     pub items: Vec<u32>,
     pub targets: Vec<u32>,
+    pub pos: Vec<u32>,
 }
 
-/// Builds a training batch from windows, padded to the longest window.
-pub fn train_batch(seqs: &[Vec<u32>], windows: &[Window]) -> Batch {
-    let width = windows.iter().map(Window::len).max().unwrap_or(1).max(1);
-    let mut items = vec![0u32; windows.len() * width];
-    let mut targets = vec![0u32; windows.len() * width];
-    for (r, w) in windows.iter().enumerate() {
+impl Batch {
+    /// The item slices of the batch's sequences, padding excluded, in cell order.
+    pub fn sequences(&self) -> impl Iterator<Item = &[u32]> + '_ {
+        let starts: Vec<usize> = (0..self.items.len()).filter(|&c| self.pos[c] == 0).collect();
+        let ends: Vec<usize> = starts.iter().skip(1).copied().chain(std::iter::once(self.items.len())).collect();
+        starts.into_iter().zip(ends).map(|(a, b)| &self.items[a..b]).filter(|s| s[0] != 0)
+    }
+
+    /// Per cell: the column of its row where its sequence starts.
+    pub fn seq_starts(&self) -> Vec<u32> {
+        (0..self.items.len()).map(|c| (c % self.width) as u32 - self.pos[c]).collect()
+    }
+
+    /// Real (non-padding) cells.
+    pub fn real_cells(&self) -> usize {
+        self.items.iter().filter(|&&i| i != 0).count()
+    }
+}
+
+/// Places segments of lengths `lens` into rows: `(row, column offset)` per segment, the row
+/// count and the width. Padded: one per row. Packed: first-fit decreasing into rows as wide as
+/// the longest segment (ties keep their order, so the layout is deterministic).
+fn place(lens: &[usize], layout: Layout) -> (Vec<(usize, usize)>, usize, usize) {
+    let width = lens.iter().copied().max().unwrap_or(1).max(1);
+    if layout == Layout::Padded {
+        return ((0..lens.len()).map(|r| (r, 0)).collect(), lens.len(), width);
+    }
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&k| std::cmp::Reverse(lens[k]));
+    let mut fill: Vec<usize> = Vec::new();
+    let mut at = vec![(0, 0); lens.len()];
+    for k in order {
+        let row = match fill.iter().position(|&f| f + lens[k] <= width) {
+            Some(r) => r,
+            None => {
+                fill.push(0);
+                fill.len() - 1
+            }
+        };
+        at[k] = (row, fill[row]);
+        fill[row] += lens[k];
+    }
+    (at, fill.len(), width)
+}
+
+/// Lays out segments `(user, start, end)` of `seqs`; returns the batch (targets empty) and the
+/// first cell of each segment.
+fn lay_out(seqs: &[Vec<u32>], segs: &[(u32, u32, u32)], layout: Layout) -> (Batch, Vec<usize>) {
+    let lens: Vec<usize> = segs.iter().map(|&(_, a, b)| (b - a) as usize).collect();
+    let (at, rows, width) = place(&lens, layout);
+    let mut items = vec![0u32; rows * width];
+    let mut pos = vec![0u32; rows * width];
+    let mut first = Vec::with_capacity(segs.len());
+    for (&(u, a, b), &(r, o)) in segs.iter().zip(&at) {
+        let c = r * width + o;
+        items[c..c + (b - a) as usize].copy_from_slice(&seqs[u as usize][a as usize..b as usize]);
+        pos[c..c + (b - a) as usize].iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
+        first.push(c);
+    }
+    (Batch { rows, width, items, targets: vec![0; rows * width], pos }, first)
+}
+
+/// Builds a training batch from windows.
+pub fn train_batch(seqs: &[Vec<u32>], windows: &[Window], layout: Layout) -> Batch {
+    let segs: Vec<(u32, u32, u32)> = windows.iter().map(|w| (w.user, w.start, w.end)).collect();
+    let (mut batch, first) = lay_out(seqs, &segs, layout);
+    for (w, c) in windows.iter().zip(first) {
         let s = &seqs[w.user as usize];
-        let (a, b) = (w.start as usize, w.end as usize);
-        items[r * width..r * width + (b - a)].copy_from_slice(&s[a..b]);
-        for i in w.first as usize..(b - a) {
-            targets[r * width + i] = s[a + i + 1];
+        for i in w.first as usize..w.len() {
+            batch.targets[c + i] = s[w.start as usize + i + 1];
         }
     }
-    Batch { rows: windows.len(), width, items, targets }
+    batch
 }
 
-/// Builds an evaluation batch (items only) from evaluation windows.
-pub fn eval_batch(seqs: &[Vec<u32>], windows: &[EvalWindow]) -> Batch {
-    let width = windows.iter().map(|w| (w.end - w.start) as usize).max().unwrap_or(1).max(1);
-    let mut items = vec![0u32; windows.len() * width];
-    for (r, w) in windows.iter().enumerate() {
-        let (a, b) = (w.start as usize, w.end as usize);
-        items[r * width..r * width + (b - a)].copy_from_slice(&seqs[w.user as usize][a..b]);
-    }
-    Batch { rows: windows.len(), width, items, targets: Vec::new() }
+/// Builds an evaluation batch (targets empty) from evaluation windows; also returns
+/// `(cell, instance)` for every read.
+pub fn eval_batch(seqs: &[Vec<u32>], windows: &[EvalWindow], layout: Layout) -> (Batch, Vec<(u32, u32)>) {
+    let segs: Vec<(u32, u32, u32)> = windows.iter().map(|w| (w.user, w.start, w.end)).collect();
+    let (batch, first) = lay_out(seqs, &segs, layout);
+    let reads =
+        windows.iter().zip(first).flat_map(|(w, c)| w.reads.iter().map(move |&(p, k)| (c as u32 + p, k))).collect();
+    (batch, reads)
 }
 
 #[cfg(test)]
@@ -202,9 +336,79 @@ mod tests {
     fn train_batch_pads_and_places_targets() {
         let seqs = vec![vec![5, 6, 7, 8]];
         let ws = [Window { user: 0, start: 0, end: 3, first: 0 }, Window { user: 0, start: 1, end: 2, first: 0 }];
-        let b = train_batch(&seqs, &ws);
+        let b = train_batch(&seqs, &ws, Layout::Padded);
         assert_eq!((b.rows, b.width), (2, 3));
         assert_eq!(b.items, vec![5, 6, 7, 6, 0, 0]);
         assert_eq!(b.targets, vec![6, 7, 8, 7, 0, 0]);
+        assert_eq!(b.pos, vec![0, 1, 2, 0, 0, 0]);
+        assert_eq!(b.sequences().collect::<Vec<_>>(), vec![&[5, 6, 7][..], &[6][..]]);
+    }
+
+    #[test]
+    fn packed_batch_shares_rows_and_keeps_sequences_apart() {
+        let seqs = vec![vec![1, 2, 3, 4, 5], vec![6, 7, 8], vec![9, 10]];
+        let ws = [
+            Window { user: 0, start: 0, end: 4, first: 0 },
+            Window { user: 1, start: 0, end: 2, first: 1 },
+            Window { user: 2, start: 0, end: 1, first: 0 },
+            Window { user: 1, start: 0, end: 1, first: 0 },
+        ];
+        let b = train_batch(&seqs, &ws, Layout::Packed);
+        // Width 4 (the longest window); first-fit decreasing: [0] alone, then [1]+[2]+[3].
+        assert_eq!((b.rows, b.width), (2, 4));
+        assert_eq!(b.items, vec![1, 2, 3, 4, 6, 7, 9, 6]);
+        assert_eq!(b.pos, vec![0, 1, 2, 3, 0, 1, 0, 0]);
+        assert_eq!(b.targets, vec![2, 3, 4, 5, 0, 8, 10, 7]);
+        assert_eq!(b.seq_starts(), vec![0, 0, 0, 0, 0, 0, 2, 3]);
+        let seqs_of: Vec<&[u32]> = b.sequences().collect();
+        assert_eq!(seqs_of, vec![&[1, 2, 3, 4][..], &[6, 7][..], &[9][..], &[6][..]]);
+        // Same targets as the padded layout.
+        let p = train_batch(&seqs, &ws, Layout::Padded);
+        let mut t1: Vec<u32> = b.targets.iter().copied().filter(|&t| t > 0).collect();
+        let mut t2: Vec<u32> = p.targets.iter().copied().filter(|&t| t > 0).collect();
+        t1.sort();
+        t2.sort();
+        assert_eq!(t1, t2);
+        assert!(b.items.len() < p.items.len());
+    }
+
+    #[test]
+    fn target_steps_split_windows_at_the_step_size() {
+        let ws = [
+            Window { user: 0, start: 0, end: 5, first: 0 },  // 5 targets
+            Window { user: 1, start: 0, end: 3, first: 1 },  // 2 targets
+            Window { user: 2, start: 2, end: 10, first: 4 }, // 4 targets
+        ];
+        let s = steps(&ws, 3, BatchUnit::Targets);
+        let count = |v: &[Window]| v.iter().map(Window::targets).sum::<usize>();
+        assert_eq!(s.iter().map(|v| count(v)).collect::<Vec<_>>(), vec![3, 3, 3, 2]);
+        assert_eq!(s[0], vec![Window { user: 0, start: 0, end: 3, first: 0 }]);
+        assert_eq!(
+            s[1],
+            vec![Window { user: 0, start: 0, end: 5, first: 3 }, Window { user: 1, start: 0, end: 2, first: 1 }]
+        );
+        assert_eq!(
+            s[2],
+            vec![Window { user: 1, start: 0, end: 3, first: 2 }, Window { user: 2, start: 2, end: 8, first: 4 }]
+        );
+        assert_eq!(s[3], vec![Window { user: 2, start: 2, end: 10, first: 6 }]);
+        let by_seq = steps(&ws, 2, BatchUnit::Sequences);
+        assert_eq!(by_seq.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 1]);
+    }
+
+    #[test]
+    fn eval_reads_point_at_their_cells_in_both_layouts() {
+        let seqs = vec![vec![1, 2, 3, 4], vec![5, 6, 7]];
+        let inst = vec![Instance { user: 0, pos: 2 }, Instance { user: 0, pos: 3 }, Instance { user: 1, pos: 2 }];
+        let w = eval_windows(&inst, 10);
+        for layout in [Layout::Padded, Layout::Packed] {
+            let (b, reads) = eval_batch(&seqs, &w, layout);
+            for (c, k) in reads {
+                let i = &inst[k as usize];
+                // The read cell holds the item just before the target.
+                assert_eq!(b.items[c as usize], seqs[i.user as usize][i.pos as usize - 1]);
+                assert_eq!(b.pos[c as usize], i.pos - 1);
+            }
+        }
     }
 }

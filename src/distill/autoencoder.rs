@@ -1,6 +1,8 @@
 //! The teacher's autoencoder: `z = σ(W_e x + b_e)`, `x̂ = W_d z + b_d`, trained with the mean
 //! squared reconstruction error `|x - x̂|² / d` and Adam. Its codes `z ∈ (0, 1)^h` (h = 128)
-//! are the teacher representation and the initial student modality embeddings.
+//! are the teacher representation and the initial student modality embeddings. The sigmoid
+//! is the released code's; the paper calls the autoencoder linear (`activation = "linear"`:
+//! `z = W_e x + b_e`).
 //!
 //! Training follows the released code's schedule (lr 1e-3, batch 256, at most 500 epochs; every
 //! 10 epochs the loss is checked and training stops after 4 checks without improvement), but
@@ -29,6 +31,34 @@ pub struct AutoencoderConfig {
     pub patience_checks: usize,
     /// A check counts as an improvement only if the loss fell by more than this fraction.
     pub min_rel_improvement: f64,
+    /// The encoder's output activation. Left out of the TOML at its default, so the codes'
+    /// cache keys from before the option existed still match.
+    #[serde(skip_serializing_if = "Activation::is_sigmoid")]
+    pub activation: Activation,
+}
+
+/// The autoencoder encoder's output activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// `σ(W_e x + b_e)`, codes in (0, 1) (the released code).
+    #[default]
+    Sigmoid,
+    /// `W_e x + b_e` (the paper's "linear autoencoder").
+    Linear,
+}
+
+impl Activation {
+    pub fn is_sigmoid(&self) -> bool {
+        *self == Self::Sigmoid
+    }
+
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Sigmoid => candle_nn::ops::sigmoid(x),
+            Self::Linear => Ok(x.clone()),
+        }
+    }
 }
 
 impl Default for AutoencoderConfig {
@@ -41,6 +71,7 @@ impl Default for AutoencoderConfig {
             check_every: 10,
             patience_checks: 4,
             min_rel_improvement: 0.01,
+            activation: Activation::Sigmoid,
         }
     }
 }
@@ -97,7 +128,7 @@ pub fn train(features: &[f32], d: usize, cfg: &AutoencoderConfig, seed: u64) -> 
         let mut total = 0f64;
         for idx in order.chunks(cfg.batch_size) {
             let x = x_all.index_select(&Tensor::from_slice(idx, idx.len(), &dev)?, 0)?;
-            let z = candle_nn::ops::sigmoid(&enc.forward(&x)?)?;
+            let z = cfg.activation.apply(&enc.forward(&x)?)?;
             let loss = (dec.forward(&z)? - &x)?.sqr()?.mean_all()?;
             total += loss.to_scalar::<f32>()? as f64 * idx.len() as f64;
             adam.step(&loss.backward()?)?;
@@ -118,7 +149,7 @@ pub fn train(features: &[f32], d: usize, cfg: &AutoencoderConfig, seed: u64) -> 
     if best.is_finite() {
         params.load(&best_state.into_iter().collect())?;
     }
-    let z = candle_nn::ops::sigmoid(&enc.forward(&x_all)?)?;
+    let z = cfg.activation.apply(&enc.forward(&x_all)?)?;
     let final_mse = (dec.forward(&z)? - &x_all)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
     let z = z.flatten_all()?.to_vec1::<f32>()?;
     let mut codes = vec![0f32; rows * cfg.hidden];
@@ -151,5 +182,7 @@ mod tests {
         assert!(t.codes[8..].iter().all(|&v| v > 0.0 && v < 1.0));
         let again = train(&feats, d, &cfg, 5).unwrap();
         assert_eq!(t.codes, again.codes);
+        let linear = train(&feats, d, &AutoencoderConfig { activation: Activation::Linear, ..cfg }, 5).unwrap();
+        assert!(linear.final_mse < 0.1 * var && linear.codes[8..].iter().any(|&v| v < 0.0));
     }
 }

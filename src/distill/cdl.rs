@@ -1,9 +1,9 @@
 //! Correlation distillation learning for one run: a teacher and a student head per modality,
 //! and the weighted sum of their losses for a training batch:
 //! `L_CDL = Σ_m (w^hol_m L^hol_m + w^dis_m L^dis_m)` with `(w^hol_m, w^dis_m) = (α, β)` for every
-//! modality (paper). `code_faithful` reproduces the released code's cross-wiring: the first
-//! modality's two losses are both weighted by α and the second's both by β (with the released
-//! config α = 4, β = 0.5).
+//! modality (paper) unless `student.weights` sets a modality's own. `code_faithful` reproduces
+//! the released code's cross-wiring: the first modality's two losses are both weighted by α and
+//! the second's both by β (with the released config α = 4, β = 0.5).
 
 use super::student::{BatchPairs, CdlHead, PairIndex, PairTargets, StudentConfig};
 use super::teacher::Teacher;
@@ -14,6 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 pub struct Cdl {
+    pub names: Vec<String>,
     pub teachers: Vec<Teacher>,
     heads: Vec<CdlHead>,
     pub cfg: StudentConfig,
@@ -28,6 +29,20 @@ pub struct CdlParts {
     pub dissected: f64,
 }
 
+/// One modality's correlation terms on a batch, unweighted, with what the diagnostics read.
+pub struct ModalityTerms {
+    /// (holistic, dissected) weights.
+    pub weights: (f64, f64),
+    pub holistic: Option<Tensor>,
+    pub dissected: Option<Tensor>,
+    /// Student holistic scores `s^S` [P] and the teacher's targets `s^T` (same pairs).
+    pub scores: Option<Tensor>,
+    pub targets: Vec<f32>,
+    /// Dissected logits [P', K] and the teacher's codes.
+    pub logits: Option<Tensor>,
+    pub codes: Vec<u32>,
+}
+
 impl Cdl {
     /// Heads are created in `params` under `cdl.<name>.*`.
     pub fn new(
@@ -39,13 +54,13 @@ impl Cdl {
         seed: u64,
     ) -> Result<Self> {
         let vb = params.var_builder(device);
-        let mut heads = Vec::new();
-        let mut ts = Vec::new();
+        let (mut heads, mut ts, mut names) = (Vec::new(), Vec::new(), Vec::new());
         for (name, t) in teachers {
             heads.push(CdlHead::new(t.dim, t.codebook.k, code_faithful, vb.pp(format!("cdl.{name}")))?);
             ts.push(t);
+            names.push(name);
         }
-        Ok(Self { teachers: ts, heads, cfg, code_faithful, rng: ChaCha8Rng::seed_from_u64(seed) })
+        Ok(Self { names, teachers: ts, heads, cfg, code_faithful, rng: ChaCha8Rng::seed_from_u64(seed) })
     }
 
     fn weights(&self, m: usize) -> (f64, f64) {
@@ -53,44 +68,73 @@ impl Cdl {
         match (self.code_faithful, m) {
             (true, 0) => (a, a),
             (true, _) => (b, b),
-            (false, _) => (a, b),
+            (false, _) => self.cfg.weights_of(&self.names[m]),
         }
+    }
+
+    /// `W e` for modality `m`'s table `e` [rows, d]: the projection its holistic head scores.
+    pub fn project(&self, m: usize, e: &Tensor) -> Result<Tensor> {
+        self.heads[m].project(e)
+    }
+
+    /// Every modality's terms on `batch` given the current tables (`tables[m]` is [N+1, d_m]);
+    /// empty when the batch has no supervised pair.
+    pub fn terms(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Vec<ModalityTerms>> {
+        let pairs = BatchPairs::from_sequences(batch.sequences(), self.code_faithful);
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dev = tables[0].device().clone();
+        let idx = Tensor::from_slice(&pairs.items, pairs.items.len(), &dev)?;
+        let index = PairIndex::new(&pairs, &dev)?;
+        let mut out = Vec::new();
+        for (m, table) in tables.iter().enumerate().take(self.teachers.len()) {
+            let (teacher, head) = (&self.teachers[m], &self.heads[m]);
+            let targets = PairTargets::new(&pairs, teacher, self.cfg.max_pairs, &mut self.rng);
+            let e = table.index_select(&idx, 0)?; // [U, d]
+            let (holistic, scores) = if self.cfg.holistic {
+                let (l, s) = head.holistic_loss(&e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
+                (Some(l), Some(s))
+            } else {
+                (None, None)
+            };
+            let (dissected, logits) = if self.cfg.dissected {
+                match head.dissected_loss(&e, &pairs, &targets, self.code_faithful)? {
+                    Some((l, z)) => (Some(l), Some(z)),
+                    None => (None, None),
+                }
+            } else {
+                (None, None)
+            };
+            out.push(ModalityTerms {
+                weights: self.weights(m),
+                holistic,
+                dissected,
+                scores,
+                targets: targets.holistic,
+                logits,
+                codes: targets.codes,
+            });
+        }
+        Ok(out)
     }
 
     /// The weighted correlation loss of `batch` given the current tables (`tables[m]` is
     /// [N+1, d_m]); `None` when the batch has no supervised pair.
     pub fn loss(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Option<(Tensor, CdlParts)>> {
-        let pairs = BatchPairs::from_batch(&batch.items, batch.rows, batch.width, self.code_faithful);
-        if pairs.is_empty() {
-            return Ok(None);
-        }
-        let dev = tables[0].device().clone();
-        let idx = Tensor::from_slice(&pairs.items, pairs.items.len(), &dev)?;
-        let index = PairIndex::new(&pairs, &dev)?;
         let mut total: Option<Tensor> = None;
         let mut parts = CdlParts::default();
-        let mut add = |t: Tensor, w: f64| -> Result<()> {
-            let t = (t * w)?;
-            total = Some(match total.take() {
-                Some(acc) => (acc + t)?,
-                None => t,
-            });
-            Ok(())
-        };
-        for (m, ((teacher, head), table)) in self.teachers.iter().zip(&self.heads).zip(tables).enumerate() {
-            let targets = PairTargets::new(&pairs, teacher, self.cfg.max_pairs, &mut self.rng);
-            let e = table.index_select(&idx, 0)?; // [U, d]
-            let (w_hol, w_dis) = self.weights(m);
-            if self.cfg.holistic {
-                let l = head.holistic_loss(&e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
-                parts.holistic += l.to_scalar::<f32>()? as f64;
-                add(l, w_hol)?;
-            }
-            if self.cfg.dissected {
-                if let Some(l) = head.dissected_loss(&e, &pairs, &targets, self.code_faithful)? {
-                    parts.dissected += l.to_scalar::<f32>()? as f64;
-                    add(l, w_dis)?;
-                }
+        for t in self.terms(batch, tables)? {
+            for (term, w, part) in
+                [(&t.holistic, t.weights.0, &mut parts.holistic), (&t.dissected, t.weights.1, &mut parts.dissected)]
+            {
+                let Some(l) = term else { continue };
+                *part += l.to_scalar::<f32>()? as f64;
+                let l = (l * w)?;
+                total = Some(match total.take() {
+                    Some(acc) => (acc + l)?,
+                    None => l,
+                });
             }
         }
         Ok(total.map(|t| (t, parts)))

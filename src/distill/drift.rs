@@ -1,7 +1,15 @@
-//! The Pearson-drift probe of the paper's Figure 1: on a fixed seeded sample of item pairs,
-//! cosine similarities in (a) the current modality embeddings, (b) the original modality
-//! features and (c) the ID embeddings of a pure-ID model trained on the same data;
-//! `r(a, b)` and `r(a, c)` are recorded every epoch.
+//! The Pearson-drift probe of the paper's Figure 1: on fixed seeded samples of item pairs,
+//! the Pearson r between cosine similarities in the current modality embeddings and in a
+//! reference space, recorded every epoch (and at epoch 0, before training).
+//!
+//! Embeddings: the raw table `e` and, for KDSR runs, its projection `W e` by the holistic
+//! head (what the holistic loss constrains). References: the original features `x`, the
+//! autoencoder codes `z` (the teacher's space and the tables' initial value) and, optionally,
+//! the ID embeddings of a pure-ID model trained on the same data. Pairs: random pairs of items
+//! with features (what the paper plots) and pairs that co-occur in a training sequence (what
+//! the correlation losses supervise). Columns (suffixes of `drift_<modality>_`): `original`,
+//! `ae`, `id` (raw `e`, random pairs); `seq_original`, `seq_ae` (raw `e`, in-sequence pairs);
+//! `proj_original`, `proj_ae`, `proj_seq_original`, `proj_seq_ae` (`W e`).
 
 use super::Scoring;
 use rand::{Rng, SeedableRng};
@@ -29,9 +37,17 @@ pub fn pearson(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
+/// Cosine similarities of one reference space on the random and the in-sequence pairs.
+struct Reference {
+    random: Vec<f32>,
+    seq: Vec<f32>,
+}
+
 pub struct DriftProbe {
-    pairs: Vec<(u32, u32)>,
-    original: Vec<f32>,
+    random: Vec<(u32, u32)>,
+    seq: Vec<(u32, u32)>,
+    original: Reference,
+    codes: Reference,
     id_reference: Option<Vec<f32>>,
 }
 
@@ -40,35 +56,62 @@ fn similarities(pairs: &[(u32, u32)], table: &[f32], dim: usize) -> Vec<f32> {
     pairs.iter().map(|&(i, j)| Scoring::Cos.score(row(i), row(j))).collect()
 }
 
+/// A table `[rows, dim]`, row-major.
+pub type TableRef<'a> = (&'a [f32], usize);
+
 impl DriftProbe {
-    /// `n` distinct-item pairs among items `1..=n_items` that have original features.
+    /// `n` random distinct-item pairs among items `1..=n_items` that have original features,
+    /// and `n` pairs of distinct items co-occurring in `train_seqs` (both with features).
     pub fn new(
         n: usize,
         n_items: usize,
-        original: &[f32],
-        dim: usize,
-        id_reference: Option<(&[f32], usize)>,
+        original: TableRef,
+        codes: TableRef,
+        id_reference: Option<TableRef>,
+        train_seqs: &[&[u32]],
         seed: u64,
     ) -> Self {
-        let has = |i: usize| original[i * dim..(i + 1) * dim].iter().any(|&v| v != 0.0);
+        let (x, dim) = original;
+        let has = |i: usize| x[i * dim..(i + 1) * dim].iter().any(|&v| v != 0.0);
         let live: Vec<u32> = (1..=n_items).filter(|&i| has(i)).map(|i| i as u32).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut pairs = Vec::with_capacity(n);
-        while live.len() >= 2 && pairs.len() < n {
+        let mut random = Vec::with_capacity(n);
+        while live.len() >= 2 && random.len() < n {
             let (a, b) = (live[rng.random_range(0..live.len())], live[rng.random_range(0..live.len())]);
             if a != b {
-                pairs.push((a, b));
+                random.push((a, b));
             }
         }
-        let original = similarities(&pairs, original, dim);
-        let id_reference = id_reference.map(|(t, d)| similarities(&pairs, t, d));
-        Self { pairs, original, id_reference }
+        let mut seq = super::teacher::sample_pairs(train_seqs, n, seed.wrapping_add(1));
+        seq.retain(|&(a, b)| has(a as usize) && has(b as usize));
+        let reference =
+            |(t, d): TableRef| Reference { random: similarities(&random, t, d), seq: similarities(&seq, t, d) };
+        let (original, codes) = (reference(original), reference(codes));
+        let id_reference = id_reference.map(|(t, d)| similarities(&random, t, d));
+        Self { random, seq, original, codes, id_reference }
     }
 
-    /// (r with the original features, r with the ID reference if any) for `table` [rows, dim].
-    pub fn measure(&self, table: &[f32], dim: usize) -> (f64, Option<f64>) {
-        let s = similarities(&self.pairs, table, dim);
-        (pearson(&s, &self.original), self.id_reference.as_ref().map(|r| pearson(&s, r)))
+    /// The drift columns (suffixes, see the module docs) for the raw table `e` and its
+    /// projection `W e` if any.
+    pub fn measure(&self, table: TableRef, projected: Option<TableRef>) -> Vec<(&'static str, f64)> {
+        let raw_random = similarities(&self.random, table.0, table.1);
+        let raw_seq = similarities(&self.seq, table.0, table.1);
+        let mut out = vec![
+            ("original", pearson(&raw_random, &self.original.random)),
+            ("ae", pearson(&raw_random, &self.codes.random)),
+            ("id", self.id_reference.as_ref().map_or(f64::NAN, |r| pearson(&raw_random, r))),
+            ("seq_original", pearson(&raw_seq, &self.original.seq)),
+            ("seq_ae", pearson(&raw_seq, &self.codes.seq)),
+        ];
+        let proj = projected.map(|(t, d)| (similarities(&self.random, t, d), similarities(&self.seq, t, d)));
+        let r = |f: &dyn Fn(&(Vec<f32>, Vec<f32>)) -> f64| proj.as_ref().map_or(f64::NAN, f);
+        out.extend([
+            ("proj_original", r(&|p| pearson(&p.0, &self.original.random))),
+            ("proj_ae", r(&|p| pearson(&p.0, &self.codes.random))),
+            ("proj_seq_original", r(&|p| pearson(&p.1, &self.original.seq))),
+            ("proj_seq_ae", r(&|p| pearson(&p.1, &self.codes.seq))),
+        ]);
+        out
     }
 }
 
@@ -86,11 +129,21 @@ mod tests {
     }
 
     #[test]
-    fn probe_of_the_original_table_is_one() {
+    fn probe_of_the_reference_tables_is_one() {
         let dim = 3;
         let table: Vec<f32> = (0..30).map(|i| if i < 3 { 0.0 } else { ((i * 7) % 5) as f32 - 1.0 }).collect();
-        let p = DriftProbe::new(50, 9, &table, dim, Some((&table, dim)), 1);
-        let (r0, r1) = p.measure(&table, dim);
-        assert!((r0 - 1.0).abs() < 1e-9 && (r1.unwrap() - 1.0).abs() < 1e-9);
+        let codes: Vec<f32> = table.iter().map(|v| v * 2.0 + 0.5).collect();
+        let seqs: Vec<Vec<u32>> = vec![vec![1, 2, 3, 4], vec![5, 6, 7, 8, 9]];
+        let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+        let p = DriftProbe::new(50, 9, (&table, dim), (&codes, dim), Some((&table, dim)), &refs, 1);
+        let got: std::collections::HashMap<_, _> = p.measure((&table, dim), Some((&codes, dim))).into_iter().collect();
+        for k in ["original", "id", "seq_original", "proj_ae", "proj_seq_ae"] {
+            assert!((got[k] - 1.0).abs() < 1e-9, "{k}: {}", got[k]);
+        }
+        assert!(got["ae"] < 1.0 - 1e-6, "x and 2x + 0.5 have different cosines: {}", got["ae"]);
+        let without = p.measure((&table, dim), None);
+        assert!(without.iter().filter(|(k, _)| k.starts_with("proj")).all(|(_, v)| v.is_nan()));
+        // In-sequence pairs never cross sequences.
+        assert!(p.seq.iter().all(|&(a, b)| (a <= 4) == (b <= 4)));
     }
 }

@@ -1,7 +1,7 @@
 //! The student's correlation losses on trainable modality embeddings `e_i`.
 //!
 //! Pairs: all ordered pairs `(i, j)`, `i != j`, of distinct items within one input sequence
-//! (never across sequences). The released code also supervises `i = j`; `code_faithful`
+//! (never across sequences, also when several sequences share a packed row). The released code also supervises `i = j`; `code_faithful`
 //! includes it.
 //!
 //! Holistic (Eqs. 2-3): `s^S_ij = φ(W e_i, W e_j)`. Eq. 3 was lost in extraction; the text
@@ -10,8 +10,10 @@
 //! summed over a sequence's pairs and averaged over sequences:
 //! - soft match (default): `L = mean_b Σ_(i,j)∈b ((s^S_ij - s^T_ij) / τ)²`,
 //! - hard match ("w/o τ"): the same with τ = 1,
-//! - code_faithful: `L = mean_b ‖M ⊙ sqrt(((S^S - S^T)/τ)² + 1e-8)‖_F` (a norm, not its square)
-//!   with W two stacked affine layers (the released code).
+//! - `holistic_form = "norm"`: `L = mean_b sqrt(Σ_(i,j)∈b ((s^S_ij - s^T_ij) / τ)² + 1e-8)`, the
+//!   Frobenius norm of each sequence's difference matrix (not its square), as the released code;
+//! - code_faithful: `L = mean_b ‖M ⊙ sqrt(((S^S - S^T)/τ)² + 1e-8)‖_F` averaged over all
+//!   sequences, with W two stacked affine layers (the released code).
 //!
 //! Dissected (Eqs. 4-5): `logits_ij = W_2 ReLU(W_1 (e_i - e_j))` (code_faithful: `|e_i - e_j|`),
 //! cross-entropy against the teacher's code `c_ij`, averaged over pairs. Pairs beyond
@@ -30,7 +32,7 @@ use rand::seq::index::sample;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -49,17 +51,66 @@ pub struct StudentConfig {
     pub dissected: bool,
     /// At most this many pairs per batch for the dissected loss.
     pub max_pairs: usize,
+    /// Form of the holistic loss per sequence: squared error (the text) or its norm (the
+    /// released code); see the module docs.
+    pub holistic_form: HolisticForm,
+    /// Per-modality weights overriding (α, β), by modality name, e.g.
+    /// `weights.text = { holistic = 0.5 }` (the released code's effective weights are image ×4,
+    /// text ×0.5).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub weights: BTreeMap<String, LossWeights>,
+}
+
+/// Form of the holistic loss of one sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum HolisticForm {
+    /// `Σ_pairs ((s^S - s^T) / τ)²`.
+    #[default]
+    Squared,
+    /// `sqrt(Σ_pairs ((s^S - s^T) / τ)² + 1e-8)`.
+    Norm,
+}
+
+/// One modality's loss weights; an unset weight falls back to α (holistic) or β (dissected).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LossWeights {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holistic: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dissected: Option<f64>,
 }
 
 impl Default for StudentConfig {
     /// The paper's Amazon settings: (α, β) = (1, 0.5), τ = 1.5.
     fn default() -> Self {
-        Self { alpha: 1.0, beta: 0.5, tau: 1.5, soft_match: true, holistic: true, dissected: true, max_pairs: 65_536 }
+        Self {
+            alpha: 1.0,
+            beta: 0.5,
+            tau: 1.5,
+            soft_match: true,
+            holistic: true,
+            dissected: true,
+            max_pairs: 65_536,
+            holistic_form: HolisticForm::Squared,
+            weights: BTreeMap::new(),
+        }
+    }
+}
+
+impl StudentConfig {
+    /// (holistic, dissected) weights of modality `name`.
+    pub fn weights_of(&self, name: &str) -> (f64, f64) {
+        let w = self.weights.get(name).copied().unwrap_or_default();
+        (w.holistic.unwrap_or(self.alpha), w.dissected.unwrap_or(self.beta))
     }
 }
 
 /// The supervised pairs of a batch, shared by every modality: all ordered pairs `(i, j)` of
-/// distinct items within one input row (with `i = j` when `include_self`), row by row.
+/// distinct items within one input sequence (with `i = j` when `include_self`), sequence by
+/// sequence. "Rows" below are the batch's sequences.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchPairs {
     /// Distinct items of the whole batch in first-occurrence order: the rows of the gathered
@@ -75,14 +126,20 @@ pub struct BatchPairs {
 }
 
 impl BatchPairs {
-    /// From a padded batch `[rows, cols]` of item ids (0 = padding).
+    /// From a padded batch `[rows, cols]` of item ids (0 = padding), one sequence per row.
     pub fn from_batch(items: &[u32], rows: usize, cols: usize, include_self: bool) -> Self {
+        Self::from_sequences(items.chunks(cols).take(rows), include_self)
+    }
+
+    /// From the item slices of a batch's sequences (0 = padding, skipped).
+    pub fn from_sequences<'a>(seqs: impl Iterator<Item = &'a [u32]>, include_self: bool) -> Self {
         let mut slot: HashMap<u32, u32> = HashMap::new();
         let mut distinct = Vec::new();
         let (mut a, mut b, mut row) = (Vec::new(), Vec::new(), Vec::new());
-        let mut rows_with_pairs = 0;
+        let (mut rows, mut rows_with_pairs) = (0, 0);
         let mut seen: Vec<u32> = Vec::new();
-        for (r, line) in items.chunks(cols).take(rows).enumerate() {
+        for (r, line) in seqs.enumerate() {
+            rows = r + 1;
             seen.clear();
             for &i in line {
                 if i != 0 && !seen.contains(&i) {
@@ -211,9 +268,19 @@ impl CdlHead {
         })
     }
 
+    /// `W e`: the holistic head's projection of embeddings `e` [U, dim].
+    pub fn project(&self, e: &Tensor) -> Result<Tensor> {
+        let mut p = e.clone();
+        for l in &self.hol {
+            p = l.forward(&p)?; // [U, dim]
+        }
+        Ok(p)
+    }
+
     /// Holistic loss for the batch's distinct-item embeddings `e` [U, dim]: the squared
-    /// τ-scaled error of every pair, summed per row and averaged over rows with pairs
-    /// (code-faithful: the square root of each row's sum, averaged over all rows).
+    /// τ-scaled error of every pair, summed per row and averaged over rows with pairs (`norm`:
+    /// the square root of each row's sum; code-faithful: that, averaged over all rows). Also
+    /// returns the student scores `s^S` [P].
     pub fn holistic_loss(
         &self,
         e: &Tensor,
@@ -222,30 +289,37 @@ impl CdlHead {
         teacher: &Teacher,
         cfg: &StudentConfig,
         code_faithful: bool,
-    ) -> Result<Tensor> {
-        let mut p = e.clone();
-        for l in &self.hol {
-            p = l.forward(&p)?; // [U, dim]
-        }
+    ) -> Result<(Tensor, Tensor)> {
+        let p = self.project(e)?;
         let s = teacher.scoring.paired(&p, &index.a, &index.b)?; // [P]
         let target = Tensor::from_slice(&t.holistic, t.holistic.len(), e.device())?;
         let tau = if cfg.soft_match || code_faithful { cfg.tau } else { 1.0 };
-        let sq = ((s - target)? / tau)?.sqr()?; // [P]
-        if code_faithful {
-            let per_row = Tensor::zeros(index.rows, sq.dtype(), e.device())?.index_add(&index.row, &(sq + 1e-8)?, 0)?;
-            return per_row.sqrt()?.mean_all(); // over all rows, as the released code's batch mean
-        }
-        sq.sum_all()? / index.rows_with_pairs.max(1) as f64
+        let sq = ((&s - target)? / tau)?.sqr()?; // [P]
+        let loss = if code_faithful || cfg.holistic_form == HolisticForm::Norm {
+            let per_row =
+                Tensor::zeros(index.rows, sq.dtype(), e.device())?.index_add(&index.row, &sq.affine(1.0, 1e-8)?, 0)?;
+            if code_faithful {
+                per_row.sqrt()?.mean_all()? // over all rows, as the released code's batch mean
+            } else {
+                // Rows without pairs contribute sqrt(1e-8) each; leave them out of the mean.
+                let with_pairs = per_row.ge(2e-8)?.to_dtype(sq.dtype())?;
+                (per_row.sqrt()? * with_pairs)?.sum_all()?.affine(1.0 / index.rows_with_pairs.max(1) as f64, 0.0)?
+            }
+        } else {
+            (sq.sum_all()? / index.rows_with_pairs.max(1) as f64)?
+        };
+        Ok((loss, s))
     }
 
-    /// Dissected loss for the batch's distinct-item embeddings `e` [U, dim].
+    /// Dissected loss for the batch's distinct-item embeddings `e` [U, dim], and the logits
+    /// [P', K] of the supervised pairs.
     pub fn dissected_loss(
         &self,
         e: &Tensor,
         pairs: &BatchPairs,
         t: &PairTargets,
         code_faithful: bool,
-    ) -> Result<Option<Tensor>> {
+    ) -> Result<Option<(Tensor, Tensor)>> {
         if t.dissected.is_empty() {
             return Ok(None);
         }
@@ -268,7 +342,7 @@ impl CdlHead {
             crate::ops::pair_diff_relu(&h, &c, &a, &b)? // [P, dim]
         };
         let logits = self.dis_2.forward(&hidden)?; // [P, K]
-        Ok(Some(crate::ops::cross_entropy(&logits, &t.codes)?))
+        Ok(Some((crate::ops::cross_entropy(&logits, &t.codes)?, logits)))
     }
 }
 
@@ -338,7 +412,7 @@ mod tests {
         let e = Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &dev).unwrap();
         let hard = StudentConfig { soft_match: false, ..Default::default() };
         let loss = |e: &Tensor, cfg: &StudentConfig, cf: bool| {
-            head.holistic_loss(e, &index, &pt, &t, cfg, cf).unwrap().to_scalar::<f32>().unwrap()
+            head.holistic_loss(e, &index, &pt, &t, cfg, cf).unwrap().0.to_scalar::<f32>().unwrap()
         };
         assert!(loss(&e, &hard, false).abs() < 1e-6);
         assert!(loss(&e, &StudentConfig::default(), false).abs() < 1e-6);
@@ -351,6 +425,10 @@ mod tests {
         assert!((loss(&e2, &StudentConfig::default(), false) - 16.0).abs() < 1e-4);
         // Code-faithful: sqrt(sum over pairs (diff/τ)^2 + eps) = sqrt(4 * 9 / 2.25) = 4.
         assert!((loss(&e2, &hard, true) - 4.0).abs() < 1e-4);
+        // Norm form: the same square root of the one sequence's sum.
+        let norm = StudentConfig { holistic_form: HolisticForm::Norm, ..Default::default() };
+        assert!((loss(&e2, &norm, false) - 4.0).abs() < 1e-4);
+        assert!((loss(&e2, &StudentConfig { soft_match: false, ..norm.clone() }, false) - 6.0).abs() < 1e-4);
     }
 
     /// The holistic loss written out on the host over a padded [B, L, L] grid, as the text
@@ -413,7 +491,7 @@ mod tests {
             let w = get("holistic_0.weight").as_tensor().to_vec2::<f32>().unwrap();
             let bias = get("holistic_0.bias").as_tensor().to_vec1::<f32>().unwrap();
             let cfg = StudentConfig::default();
-            let got = head.holistic_loss(&e, &index, &targets, &t, &cfg, false).unwrap().to_scalar::<f32>().unwrap();
+            let got = head.holistic_loss(&e, &index, &targets, &t, &cfg, false).unwrap().0.to_scalar::<f32>().unwrap();
             let proj = |v: &[f32]| -> Vec<f32> {
                 w.iter().zip(&bias).map(|(row, b)| row.iter().zip(v).map(|(x, y)| x * y).sum::<f32>() + b).collect()
             };
@@ -433,7 +511,7 @@ mod tests {
         let cfg = StudentConfig::default();
         let init = [0.3f32, -0.2, 0.5, 0.9, -0.4, 0.7];
         let e = Var::from_tensor(&Tensor::from_slice(&init, (3, 2), &dev).unwrap()).unwrap();
-        let loss = |x: &Tensor| head.holistic_loss(x, &index, &targets, &t, &cfg, false).unwrap();
+        let loss = |x: &Tensor| head.holistic_loss(x, &index, &targets, &t, &cfg, false).unwrap().0;
         let g = loss(e.as_tensor()).backward().unwrap();
         let g = g.get(e.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let h = 1e-2f32;
@@ -462,7 +540,7 @@ mod tests {
         let params = ParamStore::new(1);
         let head = CdlHead::new(2, 2, false, params.var_builder(&dev)).unwrap();
         let e = Var::from_tensor(&Tensor::new(&[[0.3f32, 0.1], [0.5, 0.9]], &dev).unwrap()).unwrap();
-        let loss = head.dissected_loss(e.as_tensor(), &pairs, &pt, false).unwrap().unwrap();
+        let loss = head.dissected_loss(e.as_tensor(), &pairs, &pt, false).unwrap().unwrap().0;
         // Two pairs, uniform-ish logits -> loss near ln 2.
         let v = loss.to_scalar::<f32>().unwrap();
         assert!(v > 0.3 && v < 1.5, "{v}");
@@ -482,7 +560,7 @@ mod tests {
         let pt = PairTargets::new(&pairs, &t, 100, &mut ChaCha8Rng::seed_from_u64(0));
         let (_params, head) = head(4, false);
         let e = Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap();
-        let got = head.dissected_loss(&e, &pairs, &pt, false).unwrap().unwrap().to_scalar::<f32>().unwrap();
+        let got = head.dissected_loss(&e, &pairs, &pt, false).unwrap().unwrap().0.to_scalar::<f32>().unwrap();
         let idx = |v: &[u32]| Tensor::new(v, &dev).unwrap();
         let diff = (e.index_select(&idx(&pairs.a), 0).unwrap() - e.index_select(&idx(&pairs.b), 0).unwrap()).unwrap();
         let logits = head.dis_2.forward(&head.dis_1.forward(&diff).unwrap().relu().unwrap()).unwrap();

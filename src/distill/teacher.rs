@@ -24,11 +24,41 @@ pub struct TeacherConfig {
     pub codes: usize,
     /// Item pairs sampled (seeded) from training sequences to fit the codebook.
     pub fit_pairs: usize,
+    /// Subtract the mean code (over items with features) from every item's code before the
+    /// teacher scores pairs and before the codes initialise the modality tables. Sigmoid codes
+    /// share a positive mean, which puts every cosine near 1. Written only when on.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub centre: bool,
 }
 
 impl Default for TeacherConfig {
     fn default() -> Self {
-        Self { scoring: Scoring::Cos, quantizer: Quantizer::Vq, subvectors: 8, codes: 50, fit_pairs: 200_000 }
+        Self {
+            scoring: Scoring::Cos,
+            quantizer: Quantizer::Vq,
+            subvectors: 8,
+            codes: 50,
+            fit_pairs: 200_000,
+            centre: false,
+        }
+    }
+}
+
+/// Subtracts the mean of the non-zero rows of `codes` ([rows, dim]) from those rows; zero rows
+/// (padding, items without the modality) stay zero.
+pub fn centre_codes(codes: &mut [f32], dim: usize) {
+    let live: Vec<usize> =
+        (0..codes.len() / dim).filter(|&r| codes[r * dim..(r + 1) * dim].iter().any(|&v| v != 0.0)).collect();
+    if live.is_empty() {
+        return;
+    }
+    let mut mean = vec![0f64; dim];
+    for &r in &live {
+        mean.iter_mut().zip(&codes[r * dim..(r + 1) * dim]).for_each(|(m, &v)| *m += v as f64);
+    }
+    mean.iter_mut().for_each(|m| *m /= live.len() as f64);
+    for &r in &live {
+        codes[r * dim..(r + 1) * dim].iter_mut().zip(&mean).for_each(|(v, &m)| *v -= m as f32);
     }
 }
 
@@ -118,6 +148,13 @@ pub fn sample_pairs(seqs: &[&[u32]], n: usize, seed: u64) -> Vec<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn centring_removes_the_mean_of_live_rows_only() {
+        let mut codes = vec![0.0, 0.0, 1.0, 3.0, 3.0, 5.0];
+        centre_codes(&mut codes, 2);
+        assert_eq!(codes, vec![0.0, 0.0, -1.0, -1.0, 1.0, 1.0]);
+    }
 
     fn toy_teacher(q: Quantizer, seed: u64) -> Teacher {
         // 6 items (+ padding row) with 8-d codes; m = 2 sub-vectors.

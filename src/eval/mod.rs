@@ -1,15 +1,16 @@
 //! The "eval" stage: full-ranking evaluation over all items.
 //!
 //! Instances are grouped into windows (one forward pass per user where the history fits, see
-//! [`crate::data::batch`]), scored in batches against every item (`[M, D] x [D, N]`), and each
-//! row's target rank is counted in parallel with rayon.
+//! [`crate::data::batch`]), packed several per row by default, scored in batches against every
+//! item (`[M, D] x [D, N]`, read in place: the `[M, N]` scores exist once), and each row's
+//! target rank is counted in parallel with rayon.
 
 pub mod metrics;
 pub mod rank;
 
-use crate::data::batch::{eval_batch, eval_windows};
+use crate::data::batch::{eval_batch, eval_windows, Layout};
 use crate::data::split::Instance;
-use crate::model::{Ctx, Popularity, Recommender};
+use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -28,6 +29,8 @@ pub struct EvalOptions {
     pub batch_size: usize,
     /// Remove the user's earlier items from the ranking (off by default, as in the paper).
     pub mask_history: bool,
+    /// How windows are laid out in a forward pass's rows.
+    pub layout: Layout,
 }
 
 /// Rank of each instance's target among all items (1 = best), in instance order.
@@ -58,26 +61,23 @@ pub fn rank_instances(
             let n_items = cand_t.dim(1)?;
             let windows = eval_windows(instances, opts.max_len);
             for chunk in windows.chunks(opts.batch_size.max(1)) {
-                let batch = eval_batch(seqs, chunk);
-                let items = Tensor::from_vec(batch.items, (batch.rows, batch.width), device)?;
-                let hidden = model.forward(&items, &mut Ctx::eval())?; // [B, T, D]
+                let (batch, reads) = eval_batch(seqs, chunk, opts.layout);
+                let hidden = model.forward(&SeqBatch::new(&batch, device)?, &mut Ctx::eval())?; // [B, T, D]
                 let d = hidden.dim(2)?;
-                let (rows, inst_idx): (Vec<u32>, Vec<u32>) = chunk
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(r, w)| w.reads.iter().map(move |&(pos, k)| ((r * batch.width) as u32 + pos, k)))
-                    .unzip();
-                let rows = Tensor::from_vec(rows, inst_idx.len(), device)?;
-                let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
-                let scores = h.matmul(&cand_t)?.flatten_all()?.to_vec1::<f32>()?; // [M * N]
-                let got: Vec<u32> = scores
-                    .par_chunks(n_items)
-                    .zip(inst_idx.par_iter())
-                    .map(|(row, &k)| {
-                        let inst = &instances[k as usize];
-                        rank::rank_of(row, target(inst), &history(inst))
-                    })
-                    .collect();
+                let (cells, inst_idx): (Vec<u32>, Vec<u32>) = reads.into_iter().unzip();
+                let cells = Tensor::from_vec(cells, inst_idx.len(), device)?;
+                let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&cells, 0)?; // [M, D]
+                let scores = h.matmul(&cand_t)?.to_device(&Device::Cpu)?; // [M, N]
+                let got: Vec<u32> = crate::ops::with_f32(&scores, "rank", |scores| {
+                    scores
+                        .par_chunks(n_items)
+                        .zip(inst_idx.par_iter())
+                        .map(|(row, &k)| {
+                            let inst = &instances[k as usize];
+                            rank::rank_of(row, target(inst), &history(inst))
+                        })
+                        .collect()
+                })?;
                 for (&k, r) in inst_idx.iter().zip(got) {
                     ranks[k as usize] = r;
                 }

@@ -18,6 +18,9 @@ pub struct GridFile {
     /// Free text shown by `kdsr sweep plan`.
     #[serde(default)]
     pub description: Option<String>,
+    /// The defaults the grid's runs start from (`recbole`, the default, or `paper`).
+    #[serde(default)]
+    pub preset: Option<crate::config::Preset>,
     /// Seeds every grid point runs with (default: 2023..=2027).
     #[serde(default)]
     pub seeds: Option<Spanned<Vec<Spanned<u64>>>>,

@@ -101,6 +101,8 @@ pub struct Grid {
     pub name: String,
     pub source: Source,
     pub description: Option<String>,
+    /// The defaults every run starts from.
+    pub preset: crate::config::Preset,
     pub seeds: Vec<u64>,
     pub fixed: Vec<Assign>,
     pub axes: Vec<Axis>,
@@ -208,7 +210,20 @@ impl Grid {
             include.push(Include { span: node.span(), assigns });
         }
         let report = file.report;
-        Ok(Self { name, description: file.description, seeds, fixed, axes, exclude, include, columns, source, report })
+        let preset = file.preset.unwrap_or_default();
+        Ok(Self {
+            name,
+            description: file.description,
+            preset,
+            seeds,
+            fixed,
+            axes,
+            exclude,
+            include,
+            columns,
+            source,
+            report,
+        })
     }
 }
 

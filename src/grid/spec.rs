@@ -8,7 +8,7 @@
 //! [`RunConfig::validate`], else the combination is impossible and named as such.
 
 use super::{Grid, Point};
-use crate::config::RunConfig;
+use crate::config::{get_path, set_path, RunConfig};
 use crate::data::{DatasetId, DatasetRef};
 use crate::model::ModelKind;
 use anyhow::{Context, Result};
@@ -70,7 +70,8 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
         let mut table = match bases.get(&(kind, point.seed)) {
             Some(t) => t.clone(),
             None => {
-                let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, point.seed);
+                let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, point.seed);
+                grid.preset.apply(&mut cfg);
                 let t = toml::Table::try_from(&cfg).context("serialising a default RunConfig")?;
                 bases.insert((kind, point.seed), t.clone());
                 t
@@ -176,36 +177,6 @@ fn known_fields(key: &str, kinds: &[ModelKind]) -> String {
     }
 }
 
-/// Sets a dotted path, creating tables; false where a prefix is not a table.
-fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> bool {
-    let mut parts = key.split('.').peekable();
-    let mut t = table;
-    while let Some(part) = parts.next() {
-        if parts.peek().is_none() {
-            t.insert(part.to_string(), value);
-            return true;
-        }
-        let next = t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        match next {
-            toml::Value::Table(inner) => t = inner,
-            _ => return false,
-        }
-    }
-    false
-}
-
-fn get_path<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
-    let (first, rest) = match key.split_once('.') {
-        Some((f, r)) => (f, Some(r)),
-        None => (key, None),
-    };
-    let v = table.get(first)?;
-    match rest {
-        None => Some(v),
-        Some(r) => get_path(v.as_table()?, r),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,16 +221,16 @@ mod tests {
     }
 
     const GOLDEN_IDS: [&str; 10] = [
-        "beauty-pop-f624e8e792de884c",
-        "beauty-pop-5a8daf8e143b9014",
-        "beauty-sasrec-3936b465af05684b",
-        "beauty-sasrec-22d0b10f36044b72",
-        "beauty-sasrec-66e0dab2db0daee7",
-        "beauty-sasrec-2094a6f9944a2cf0",
-        "beauty-gru4rec-8b69eff527b8dd81",
-        "beauty-gru4rec-af646d161367fcc3",
-        "beauty-gru4rec-5e10441fb9c762fc",
-        "beauty-gru4rec-f3d71cd499bc948f",
+        "beauty-pop-14bb9b4da620ebea",
+        "beauty-pop-34af25fb2761ad34",
+        "beauty-sasrec-d80340fed105a814",
+        "beauty-sasrec-620f30507ece99c5",
+        "beauty-sasrec-0b9858f4046ee052",
+        "beauty-sasrec-f2214b82b703ba16",
+        "beauty-gru4rec-d5d96528ff4e71fb",
+        "beauty-gru4rec-be2896bec4a31579",
+        "beauty-gru4rec-09a9c9c71dc40e81",
+        "beauty-gru4rec-29f8c20d251dc9a0",
     ];
 
     #[test]

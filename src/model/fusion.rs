@@ -9,7 +9,7 @@
 
 use super::layers::{linear, Ctx, Linear};
 use super::params::ParamStore;
-use super::Backbone;
+use super::{Backbone, SeqBatch};
 use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, Module};
 use serde::{Deserialize, Serialize};
@@ -95,9 +95,9 @@ pub struct Recommender {
 
 impl Recommender {
     /// [B, T] -> [B, T, D]
-    pub fn forward(&self, items: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let extra = self.modality.as_ref().map(|m| m.forward(items)).transpose()?;
-        self.backbone.forward(items, extra.as_ref(), ctx)
+    pub fn forward(&self, input: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
+        let extra = self.modality.as_ref().map(|m| m.forward(&input.items)).transpose()?;
+        self.backbone.forward(input, extra.as_ref(), ctx)
     }
 
     /// Candidate item embeddings for ids 1..=N: [N, D]

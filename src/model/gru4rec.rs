@@ -7,6 +7,7 @@
 
 use super::layers::{embedding, linear, Ctx, Linear};
 use super::params::{xavier_normal, xavier_uniform};
+use super::SeqBatch;
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Embedding, Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -51,20 +52,22 @@ impl GruLayer {
         })
     }
 
-    /// [B, T, in] -> [B, T, H], starting from h = 0; the fused recurrence
+    /// [B, T, in] -> [B, T, H], starting from h = 0 and restarting from 0 wherever
+    /// `resets` [T * B] (step-major) says a sequence starts; the fused recurrence
     /// ([`crate::ops::gru_sequence`]) on CPU, composite ops elsewhere.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, resets: &[bool]) -> Result<Tensor> {
         if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
             let (b, t, inp) = x.dims3()?;
             let xt = x.transpose(0, 1)?.contiguous()?.reshape((t * b, inp))?; // [T·B, in]
             let gi = xt.matmul(&self.w_ih.t()?)?.reshape((t, b, 3 * self.hidden))?; // [T, B, 3H]
-            return crate::ops::gru_sequence(&gi, &self.w_hh)?.transpose(0, 1); // [B, T, H]
+            return crate::ops::gru_sequence(&gi, &self.w_hh, resets)?.transpose(0, 1);
+            // [B, T, H]
         }
-        self.forward_composite(x)
+        self.forward_composite(x, resets)
     }
 
     /// The same recurrence with composite candle ops, one step at a time.
-    fn forward_composite(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward_composite(&self, x: &Tensor, resets: &[bool]) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let hs = self.hidden;
         let xi = x.broadcast_matmul(&self.w_ih.t()?)?; // [B, T, 3H]
@@ -72,6 +75,11 @@ impl GruLayer {
         let mut h = Tensor::zeros((b, hs), x.dtype(), x.device())?;
         let mut outs = Vec::with_capacity(t);
         for step in 0..t {
+            let flags = &resets[step * b..(step + 1) * b];
+            if step > 0 && flags.iter().any(|&r| r) {
+                let keep: Vec<f32> = flags.iter().map(|&r| if r { 0.0 } else { 1.0 }).collect();
+                h = h.broadcast_mul(&Tensor::from_vec(keep, (b, 1), x.device())?)?;
+            }
             let xs = xi.narrow(1, step, 1)?.squeeze(1)?; // [B, 3H]
             let gh = h.matmul(&w_hh_t)?; // [B, 3H]
             let r = candle_nn::ops::sigmoid(&(xs.narrow(D::Minus1, 0, hs)? + gh.narrow(D::Minus1, 0, hs)?)?)?;
@@ -112,16 +120,18 @@ impl Gru4Rec {
         Ok(Self { item_embedding, layers, dense, dropout: cfg.dropout })
     }
 
-    /// `items`: [B, T] u32, left-aligned -> [B, T, E]; position `i` sees items `0..=i`.
-    /// `extra` [B, T, E] (fused modality embeddings) is added to the item embeddings.
-    pub fn forward(&self, items: &Tensor, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
-        let mut x = self.item_embedding.forward(items)?;
+    /// [B, T] items -> [B, T, E]; the state restarts at every sequence start of `input`, so a
+    /// cell sees its own sequence up to itself. `extra` [B, T, E] (fused modality embeddings) is
+    /// added to the item embeddings.
+    pub fn forward(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let mut x = self.item_embedding.forward(&input.items)?;
         if let Some(e) = extra {
             x = (x + e)?;
         }
         let mut x = ctx.dropout(&x, self.dropout)?;
+        let resets = input.resets_step_major()?;
         for layer in &self.layers {
-            x = layer.forward(&x)?;
+            x = layer.forward(&x, &resets)?;
         }
         self.dense.forward(&x)
     }
@@ -148,8 +158,13 @@ mod tests {
         let x = Var::from_tensor(&Tensor::from_vec(xv, (b, t, 6), &dev).unwrap()).unwrap();
         let w =
             Tensor::from_vec((0..b * t * 5).map(|i| ((i % 9) as f32 - 4.0) / 3.0).collect(), (b, t, 5), &dev).unwrap();
-        let fused = layer.forward(x.as_tensor()).unwrap();
-        let comp = layer.forward_composite(x.as_tensor()).unwrap();
+        // Row 1 starts a second sequence at step 3, row 3 at steps 2 and 5.
+        let mut resets = vec![false; t * b];
+        for (step, row) in [(0, 0), (0, 1), (0, 2), (0, 3), (3, 1), (2, 3), (5, 3)] {
+            resets[step * b + row] = true;
+        }
+        let fused = layer.forward(x.as_tensor(), &resets).unwrap();
+        let comp = layer.forward_composite(x.as_tensor(), &resets).unwrap();
         assert_eq!(fused.dims(), &[b, t, 5]);
         assert!(rel_err(&fused, &comp) < 1e-5, "forward {}", rel_err(&fused, &comp));
         let g1 = (&fused * &w).unwrap().sum_all().unwrap().backward().unwrap();

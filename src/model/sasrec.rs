@@ -1,9 +1,11 @@
 //! SASRec (Kang & McAuley, ICDM 2018) as configured in RecBole: learned positions, a
 //! post-LN Transformer encoder with a causal + key-padding mask (RecBole's additive -10000
-//! mask, applied exactly by [`crate::ops::causal_softmax`]), GELU feed-forward.
+//! mask, applied exactly by [`crate::ops::causal_softmax`]; block-diagonal when several
+//! sequences share a row, each with its own positions), GELU feed-forward.
 //! Parameter names follow RecBole's module names, so a RecBole state dict maps one to one.
 
 use super::layers::{embedding, linear, Ctx, LayerNorm, Linear};
+use super::SeqBatch;
 use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
@@ -72,8 +74,8 @@ impl Block {
         })
     }
 
-    /// `x`: [B, T, D], `lens`: real items per row -> [B, T, D]
-    fn forward(&self, x: &Tensor, lens: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+    /// `x`: [B, T, D], `starts`: first visible column of every cell [B * T] -> [B, T, D]
+    fn forward(&self, x: &Tensor, starts: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let (h, dh) = (self.n_heads, d / self.n_heads);
         let heads = |l: &Linear| -> Result<Tensor> {
@@ -81,7 +83,7 @@ impl Block {
         };
         let (q, k, v) = (heads(&self.query)?, heads(&self.key)?, heads(&self.value)?);
         let scores = q.matmul(&k.transpose(2, 3)?)?; // [B, H, T, T]
-        let probs = crate::ops::causal_softmax(&scores, lens, 1.0 / (dh as f64).sqrt())?;
+        let probs = crate::ops::causal_softmax(&scores, starts, 1.0 / (dh as f64).sqrt())?;
         let probs = ctx.dropout(&probs, self.attn_dropout)?;
         let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
         let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
@@ -116,22 +118,28 @@ impl SasRec {
         Ok(Self { item_embedding, position_embedding, ln, blocks, hidden_dropout: cfg.hidden_dropout })
     }
 
-    /// `items`: [B, T] u32, left-aligned, 0 = padding -> hidden states [B, T, D]; position `i`
-    /// sees items `0..=i` only. `extra` [B, T, D] (fused modality embeddings) is added to the
-    /// item embeddings.
-    pub fn forward(&self, items: &Tensor, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
-        let (_, t) = items.dims2()?;
-        let pos = self.position_embedding.narrow(0, 0, t)?; // [T, D]
-        let mut x = self.item_embedding.forward(items)?;
+    /// Hidden states [B, T, D] of `input` ([B, T] items, each cell at its own position); a cell
+    /// sees the cells of its sequence up to itself only. `extra` [B, T, D] (fused modality
+    /// embeddings) is added to the item embeddings.
+    pub fn forward(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, t) = input.items.dims2()?;
+        let d = self.position_embedding.dim(1)?;
+        let mut x = self.item_embedding.forward(&input.items)?;
         if let Some(e) = extra {
             x = (x + e)?;
         }
-        let x = crate::ops::add_bias(&x, &pos)?; // [B, T, D] + [T, D]
+        let x = if input.pos.iter().enumerate().all(|(c, &p)| p as usize == c % t) {
+            // One left-aligned sequence per row without padding: positions 0..T in every row.
+            crate::ops::add_bias(&x, &self.position_embedding.narrow(0, 0, t)?)?
+        // [B, T, D] + [T, D]
+        } else {
+            let ids = Tensor::from_slice(&input.pos, b * t, x.device())?;
+            (x + self.position_embedding.index_select(&ids, 0)?.reshape((b, t, d))?)?
+        };
         let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
-        let lens: Vec<u32> =
-            items.to_vec2::<u32>()?.iter().map(|r| r.iter().filter(|&&i| i != 0).count() as u32).collect();
+        let starts = input.starts()?;
         for block in &self.blocks {
-            x = block.forward(&x, &lens, ctx)?;
+            x = block.forward(&x, &starts, ctx)?;
         }
         Ok(x)
     }

@@ -1,22 +1,32 @@
 //! Softmax cross-entropy over the item catalogue.
 //!
 //! `loss = (1/M) Σ_m [log Σ_n exp(z_mn) - z_{m,y_m}]`, and its gradient
-//! `∂loss/∂z_mn = (softmax(z_m)_n - [n = y_m]) / M`, computed row by row in one pass each way
-//! (candle's composite `log_softmax` + gather makes several full passes and broadcasts).
+//! `∂loss/∂z_mn = (softmax(z_m)_n - [n = y_m]) / M`. The forward pass computes both, row by row
+//! while the row is in cache (one max pass, one exp pass, one scaling pass), and keeps the
+//! gradient for the backward pass, which only scales it by the incoming gradient (1 when the
+//! loss is differentiated directly). candle's composite `log_softmax` + gather makes several
+//! full passes and broadcasts; recomputing the softmax in the backward pass costs two more.
 
 use super::{f32_slice, fastmath, with_f32, CHUNK_ROWS};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 struct SoftmaxCrossEntropy {
     targets: Arc<Vec<u32>>,
+    /// `(softmax(z) - onehot(y)) / M` [M * N], written by the forward pass.
+    grad: Mutex<Option<Vec<f32>>>,
 }
 
-/// `log Σ exp(row)` with the max subtracted for stability.
-fn log_sum_exp(row: &[f32]) -> f32 {
+/// Writes `softmax(row) - onehot(y)` scaled by `scale` into `out`; returns the row's loss
+/// `log Σ exp(row) - row[y]`.
+fn row_loss_and_grad(row: &[f32], y: usize, scale: f32, out: &mut [f32]) -> f32 {
     let max = fastmath::max(row);
-    max + fastmath::sum_exp(row, max).ln()
+    let sum = fastmath::exp_into(row, max, out);
+    let inv = scale / sum;
+    out.iter_mut().for_each(|v| *v *= inv);
+    out[y] -= scale;
+    max + sum.ln() - row[y]
 }
 
 impl CustomOp1 for SoftmaxCrossEntropy {
@@ -28,30 +38,47 @@ impl CustomOp1 for SoftmaxCrossEntropy {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (m, n) = l.shape().dims2()?;
         let z = f32_slice(s, l, self.name())?;
-        let partial: Vec<f64> = z
-            .par_chunks(n * CHUNK_ROWS)
-            .zip(self.targets.par_chunks(CHUNK_ROWS))
-            .map(|(rows, ys)| rows.chunks(n).zip(ys).map(|(row, &y)| (log_sum_exp(row) - row[y as usize]) as f64).sum())
+        let scale = 1.0 / m.max(1) as f32;
+        let mut grad = vec![0f32; m * n];
+        let partial: Vec<f64> = grad
+            .par_chunks_mut(n * CHUNK_ROWS)
+            .zip(z.par_chunks(n * CHUNK_ROWS).zip(self.targets.par_chunks(CHUNK_ROWS)))
+            .map(|(g, (rows, ys))| {
+                g.chunks_mut(n)
+                    .zip(rows.chunks(n))
+                    .zip(ys)
+                    .map(|((g, row), &y)| row_loss_and_grad(row, y as usize, scale, g) as f64)
+                    .sum()
+            })
             .collect();
         let loss = partial.iter().sum::<f64>() / m.max(1) as f64;
+        *self.grad.lock().unwrap_or_else(|e| e.into_inner()) = Some(grad);
         Ok((CpuStorage::F32(vec![loss as f32]), Shape::from(())))
     }
 
     fn bwd(&self, z: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (m, n) = z.dims2()?;
-        let g = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? / m.max(1) as f32;
-        let dz = with_f32(z, self.name(), |z| {
-            let mut dz = vec![0f32; m * n];
-            dz.par_chunks_mut(n).zip(z.par_chunks(n)).zip(self.targets.par_iter()).for_each(|((d, row), &y)| {
-                let lse = log_sum_exp(row);
-                for (dv, &v) in d.iter_mut().zip(row) {
-                    *dv = fastmath::exp(v - lse) * g;
-                }
-                d[y as usize] -= g;
-            });
-            dz
-        })?;
-        Ok(Some(Tensor::from_vec(dz, (m, n), z.device())?))
+        let g = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?;
+        let stored = self.grad.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // A second backward pass over the same graph recomputes the gradient.
+        let mut dz = match stored {
+            Some(dz) => dz,
+            None => {
+                let (m, n) = z.dims2()?;
+                with_f32(z, self.name(), |z| {
+                    let mut dz = vec![0f32; m * n];
+                    dz.par_chunks_mut(n).zip(z.par_chunks(n)).zip(self.targets.par_iter()).for_each(
+                        |((d, row), &y)| {
+                            row_loss_and_grad(row, y as usize, 1.0 / m.max(1) as f32, d);
+                        },
+                    );
+                    dz
+                })?
+            }
+        };
+        if g != 1.0 {
+            dz.par_iter_mut().for_each(|v| *v *= g);
+        }
+        Ok(Some(Tensor::from_vec(dz, z.shape(), z.device())?))
     }
 }
 
@@ -65,7 +92,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
         candle_core::bail!("cross_entropy: target {bad} out of range for {n} classes");
     }
     if logits.device().is_cpu() {
-        logits.contiguous()?.apply_op1(SoftmaxCrossEntropy { targets: Arc::new(targets.to_vec()) })
+        logits
+            .contiguous()?
+            .apply_op1(SoftmaxCrossEntropy { targets: Arc::new(targets.to_vec()), grad: Mutex::new(None) })
     } else {
         let t = Tensor::from_slice(targets, m, logits.device())?;
         candle_nn::loss::cross_entropy(logits, &t)
@@ -90,6 +119,8 @@ mod tests {
         let composite = candle_nn::loss::cross_entropy(z.as_tensor(), &t).unwrap();
         assert!(rel_err(&fused, &composite) < 1e-5);
         let g1 = fused.backward().unwrap().get(z.as_tensor()).unwrap().clone();
+        let again = fused.backward().unwrap().get(z.as_tensor()).unwrap().clone();
+        assert!(rel_err(&g1, &again) < 1e-7, "a second backward pass gives the same gradient");
         let g2 = composite.backward().unwrap().get(z.as_tensor()).unwrap().clone();
         assert!(rel_err(&g1, &g2) < 1e-4, "{}", rel_err(&g1, &g2));
         let f = || cross_entropy(z.as_tensor(), &targets).unwrap().to_scalar::<f32>().unwrap() as f64;

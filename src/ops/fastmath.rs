@@ -69,6 +69,7 @@ pub fn tanh(x: f32) -> f32 {
 const LANES: usize = 8;
 
 /// `max(row)` (`-inf` for an empty row).
+#[inline(always)]
 pub fn max(row: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
@@ -81,17 +82,44 @@ pub fn max(row: &[f32]) -> f32 {
     rest.iter().chain(&acc).copied().fold(f32::NEG_INFINITY, f32::max)
 }
 
-/// `Σ exp(v - shift)` over `row`.
-pub fn sum_exp(row: &[f32], shift: f32) -> f32 {
+/// Replaces every `v` of `row` by `exp(v - shift)` and returns their sum.
+#[inline(always)]
+pub fn exp_in_place(row: &mut [f32], shift: f32) -> f32 {
     let mut acc = [0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += exp(v - shift);
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
+            *v = exp(*v - shift);
+            *a += *v;
         }
     }
-    acc.iter().sum::<f32>() + rest.iter().map(|&v| exp(v - shift)).sum::<f32>()
+    let mut sum = acc.iter().sum::<f32>();
+    for v in chunks.into_remainder() {
+        *v = exp(*v - shift);
+        sum += *v;
+    }
+    sum
+}
+
+/// Writes `exp(row - shift)` into `out` and returns its sum.
+pub fn exp_into(row: &[f32], shift: f32, out: &mut [f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (chunks, outs) = (row.chunks_exact(LANES), out.chunks_exact_mut(LANES));
+    let rest = chunks.remainder().len();
+    for (c, o) in chunks.zip(outs) {
+        for ((a, &v), ov) in acc.iter_mut().zip(c).zip(o.iter_mut()) {
+            let e = exp(v - shift);
+            *ov = e;
+            *a += e;
+        }
+    }
+    let tail = row.len() - rest;
+    let mut sum = acc.iter().sum::<f32>();
+    for (ov, &v) in out[tail..].iter_mut().zip(&row[tail..]) {
+        *ov = exp(v - shift);
+        sum += *ov;
+    }
+    sum
 }
 
 #[cfg(test)]
@@ -142,6 +170,13 @@ mod tests {
         assert_eq!(max(&row), row.iter().copied().fold(f32::NEG_INFINITY, f32::max));
         assert_eq!(max(&[]), f32::NEG_INFINITY);
         let want: f64 = row.iter().map(|&v| (v as f64 - 1.5).exp()).sum();
-        assert!((sum_exp(&row, 1.5) as f64 - want).abs() < 1e-6 * want);
+        let mut out = vec![0f32; row.len()];
+        assert!((exp_into(&row, 1.5, &mut out) as f64 - want).abs() < 1e-6 * want);
+        let mut in_place = row.clone();
+        assert_eq!(exp_in_place(&mut in_place, 1.5), exp_into(&row, 1.5, &mut out));
+        assert_eq!(in_place, out);
+        for (o, &v) in out.iter().zip(&row) {
+            assert!((*o as f64 - (v as f64 - 1.5).exp()).abs() < 1e-6 * (v as f64 - 1.5).exp());
+        }
     }
 }

@@ -1,7 +1,9 @@
 //! A GRU layer's recurrence over whole sequences, with backpropagation through time, fused.
 //!
 //! Inputs: `gi` [T, B, 3H] (the input projections `x_t W_ihᵀ`, gate order r, z, n, as
-//! PyTorch) and `w_hh` [3H, H]; no biases; `h_0 = 0`. Per step, with `gh = h W_hhᵀ`:
+//! PyTorch), `w_hh` [3H, H] and `resets` [T, B]; no biases; `h_0 = 0`, and the state of row `b`
+//! restarts from 0 at every step where `resets[t, b]` is set (a new sequence starts there when
+//! several share a row). Per step, with `gh = h W_hhᵀ` (`h` zeroed where reset):
 //! `r = σ(gi_r + gh_r)`, `z = σ(gi_z + gh_z)`, `n = tanh(gi_n + r ⊙ gh_n)`,
 //! `h' = (1 - z) ⊙ n + z ⊙ h`. Output: every `h_t`, [T, B, H].
 //!
@@ -9,7 +11,8 @@
 //! `dn = dh (1 - z)`, `dz = dh (h - n)`, `da_n = dn (1 - n²)`, `dgh_n = da_n r`,
 //! `dr = da_n gh_n`, `da_z = dz z (1 - z)`, `da_r = dr r (1 - r)`;
 //! `dgi_t = [da_r, da_z, da_n]`, `dgh_t = [da_r, da_z, dgh_n]`,
-//! `dh_carry = dh z + dgh_t W_hh`; finally `dW_hh = Σ_t dgh_tᵀ h_{t-1}` as one matmul.
+//! `dh_carry = dh z + dgh_t W_hh` (0 where step `t` resets: `h_{t-1}` was not used);
+//! finally `dW_hh = Σ_t dgh_tᵀ h_{t-1}` as one matmul.
 //! The gates are recomputed from the saved outputs (`h_{t-1}` is output `t - 1`), with one
 //! matmul for all `gh`. candle's composite version makes ~15 graph nodes per step, and the
 //! backward of each step's slice of `gi` is a full-size zero-padded tensor.
@@ -17,8 +20,12 @@
 use super::fastmath::{sigmoid, tanh};
 use super::{f32_slice, with_f32};
 use candle_core::{CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use std::sync::Arc;
 
-struct GruSequence;
+struct GruSequence {
+    /// [T * B], step-major.
+    resets: Arc<Vec<bool>>,
+}
 
 /// `a` [m, k] (row-major slice) times `b` [k, n] -> [m, n], through candle's gemm.
 fn matmul(a: &[f32], m: usize, k: usize, b: &Tensor) -> Result<Vec<f32>> {
@@ -47,6 +54,11 @@ impl CustomOp2 for GruSequence {
         let mut out = vec![0f32; t * b * hs];
         let mut h = vec![0f32; b * hs];
         for step in 0..t {
+            for row in 0..b {
+                if self.resets[step * b + row] {
+                    h[row * hs..(row + 1) * hs].fill(0.0);
+                }
+            }
             let gh = matmul(&h, b, hs, &w_t)?; // [B, 3H]
             let gi_t = &gi[step * b * h3..(step + 1) * b * h3];
             let out_t = &mut out[step * b * hs..(step + 1) * b * hs];
@@ -66,10 +78,12 @@ impl CustomOp2 for GruSequence {
         let (t, b, h3) = gi.dims3()?;
         let hs = h3 / 3;
         let w = w.contiguous()?; // [3H, H]
-                                 // h_{t-1} for every step: zeros, then the outputs of steps 0..T-1.
+                                 // h_{t-1} for every step: zeros, then the outputs of steps 0..T-1, zeroed where reset.
         let zeros = Tensor::zeros((1, b, hs), gi.dtype(), gi.device())?;
         let h_prev = if t > 1 { Tensor::cat(&[&zeros, &hs_out.narrow(0, 0, t - 1)?], 0)? } else { zeros };
-        let h_prev = h_prev.reshape((t * b, hs))?;
+        let keep: Vec<f32> = self.resets.iter().map(|&r| if r { 0.0 } else { 1.0 }).collect();
+        let keep = Tensor::from_vec(keep, (t * b, 1), gi.device())?;
+        let h_prev = h_prev.reshape((t * b, hs))?.broadcast_mul(&keep)?;
         let gh_all = h_prev.matmul(&w.t()?)?; // [T·B, 3H]
         let (dgi, dgh) = with_f32(gi, self.name(), |gi| {
             with_f32(&gh_all, self.name(), |gh_all| {
@@ -109,6 +123,11 @@ impl CustomOp2 for GruSequence {
                             if step > 0 {
                                 let back = matmul(dgh_t, b, h3, &w)?; // [B, H]
                                 carry.iter_mut().zip(&back).for_each(|(c, v)| *c += v);
+                                for row in 0..b {
+                                    if self.resets[step * b + row] {
+                                        carry[row * hs..(row + 1) * hs].fill(0.0);
+                                    }
+                                }
                             }
                         }
                         Ok((dgi, dgh))
@@ -123,14 +142,20 @@ impl CustomOp2 for GruSequence {
     }
 }
 
-/// Hidden states [T, B, H] of a bias-free GRU from input projections `gi` [T, B, 3H] and the
-/// recurrent weight `w_hh` [3H, H], starting from zeros (CPU f32; see [`crate::model`]'s
-/// GRU4Rec for the composite version used elsewhere).
-pub fn gru_sequence(gi: &Tensor, w_hh: &Tensor) -> Result<Tensor> {
-    let (_, _, h3) = gi.dims3()?;
+/// Hidden states [T, B, H] of a bias-free GRU from input projections `gi` [T, B, 3H], the
+/// recurrent weight `w_hh` [3H, H] and the state resets `resets` [T * B] (step-major),
+/// starting from zeros (CPU f32; see [`crate::model`]'s GRU4Rec for the composite version used
+/// elsewhere).
+pub fn gru_sequence(gi: &Tensor, w_hh: &Tensor, resets: &[bool]) -> Result<Tensor> {
+    let (t, b, h3) = gi.dims3()?;
     let (w3, hs) = w_hh.dims2()?;
-    if h3 != w3 || h3 != 3 * hs {
-        candle_core::bail!("gru_sequence: gi {:?} and w_hh {:?} do not match", gi.dims(), w_hh.dims());
+    if h3 != w3 || h3 != 3 * hs || resets.len() != t * b {
+        candle_core::bail!(
+            "gru_sequence: gi {:?}, w_hh {:?} and {} resets do not match",
+            gi.dims(),
+            w_hh.dims(),
+            resets.len()
+        );
     }
-    gi.contiguous()?.apply_op2(&w_hh.contiguous()?, GruSequence)
+    gi.contiguous()?.apply_op2(&w_hh.contiguous()?, GruSequence { resets: Arc::new(resets.to_vec()) })
 }

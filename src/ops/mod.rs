@@ -1,6 +1,6 @@
 //! Fused CPU kernels with their own backward passes, for the ops where candle's composite
 //! versions dominate a training step (see reports/bench/): the softmax cross-entropy over the
-//! item catalogue, layer normalisation, the causal masked softmax of self-attention, GELU, bias
+//! item catalogue (fused with its logits product), layer normalisation, the causal masked softmax of self-attention, GELU, bias
 //! addition, dropout, a GRU layer's recurrence and the correlation losses' row-pair gathers.
 //!
 //! Each public function runs the fused kernel on CPU and falls back to composite candle ops
@@ -9,6 +9,7 @@
 //! so results do not depend on the number of threads (same seed, same metrics).
 
 pub mod bias;
+pub mod catalogue;
 pub mod cross_entropy;
 pub mod dropout;
 pub mod fastmath;
@@ -21,6 +22,7 @@ pub mod softmax;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use bias::add_bias;
+pub use catalogue::catalogue_cross_entropy;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
 pub use gelu::gelu;

@@ -1,10 +1,13 @@
-//! Causal masked softmax for self-attention over left-aligned sequences.
+//! Causal masked softmax for self-attention over sequences laid out in rows, several sequences
+//! per row allowed (packing).
 //!
-//! For batch row `b` with `len_b` real items, query `i` attends to keys
-//! `j <= min(i, len_b - 1)` (causal and not padding; RecBole's additive -10000 mask gives the
-//! same probabilities in f32). Forward `y = softmax(c x)` over the allowed keys, 0 elsewhere,
-//! with the attention scale `c` (1 / √d_head) folded in; backward
-//! `dx = c y ⊙ (dy - Σ_j dy_j y_j)`.
+//! Query `i` of batch row `b` attends to the keys `start_(b,i) <= j <= i`, where `start_(b,i)`
+//! is the column at which its sequence starts (0 for one left-aligned sequence per row; a
+//! block-diagonal causal mask for packed rows). For left-aligned rows this is RecBole's causal +
+//! key-padding mask on every real query (its additive -10000 mask gives the same probabilities
+//! in f32); padding queries start sequences of their own and see themselves only. Forward
+//! `y = softmax(c x)` over the allowed keys, 0 elsewhere, with the attention scale `c`
+//! (1 / √d_head) folded in; backward `dx = c y ⊙ (dy - Σ_j dy_j y_j)`.
 
 use super::{f32_slice, fastmath, with_f32};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
@@ -12,14 +15,16 @@ use rayon::prelude::*;
 use std::sync::Arc;
 
 struct CausalSoftmax {
-    lens: Arc<Vec<u32>>,
+    /// [B * T]: first allowed key of each query.
+    starts: Arc<Vec<u32>>,
     scale: f32,
 }
 
 impl CausalSoftmax {
-    fn allowed(&self, matrix: usize, heads: usize, t: usize, i: usize) -> usize {
-        let len = self.lens[matrix / heads] as usize;
-        i.min(len.max(1) - 1).min(t - 1) + 1
+    /// Allowed keys `lo..=i` of query `i` in attention matrix `matrix` (= b * heads + head).
+    fn allowed(&self, matrix: usize, heads: usize, t: usize, i: usize) -> std::ops::Range<usize> {
+        let lo = (self.starts[(matrix / heads) * t + i] as usize).min(i);
+        lo..i + 1
     }
 }
 
@@ -35,8 +40,8 @@ impl CustomOp1 for CausalSoftmax {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(t * t).zip(x.par_chunks(t * t)).enumerate().for_each(|(mat, (ym, xm))| {
             for i in 0..t {
-                let n = self.allowed(mat, h, t, i);
-                let (xr, yr) = (&xm[i * t..i * t + n], &mut ym[i * t..i * t + n]);
+                let r = self.allowed(mat, h, t, i);
+                let (xr, yr) = (&xm[i * t + r.start..i * t + r.end], &mut ym[i * t + r.start..i * t + r.end]);
                 let max = fastmath::max(xr);
                 for (yv, &xv) in yr.iter_mut().zip(xr) {
                     *yv = fastmath::exp(self.scale * (xv - max));
@@ -56,8 +61,8 @@ impl CustomOp1 for CausalSoftmax {
                 dx.par_chunks_mut(t * t).zip(y.par_chunks(t * t).zip(dy.par_chunks(t * t))).enumerate().for_each(
                     |(mat, (dxm, (ym, dym)))| {
                         for i in 0..t {
-                            let n = self.allowed(mat, h, t, i);
-                            let r = i * t..i * t + n;
+                            let k = self.allowed(mat, h, t, i);
+                            let r = i * t + k.start..i * t + k.end;
                             let dot: f32 = ym[r.clone()].iter().zip(&dym[r.clone()]).map(|(a, b)| a * b).sum();
                             for j in r {
                                 dxm[j] = self.scale * ym[j] * (dym[j] - dot);
@@ -72,28 +77,32 @@ impl CustomOp1 for CausalSoftmax {
     }
 }
 
-/// Causal softmax of `scale` times the attention scores [B, H, T, T], given each row's number
-/// of real items.
-pub fn causal_softmax(scores: &Tensor, lens: &[u32], scale: f64) -> Result<Tensor> {
+/// The additive mask [B, 1, T, T] of the same pattern: 0 where allowed, -10000 elsewhere.
+pub fn causal_mask(starts: &[u32], b: usize, t: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mut m = vec![-10000f32; b * t * t];
+    for (q, &lo) in starts.iter().enumerate() {
+        let i = q % t;
+        m[q * t + (lo as usize).min(i)..=q * t + i].fill(0.0);
+    }
+    Tensor::from_vec(m, (b, 1, t, t), device)
+}
+
+/// Causal softmax of `scale` times the attention scores [B, H, T, T], given the first allowed
+/// key `starts` [B * T] of every query (see the module docs).
+pub fn causal_softmax(scores: &Tensor, starts: &[u32], scale: f64) -> Result<Tensor> {
     let (b, _, t, t2) = scores.dims4()?;
     if scale.is_nan() || scale <= 0.0 {
         candle_core::bail!("causal_softmax: scale must be positive, got {scale}");
     }
-    if t != t2 || lens.len() != b {
-        candle_core::bail!("causal_softmax: scores {:?} with {} lengths", scores.dims(), lens.len());
+    if t != t2 || starts.len() != b * t {
+        candle_core::bail!("causal_softmax: scores {:?} with {} query starts", scores.dims(), starts.len());
     }
     if scores.device().is_cpu() && scores.dtype() == candle_core::DType::F32 {
-        return scores.contiguous()?.apply_op1(CausalSoftmax { lens: Arc::new(lens.to_vec()), scale: scale as f32 });
+        return scores
+            .contiguous()?
+            .apply_op1(CausalSoftmax { starts: Arc::new(starts.to_vec()), scale: scale as f32 });
     }
-    let mut m = vec![-10000f32; b * t * t];
-    for (r, &len) in lens.iter().enumerate() {
-        for i in 0..t {
-            for j in 0..=i.min((len as usize).max(1) - 1) {
-                m[(r * t + i) * t + j] = 0.0;
-            }
-        }
-    }
-    let mask = Tensor::from_vec(m, (b, 1, t, t), scores.device())?;
+    let mask = causal_mask(starts, b, t, scores.device())?;
     candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(&mask)?, D::Minus1)
 }
 
@@ -103,17 +112,23 @@ mod tests {
     use crate::ops::testing::{finite_diff, rel_err};
     use candle_core::{Device, Var};
 
-    fn composite(x: &Tensor, lens: &[u32], scale: f64) -> Tensor {
+    /// The mask written out from its definition, then candle's softmax.
+    fn composite(x: &Tensor, starts: &[u32], scale: f64) -> Tensor {
         let (b, _, t, _) = x.dims4().unwrap();
         let mut m = vec![-10000f32; b * t * t];
-        for (r, &len) in lens.iter().enumerate() {
+        for r in 0..b {
             for i in 0..t {
-                for j in 0..=i.min(len as usize - 1) {
-                    m[(r * t + i) * t + j] = 0.0;
+                for j in 0..t {
+                    if j <= i && j as u32 >= starts[r * t + i] {
+                        m[(r * t + i) * t + j] = 0.0;
+                    }
                 }
             }
         }
         let mask = Tensor::from_vec(m, (b, 1, t, t), &Device::Cpu).unwrap();
+        assert_eq!(mask.flatten_all().unwrap().to_vec1::<f32>().unwrap(), {
+            causal_mask(starts, b, t, &Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        });
         candle_nn::ops::softmax(&(x * scale).unwrap().broadcast_add(&mask).unwrap(), D::Minus1).unwrap()
     }
 
@@ -121,21 +136,22 @@ mod tests {
     fn matches_composite_and_finite_differences() {
         let dev = Device::Cpu;
         let (b, h, t) = (3, 2, 6);
-        let lens = [6u32, 3, 1];
+        // Row 0: one sequence of 6; row 1: sequences of 2, 3 and 1; row 2: one item, padding.
+        let starts = [0u32, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 5, 0, 1, 2, 3, 4, 5];
         let xv: Vec<f32> = (0..b * h * t * t).map(|i| ((i * 31) % 17) as f32 / 5.0 - 1.5).collect();
         let x = Var::from_tensor(&Tensor::from_vec(xv, (b, h, t, t), &dev).unwrap()).unwrap();
         let wts =
             Tensor::from_vec((0..b * h * t * t).map(|i| ((i % 7) as f32 - 3.0) / 3.0).collect(), (b, h, t, t), &dev)
                 .unwrap();
-        let fused = causal_softmax(x.as_tensor(), &lens, 0.7).unwrap();
-        let comp = composite(x.as_tensor(), &lens, 0.7);
+        let fused = causal_softmax(x.as_tensor(), &starts, 0.7).unwrap();
+        let comp = composite(x.as_tensor(), &starts, 0.7);
         assert!(rel_err(&fused, &comp) < 1e-6);
         let g1 = (&fused * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let g2 = (&comp * &wts).unwrap().sum_all().unwrap().backward().unwrap();
         let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
         assert!(rel_err(g1, g2) < 1e-4, "{}", rel_err(g1, g2));
         let f = || {
-            (causal_softmax(x.as_tensor(), &lens, 0.7).unwrap() * &wts)
+            (causal_softmax(x.as_tensor(), &starts, 0.7).unwrap() * &wts)
                 .unwrap()
                 .sum_all()
                 .unwrap()

@@ -46,15 +46,19 @@ impl CodeVersion {
     }
 }
 
-/// One finished epoch.
+/// One finished epoch (epoch 0: the untrained model, recorded for runs with modality tables;
+/// its loss is NaN and written as an empty cell).
 #[derive(Debug, Clone)]
 pub struct EpochLog {
     pub epoch: usize,
     pub loss: f64,
+    /// Optimiser steps taken in the epoch.
+    pub steps: usize,
     pub train_seconds: f64,
     pub eval_seconds: f64,
     pub valid: Metrics,
-    pub test: Metrics,
+    /// Test metrics, when the test set was evaluated after this epoch.
+    pub test: Option<Metrics>,
     /// Run-specific columns (correlation losses, modality learning rate, drift probes), in a
     /// fixed order for the run.
     pub extra: Vec<(String, f64)>,
@@ -87,7 +91,7 @@ impl RunDir {
 
     pub fn append_epoch(&mut self, e: &EpochLog) -> Result<()> {
         if !self.header_written {
-            let mut header = String::from("epoch,loss,train_seconds,eval_seconds");
+            let mut header = String::from("epoch,loss,steps,train_seconds,eval_seconds");
             for split in ["valid", "test"] {
                 for m in Metrics::all() {
                     header += &format!(",{split}_{m}");
@@ -99,10 +103,11 @@ impl RunDir {
             writeln!(self.csv, "{header}")?;
             self.header_written = true;
         }
-        let mut row = format!("{},{:.6},{:.3},{:.3}", e.epoch, e.loss, e.train_seconds, e.eval_seconds);
-        for m in [&e.valid, &e.test] {
+        let loss = if e.loss.is_finite() { format!("{:.6}", e.loss) } else { String::new() };
+        let mut row = format!("{},{loss},{},{:.3},{:.3}", e.epoch, e.steps, e.train_seconds, e.eval_seconds);
+        for m in [Some(&e.valid), e.test.as_ref()] {
             for k in Metrics::all() {
-                row += &format!(",{:.4}", m.get(k));
+                row += &m.map(|m| format!(",{:.4}", m.get(k))).unwrap_or_else(|| ",".into());
             }
         }
         for (_, v) in &e.extra {

@@ -3,21 +3,26 @@
 //! Loss per step: `L = CE + L_CDL`, with `CE = -mean_m log softmax(h_m E^T)[y_m]` over every
 //! target position `m` of the batch (`h_m` the backbone's hidden state, `E` the ID item table
 //! without padding) and `L_CDL` the correlation losses when the run uses KDSR
-//! ([`crate::distill::cdl`]). After each epoch both validation and test instances are ranked
-//! (one pass); the reported test metrics are those of the best validation epoch, or of the last
-//! epoch under `train.selection = "last"` (early stopping still follows validation). The released
-//! code's selection (the best test value of each metric over epochs) is recorded separately,
-//! for comparison only.
+//! ([`crate::distill::cdl`]). An epoch is a pass over the shuffled training windows in steps of
+//! `train.batch_size` targets (or windows, [`crate::data::batch::BatchUnit`]), packed several sequences per row
+//! unless `train.pack = false`. After each epoch the validation instances are ranked; the test
+//! instances are ranked when the epoch becomes the selected one (the best validation epoch, or
+//! every epoch under `train.selection = "last"`; early stopping follows validation either way),
+//! or after every epoch with `train.test_every_epoch`, which also records the released code's
+//! selection (the best test value of each metric over epochs) for comparison only.
 
 use super::setup::{self, Setup};
 use crate::config::{ModelSpec, RunConfig, Selection};
-use crate::data::batch::{train_batch, train_windows, Batch};
+use crate::data::batch::{steps, train_batch, train_windows, Batch, Layout};
 use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset};
+use crate::distill::cdl::Cdl;
 use crate::eval::{rank_instances, EvalOptions, Metric, Metrics, Scorer};
 use crate::model::fusion::TABLE_PREFIX;
-use crate::model::{Ctx, Popularity, Recommender};
+use crate::model::ModalityMode;
+use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
 use crate::results::{CodeVersion, EpochLog, RunDir};
+use crate::train::diagnose::CdlProbe;
 use crate::train::optim::Adam;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -53,16 +58,14 @@ pub fn batch_loss(
     ctx: &mut Ctx,
     device: &Device,
 ) -> candle_core::Result<(Tensor, usize)> {
-    let items = Tensor::from_vec(batch.items.clone(), (batch.rows, batch.width), device)?;
-    let hidden = model.forward(&items, ctx)?; // [B, T, D]
+    let hidden = model.forward(&SeqBatch::new(batch, device)?, ctx)?; // [B, T, D]
     let d = hidden.dim(2)?;
     let (rows, targets): (Vec<u32>, Vec<u32>) =
         batch.targets.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i as u32, t - 1)).unzip();
     let m = rows.len();
     let rows = Tensor::from_vec(rows, m, device)?;
     let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
-    let logits = h.matmul(&model.candidates()?.t()?)?; // [M, N]
-    let loss = crate::ops::cross_entropy(&logits, &targets)?;
+    let loss = crate::ops::catalogue_cross_entropy(&h, &model.candidates()?, &targets)?;
     Ok((loss, m))
 }
 
@@ -105,18 +108,12 @@ fn fit(
         "n_valid": split.valid.len(),
         "n_test": split.test.len(),
     });
-    let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
-    let n_valid = split.valid.len();
-    let eval_opts = EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history };
-    let evaluate = |scorer: &Scorer| -> Result<(Metrics, Metrics, f64)> {
-        let t0 = Instant::now();
-        let ranks = rank_instances(scorer, &ds.sequences, &instances, &eval_opts, &opts.device)?;
-        let (v, te) = ranks.split_at(n_valid);
-        Ok((
-            Metrics::from_ranks(v.iter().copied()),
-            Metrics::from_ranks(te.iter().copied()),
-            t0.elapsed().as_secs_f64(),
-        ))
+    let layout = if t.pack { Layout::Packed } else { Layout::Padded };
+    let eval_opts =
+        EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history, layout };
+    let evaluate = |scorer: &Scorer, instances: &[Instance]| -> Result<Metrics> {
+        let ranks = rank_instances(scorer, &ds.sequences, instances, &eval_opts, &opts.device)?;
+        Ok(Metrics::from_ranks(ranks.into_iter()))
     };
     let mut out = RunOutcome {
         run_id: String::new(),
@@ -130,14 +127,16 @@ fn fit(
 
     if let ModelSpec::Pop = cfg.model {
         let pop = Popularity::fit(&ds.sequences, &split.train_end, ds.n_items);
-        let (valid, test, secs) = evaluate(&Scorer::Pop(&pop))?;
+        let t0 = Instant::now();
+        let (valid, test) = (evaluate(&Scorer::Pop(&pop), &split.valid)?, evaluate(&Scorer::Pop(&pop), &split.test)?);
         let log = EpochLog {
             epoch: 0,
             loss: 0.0,
+            steps: 0,
             train_seconds: 0.0,
-            eval_seconds: secs,
+            eval_seconds: t0.elapsed().as_secs_f64(),
             valid: valid.clone(),
-            test: test.clone(),
+            test: Some(test.clone()),
             extra: Vec::new(),
         };
         dir.append_epoch(&log)?;
@@ -155,11 +154,48 @@ fn fit(
     }
     let mut shuffle_rng = ChaCha8Rng::seed_from_u64(seed_for(cfg.seed, 1));
     let mut ctx = Ctx::train(seed_for(cfg.seed, 2));
-    let n_batches = windows.len().div_ceil(t.batch_size);
     let metric: Metric = t.valid_metric;
     let mut best = f64::NEG_INFINITY;
     let mut bad_epochs = 0;
     let tables: Vec<Tensor> = model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
+    let names: Vec<String> =
+        cfg.modality.iter().flat_map(|m| m.modalities.iter().map(|x| x.name().to_string())).collect();
+    let probe = match &cfg.modality {
+        Some(mc) if mc.mode != ModalityMode::Frozen => {
+            Some(CdlProbe::new(&ds.sequences, &split, t.max_len, seed_for(cfg.seed, 3)))
+        }
+        _ => None,
+    };
+    // The drift and diagnostic columns of epochs.csv, in a fixed order.
+    let diagnostics = |model: &Recommender, cdl: Option<&mut Cdl>| -> Result<Vec<(String, f64)>> {
+        let mut out = setup::drift_columns(&probes, model, cdl.as_deref())?;
+        if let Some(p) = &probe {
+            out.extend(p.measure(model, cdl, &tables, &names, &opts.device)?);
+        }
+        Ok(out)
+    };
+    if let Some(mc) = &cfg.modality {
+        // Epoch 0: the untrained model, where the drift and diagnostic curves start.
+        let mut extra = vec![("lr_modality".to_string(), mc.at.lr(t.lr, 1, mc.code_faithful))];
+        if cdl.is_some() {
+            extra.push(("cdl_holistic_loss".to_string(), f64::NAN));
+            extra.push(("cdl_dissected_loss".to_string(), f64::NAN));
+        }
+        extra.extend(diagnostics(&model, cdl.as_mut())?);
+        let t1 = Instant::now();
+        let valid = evaluate(&Scorer::Model(&model), &split.valid)?;
+        let log = EpochLog {
+            epoch: 0,
+            loss: f64::NAN,
+            steps: 0,
+            train_seconds: 0.0,
+            eval_seconds: t1.elapsed().as_secs_f64(),
+            valid,
+            test: None,
+            extra,
+        };
+        dir.append_epoch(&log)?;
+    }
 
     for epoch in 1..=t.max_epochs {
         let mut extra = Vec::new();
@@ -169,11 +205,13 @@ fn fit(
             extra.push(("lr_modality".to_string(), lr));
         }
         windows.shuffle(&mut shuffle_rng);
+        let epoch_steps = steps(&windows, t.batch_size, t.batch_unit);
+        let n_batches = epoch_steps.len();
         let bar = progress_bar(opts.progress, n_batches as u64, epoch);
         let t0 = Instant::now();
         let (mut loss_sum, mut n_targets, mut hol, mut dis) = (0f64, 0usize, 0f64, 0f64);
-        for (step, chunk) in windows.chunks(t.batch_size).enumerate() {
-            let batch = train_batch(&ds.sequences, chunk);
+        for (step, chunk) in epoch_steps.iter().enumerate() {
+            let batch = train_batch(&ds.sequences, chunk, layout);
             let (ce, m) = batch_loss(&model, &batch, &mut ctx, &opts.device)?;
             let value = ce.to_scalar::<f32>()? as f64;
             let mut loss = ce;
@@ -208,23 +246,41 @@ fn fit(
             extra.push(("cdl_holistic_loss".to_string(), hol / n_batches as f64));
             extra.push(("cdl_dissected_loss".to_string(), dis / n_batches as f64));
         }
-        extra.extend(setup::drift_columns(&probes, &model)?);
-        let (valid, test, eval_seconds) = evaluate(&Scorer::Model(&model))?;
-        let log =
-            EpochLog { epoch, loss: loss_sum / n_targets as f64, train_seconds, eval_seconds, valid, test, extra };
-        dir.append_epoch(&log)?;
-        let score = log.valid.get(metric);
+        extra.extend(diagnostics(&model, cdl.as_mut())?);
+        let t1 = Instant::now();
+        let valid = evaluate(&Scorer::Model(&model), &split.valid)?;
+        let score = valid.get(metric);
         let improved = score > best;
+        let selected = improved || t.selection == Selection::Last;
+        let test =
+            if selected || t.test_every_epoch { Some(evaluate(&Scorer::Model(&model), &split.test)?) } else { None };
+        let log = EpochLog {
+            epoch,
+            loss: loss_sum / n_targets as f64,
+            steps: n_batches,
+            train_seconds,
+            eval_seconds: t1.elapsed().as_secs_f64(),
+            valid,
+            test,
+            extra,
+        };
+        dir.append_epoch(&log)?;
         if opts.progress {
             let extras: String = log.extra.iter().map(|(k, v)| format!(" {k} {v:.4}")).collect();
+            let test = match &log.test {
+                Some(m) => {
+                    format!(
+                        "test hr@5 {:.4} mrr@5 {:.4} hr@20 {:.4} mrr@20 {:.4}",
+                        m.hr[0], m.mrr[0], m.hr[2], m.mrr[2]
+                    )
+                }
+                None => "test not evaluated".into(),
+            };
             eprintln!(
-                "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | test hr@5 {:.4} mrr@5 {:.4} hr@20 {:.4} mrr@20 {:.4} | {train_seconds:.1}s train, {eval_seconds:.1}s eval{}",
+                "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | {test} | {n_batches} steps, {train_seconds:.1}s train, {:.1}s eval{}",
                 log.loss,
                 if improved { " *" } else { "" },
-                log.test.hr[0],
-                log.test.mrr[0],
-                log.test.hr[2],
-                log.test.mrr[2],
+                log.eval_seconds,
                 if extras.is_empty() { String::new() } else { format!(" |{extras}") }
             );
         }
@@ -234,10 +290,10 @@ fn fit(
         } else {
             bad_epochs += 1;
         }
-        if improved || t.selection == Selection::Last {
+        if selected {
             out.best_epoch = epoch;
             out.valid = log.valid.clone();
-            out.test = log.test.clone();
+            out.test = log.test.clone().context("the selected epoch's test metrics")?;
             dir.save_checkpoint(&params.tensors()).context("saving the selected checkpoint")?;
         }
         out.epochs.push(log);
@@ -264,12 +320,17 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::Prog
 }
 
 /// The released code's model selection: the best test value of each metric over all epochs
-/// (each metric may come from a different epoch). Recorded for comparison, never as our result.
+/// (each metric may come from a different epoch). Recorded for comparison, never as our result;
+/// null unless every epoch's test set was evaluated.
 fn test_best_per_metric(epochs: &[EpochLog]) -> serde_json::Value {
+    if epochs.iter().any(|e| e.test.is_none()) {
+        return serde_json::Value::Null;
+    }
     let mut map = serde_json::Map::new();
     for m in Metrics::all() {
-        if let Some(e) = epochs.iter().max_by(|a, b| a.test.get(m).total_cmp(&b.test.get(m))) {
-            map.insert(m.to_string(), json!({"value": e.test.get(m), "epoch": e.epoch}));
+        let value = |e: &EpochLog| e.test.as_ref().map_or(f64::NEG_INFINITY, |t| t.get(m));
+        if let Some(e) = epochs.iter().max_by(|a, b| value(a).total_cmp(&value(b))) {
+            map.insert(m.to_string(), json!({"value": value(e), "epoch": e.epoch}));
         }
     }
     serde_json::Value::Object(map)

@@ -74,8 +74,12 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         let loaded = load_features(ds, m, &opts.paths, &mc.features)
             .with_context(|| format!("loading {} features of {}", m.name(), ds.name))?;
         let feats = &loaded.matrix;
-        let (codes, ae_info) = teacher_codes(ds, m, feats, &mc.autoencoder, mc.teacher_seed, &opts.paths.cache_dir)?;
+        let (mut codes, ae_info) =
+            teacher_codes(ds, m, feats, &mc.autoencoder, mc.teacher_seed, &opts.paths.cache_dir)?;
         drop(guard);
+        if mc.teacher.centre {
+            crate::distill::teacher::centre_codes(&mut codes, mc.autoencoder.hidden);
+        }
         let dim = mc.autoencoder.hidden;
         let teacher = Teacher::fit(codes.clone(), dim, &mc.teacher, &train_inputs, mc.teacher_seed)?;
         info.insert(
@@ -90,10 +94,16 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         );
         if mc.drift.pairs > 0 {
             let reference = id_reference.as_ref().map(|(t, d)| (t.as_slice(), *d));
-            probes.push((
-                m.name().to_string(),
-                DriftProbe::new(mc.drift.pairs, ds.n_items, &feats.data, feats.dim, reference, mc.teacher_seed),
-            ));
+            let probe = DriftProbe::new(
+                mc.drift.pairs,
+                ds.n_items,
+                (&feats.data, feats.dim),
+                (&codes, mc.autoencoder.hidden),
+                reference,
+                &train_inputs,
+                mc.teacher_seed,
+            );
+            probes.push((m.name().to_string(), probe));
         }
         inits.push((m.name().to_string(), codes, dim));
         teachers.push((m.name().to_string(), teacher));
@@ -178,16 +188,27 @@ fn load_id_reference(path: &Path) -> Result<(Vec<f32>, usize)> {
     Ok((w.flatten_all()?.to_vec1::<f32>()?, d))
 }
 
-/// Pearson drift of each modality table for the epoch log.
-pub fn drift_columns(probes: &[(String, DriftProbe)], model: &Recommender) -> Result<Vec<(String, f64)>> {
+/// Pearson drift of each modality table (and of its projection by the holistic head, for
+/// KDSR runs) for the epoch log; see [`DriftProbe`].
+pub fn drift_columns(
+    probes: &[(String, DriftProbe)],
+    model: &Recommender,
+    cdl: Option<&Cdl>,
+) -> Result<Vec<(String, f64)>> {
     let mut out = Vec::new();
     let Some(me) = &model.modality else { return Ok(out) };
-    for ((name, probe), table) in probes.iter().zip(&me.tables) {
+    for (m, ((name, probe), table)) in probes.iter().zip(&me.tables).enumerate() {
         let d = table.dim(1)?;
         let values = table.flatten_all()?.to_vec1::<f32>()?;
-        let (r_orig, r_id) = probe.measure(&values, d);
-        out.push((format!("drift_{name}_original"), r_orig));
-        out.push((format!("drift_{name}_id"), r_id.unwrap_or(f64::NAN)));
+        let projected = match cdl {
+            Some(c) => {
+                let p = c.project(m, table)?;
+                Some((p.dim(1)?, p.flatten_all()?.to_vec1::<f32>()?))
+            }
+            None => None,
+        };
+        let cols = probe.measure((&values, d), projected.as_ref().map(|(pd, v)| (v.as_slice(), *pd)));
+        out.extend(cols.into_iter().map(|(k, r)| (format!("drift_{name}_{k}"), r)));
     }
     Ok(out)
 }
