@@ -68,9 +68,10 @@ lint:
     cargo fmt --check
     cargo clippy --release --all-targets -- -D warnings
 
-# Time a SASRec/GRU4Rec step and a full evaluation against PyTorch; writes reports/bench/latest.json.
+# Time SASRec/GRU4Rec steps (padded, packed, 256 targets) and a full evaluation against PyTorch, then full-Beauty epochs (1 and 2 threads) and SASRec to early stopping; writes reports/bench/latest.json and latest-1thread.json. About 25 minutes.
 bench: build torch-venv
-    {{kdsr}} bench --cdl --python {{venv}}/bin/python
+    {{kdsr}} --threads 2 bench --cdl --epochs --converge --python {{venv}}/bin/python
+    {{kdsr}} --threads 1 bench --epochs --python {{venv}}/bin/python --out reports/bench/latest-1thread.json
 
 # A git-ignored virtual environment with torch and numpy for the PyTorch reference.
 torch-venv:

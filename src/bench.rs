@@ -38,6 +38,78 @@ pub struct BenchArgs {
     /// built into the cache on first use) against the same model without the CDL losses.
     #[arg(long)]
     cdl: bool,
+    /// Also train one full-Beauty epoch (and rank every validation and test instance) of
+    /// SASRec, GRU4Rec and SASRec + CDL at 64-d and 128-d, with the default training settings
+    /// (batch of 256 targets, packed).
+    #[arg(long)]
+    epochs: bool,
+    /// Also train SASRec on full Beauty to early stopping (paper protocol) and report the
+    /// time and the test metrics.
+    #[arg(long)]
+    converge: bool,
+}
+
+/// One training configuration of the epoch benchmark.
+fn epoch_config(kind: ModelKind, dim: usize, cdl: bool) -> crate::config::RunConfig {
+    let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
+    match &mut cfg.model {
+        crate::config::ModelSpec::Sasrec(c) => c.hidden = dim,
+        crate::config::ModelSpec::Gru4rec(c) => c.embedding = dim,
+        crate::config::ModelSpec::Pop => {}
+    }
+    if cdl {
+        cfg.modality = Some(cfg.default_modality());
+    }
+    cfg
+}
+
+/// Seconds per full-Beauty epoch (training, steps, and one ranking of all validation and test
+/// instances) for each model at 64-d and 128-d; and, with `converge`, a SASRec run to early
+/// stopping.
+fn bench_epochs(ds: &Dataset, paths: &DataPaths, epochs: bool, converge: bool) -> Result<Value> {
+    let dir = std::env::temp_dir().join(format!("kdsr-bench-epochs-{}", std::process::id()));
+    let opts = crate::train::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone() };
+    let mut out = serde_json::Map::new();
+    let variants = [
+        (ModelKind::Sasrec, false, "sasrec"),
+        (ModelKind::Gru4rec, false, "gru4rec"),
+        (ModelKind::Sasrec, true, "sasrec_cdl"),
+    ];
+    for (kind, cdl, name) in variants.into_iter().filter(|_| epochs) {
+        for dim in [64, 128] {
+            let mut cfg = epoch_config(kind, dim, cdl);
+            cfg.train.max_epochs = 1;
+            let r = crate::train::train_run(&cfg, ds, &dir, &opts)?;
+            let e = r.epochs.last().context("one epoch")?;
+            eprintln!(
+                "{name} {dim}-d: {:.1} s per epoch ({} steps), evaluation {:.1} s",
+                e.train_seconds, e.steps, e.eval_seconds
+            );
+            out.insert(
+                format!("{name}_{dim}d"),
+                json!({"train_seconds": e.train_seconds, "steps": e.steps, "eval_seconds": e.eval_seconds}),
+            );
+        }
+    }
+    if converge {
+        let cfg = epoch_config(ModelKind::Sasrec, 64, false);
+        let t0 = Instant::now();
+        let r = crate::train::train_run(&cfg, ds, &dir, &opts)?;
+        let secs = t0.elapsed().as_secs_f64();
+        eprintln!(
+            "sasrec to early stopping: {secs:.0} s, {} epochs (best {}), test H@20 {:.2} N@20 {:.2}",
+            r.epochs.len(),
+            r.best_epoch,
+            r.test.hr[2],
+            r.test.ndcg[2]
+        );
+        out.insert(
+            "sasrec_converge".into(),
+            json!({"seconds": secs, "epochs": r.epochs.len(), "best_epoch": r.best_epoch, "test": r.test.to_json()}),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Value::Object(out))
 }
 
 /// SASRec with modality tables, one step without and with the correlation losses (same batch,
@@ -401,6 +473,9 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     if args.cdl {
         report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, paths, args.python.as_ref())?);
     }
+    if args.epochs || args.converge {
+        report.insert("epochs".into(), bench_epochs(&ds, paths, args.epochs, args.converge)?);
+    }
     report.insert("ops".into(), bench_ops(args.reps, ds.n_items, n_targets)?);
     report.insert(
         "batch".into(),
@@ -420,6 +495,17 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         let gratio =
             report["gru4rec_step_ms"].as_f64().unwrap_or(0.0) / report["torch_gru4rec_step_ms"].as_f64().unwrap_or(1.0);
         report.insert("gru4rec_ratio".into(), json!(gratio));
+        // Per training target: the packed step over the same windows (same targets) against the
+        // reference's padded step.
+        for name in ["sasrec", "gru4rec"] {
+            let packed = report[&format!("{name}_packed_step_ms")].as_f64().unwrap_or(0.0);
+            let torch = report[&format!("torch_{name}_step_ms")].as_f64().unwrap_or(1.0);
+            eprintln!(
+                "{name} per target: packed {packed:.1} ms vs torch padded {torch:.1} ms -> {:.2}",
+                packed / torch
+            );
+            report.insert(format!("{name}_per_target_ratio"), json!(packed / torch));
+        }
         eprintln!(
             "torch sasrec step: {:.1} ms -> candle/torch ratio {ratio:.2}; gru4rec {:.1} ms -> ratio {gratio:.2}",
             report["torch_sasrec_step_ms"].as_f64().unwrap_or(0.0),

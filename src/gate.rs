@@ -84,7 +84,8 @@ pub struct Check {
 
 impl Baseline {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::error::bad_input(format!("{}: cannot read the baseline: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| {
             let line = e.span().map_or(0, |s| text[..s.start].matches('\n').count() + 1);
             crate::error::bad_input(format!("{}:{line}: {}", path.display(), e.message().trim()))

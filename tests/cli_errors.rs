@@ -27,10 +27,11 @@ fn missing_file() {
 #[test]
 fn bad_sequence_files_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, &[u8], &str); 3] = [
+    let cases: [(&str, &[u8], &str); 4] = [
         ("nonint.txt", b"1 2 3\n2 3 4\n3 4 five\n", "nonint.txt:3"),
         ("cols.txt", b"1 2 3\n2\n", "nonint.txt:2"),
         ("empty.txt", b"", "empty"),
+        ("twice.txt", b"1 2 3\n2 3 4\n1 5 6\n", "twice.txt:3: user 1 already has a sequence on line 1"),
     ];
     for (name, body, want) in cases {
         let p = dir.path().join(name);
@@ -110,4 +111,19 @@ fn devices_a_build_lacks_are_bad_input() {
         assert_eq!(code, 2, "{err}");
         assert!(err.contains("one run at a time"), "{err}");
     }
+}
+
+#[test]
+fn gate_without_baseline_is_bad_input_and_plan_warns_of_missing_dataset_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.toml");
+    let (code, err) = run(&["gate", "ci", "--baseline", missing.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("none.toml") && err.contains("cannot read the baseline"), "{err}");
+    let grid = dir.path().join("g.toml");
+    std::fs::write(&grid, "seeds = [1]\n[fixed]\ndataset = \"seq:/nonexistent/s.txt\"\nmodel = \"pop\"\n").unwrap();
+    // The plan says so (the file may still appear before the run: a warning, not an error).
+    let out = common::kdsr_bin().args(["sweep", "plan", grid.to_str().unwrap()]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warning: dataset `seq:/nonexistent/s.txt`: no such file"), "{text}");
 }

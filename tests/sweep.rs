@@ -151,6 +151,10 @@ fn plan_shards_and_budget() {
     assert!(stdout.contains("sbatch"), "{stdout}");
     let text = std::fs::read_to_string(&script).unwrap();
     assert!(text.contains("#SBATCH --array=0-2") && text.contains("--shard \"${SLURM_ARRAY_TASK_ID}/3\""), "{text}");
+    // The data and cache folders travel with the script, absolute (a node need not share the
+    // working directory's relative layout, nor the build directory).
+    let data = std::path::absolute(common::paths().data_dir).unwrap();
+    assert!(text.contains(&format!("--data-dir {}", data.display())), "{text}");
     assert!(Command::new("bash").arg("-n").arg(&script).status().unwrap().success());
 }
 

@@ -14,7 +14,7 @@ pub mod stats;
 use crate::error::bad_input;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The datasets the harness knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -132,19 +132,12 @@ pub struct DataPaths {
 
 impl DataPaths {
     /// Resolves the directories: explicit values first, then `KDSR_DATA_DIR` /
-    /// `KDSR_CACHE_DIR`, then `../shared/data` and `.cache` (relative to the working directory,
-    /// falling back to the crate's own directory).
+    /// `KDSR_CACHE_DIR`, then `../shared/data` and `.cache` relative to the working directory.
+    /// (There is no fallback to the directory the binary was built in: on another machine, or a
+    /// cluster node, it would not exist; a missing file's error names the path looked at.)
     pub fn resolve(data_dir: Option<PathBuf>, cache_dir: Option<PathBuf>) -> Self {
-        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         let pick = |explicit: Option<PathBuf>, var: &str, rel: &str| {
-            explicit.or_else(|| std::env::var_os(var).map(PathBuf::from)).unwrap_or_else(|| {
-                let here = PathBuf::from(rel);
-                if here.exists() {
-                    here
-                } else {
-                    crate_dir.join(rel)
-                }
-            })
+            explicit.or_else(|| std::env::var_os(var).map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(rel))
         };
         Self {
             data_dir: pick(data_dir, "KDSR_DATA_DIR", "../shared/data"),

@@ -50,6 +50,7 @@ pub(crate) fn for_each_line(path: &Path, mut f: impl FnMut(usize, &str) -> Resul
 /// order, positive integer ids. Returns `(user_id, items)` per non-blank line.
 pub fn read_sequence_file(path: &Path) -> Result<Vec<(u64, Vec<u64>)>> {
     let mut out = Vec::new();
+    let mut first_line: std::collections::HashMap<u64, usize> = Default::default();
     for_each_line(path, |line_no, line| {
         if line.trim().is_empty() {
             return Ok(());
@@ -60,6 +61,12 @@ pub fn read_sequence_file(path: &Path) -> Result<Vec<(u64, Vec<u64>)>> {
         if items.is_empty() {
             return Err(bad_input(format!(
                 "{}:{line_no}: expected `user_id item_id [item_id ...]`, found only one column",
+                path.display()
+            )));
+        }
+        if let Some(first) = first_line.insert(user, line_no) {
+            return Err(bad_input(format!(
+                "{}:{line_no}: user {user} already has a sequence on line {first} (one line per user)",
                 path.display()
             )));
         }

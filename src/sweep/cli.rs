@@ -133,9 +133,12 @@ pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>, device:
             let workdir = std::env::current_dir().context("reading the working directory")?;
             let binary = std::env::current_exe().context("locating the kdsr binary")?;
             let log_dir = abs(&store.root.join("slurm"))?;
+            // The tasks may start on another node: pass the data and cache folders on, absolute.
+            let data = DataPaths { data_dir: abs(&paths.data_dir)?, cache_dir: abs(&paths.cache_dir)? };
             let (text, tasks) = slurm::script(
                 &plan,
                 &a.slurm,
+                &data,
                 &binary,
                 &workdir,
                 &abs(&plan.grid.source.path)?,

@@ -48,6 +48,23 @@ impl Plan {
         Ok(Self { grid, scale, shard, all, runs })
     }
 
+    /// Dataset files (`seq:` / `csv:`) of this shard's runs that do not exist now: their runs
+    /// will fail unless the file appears before they start (a failed run is retried by the
+    /// next `sweep run`).
+    pub fn missing_files(&self) -> Vec<String> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        for r in &self.runs {
+            let ds = &r.config.dataset;
+            if let crate::data::DatasetRef::SequenceFile(p) | crate::data::DatasetRef::RatingsCsv(p) = ds {
+                if seen.insert(p.clone()) && !p.is_file() {
+                    out.push(format!("dataset `{ds}`: no such file {}; its runs will fail", p.display()));
+                }
+            }
+        }
+        out
+    }
+
     /// The label of each plan column for `run`, as `key=value` pairs (n/a columns left out).
     pub fn point(&self, run: &ResolvedRun) -> Vec<(String, String)> {
         self.grid.columns.iter().cloned().zip(run.labels.iter().cloned()).filter(|(_, l)| l != "-").collect()
@@ -95,6 +112,9 @@ impl Plan {
             self.runs.len() - done
         );
         let _ = writeln!(out, "records: {}", store.runs_dir().display());
+        for w in self.missing_files() {
+            let _ = writeln!(out, "warning: {w}");
+        }
         let _ = writeln!(out);
 
         let mut header: Vec<String> = vec!["#".into()];

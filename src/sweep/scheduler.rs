@@ -121,6 +121,9 @@ pub fn run(plan: &Plan, store: &Store, opts: &SweepOptions) -> Result<Summary> {
         if w.threads_per_run == 1 { "" } else { "s" },
         store.runs_dir().display()
     );
+    for w in plan.missing_files() {
+        eprintln!("warning: {w}");
+    }
     if todo.is_empty() {
         store.finish();
         return Ok(summary);

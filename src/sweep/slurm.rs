@@ -36,10 +36,12 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// The script text. `binary`, `workdir`, `grid_file` and `log_dir` should be absolute.
+/// The script text. `data`, `binary`, `workdir`, `grid_file` and `log_dir` should be absolute.
+#[allow(clippy::too_many_arguments)]
 pub fn script(
     plan: &Plan,
     opts: &SlurmOptions,
+    data: &crate::data::DataPaths,
     binary: &Path,
     workdir: &Path,
     grid_file: &Path,
@@ -75,6 +77,10 @@ pub fn script(
     let _ = writeln!(s, "cd {}", quote(&workdir.display().to_string()));
     let mut cmd = vec![
         quote(&binary.display().to_string()),
+        "--data-dir".into(),
+        quote(&data.data_dir.display().to_string()),
+        "--cache-dir".into(),
+        quote(&data.cache_dir.display().to_string()),
         "--threads".into(),
         "\"${SLURM_CPUS_PER_TASK:-1}\"".into(),
         "sweep".into(),
