@@ -403,6 +403,21 @@ mod tests {
     }
 
     #[test]
+    fn older_run_files_keep_their_meaning() {
+        use crate::distill::autoencoder::Activation;
+        let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
+        cfg.modality = Some(cfg.default_modality());
+        // New runs: the linear autoencoder and target-counted batches, both written out.
+        let text = cfg.to_toml();
+        assert!(text.contains("activation = \"linear\"") && text.contains("batch_unit = \"targets\""), "{text}");
+        // A run file from before the keys existed: the sigmoid encoder and windows per batch.
+        let old = text.replace("activation = \"linear\"\n", "").replace("batch_unit = \"targets\"\n", "");
+        let back: RunConfig = toml::from_str(&old).unwrap();
+        assert_eq!(back.modality.unwrap().autoencoder.activation, Activation::Sigmoid);
+        assert_eq!(back.train.batch_unit, BatchUnit::Sequences);
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let text = "dataset = \"beauty\"\nseed = 1\n[model]\nkind = \"sasrec\"\nhiden = 3\n";
         let e = toml::from_str::<RunConfig>(text).unwrap_err().to_string();

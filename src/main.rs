@@ -315,6 +315,10 @@ impl KdsrArgs {
         s.dissected &= !self.no_dissected;
         mc.at.enabled &= !self.no_at;
         mc.code_faithful |= self.code_faithful;
+        if self.code_faithful {
+            // The released code's autoencoder has a sigmoid encoder.
+            mc.autoencoder.activation = kdsr::distill::autoencoder::Activation::Sigmoid;
+        }
         if self.text_encoder.is_some() {
             mc.features.text_encoder = self.text_encoder.clone();
         }

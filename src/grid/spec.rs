@@ -93,8 +93,11 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
                 Err(e) if e.message().contains("unknown field") => {}
                 Err(e) => return Err(at(&a.span, format!("{}: {}", a.key, e.message().trim_end()))),
                 Ok(cfg) => {
+                    // Applied if the key survives the round trip, or if it changed the config
+                    // (a value that is left out of the TOML, such as a legacy default).
                     let back = toml::Table::try_from(&cfg).context("serialising a RunConfig")?;
-                    if get_path(&back, &a.key).is_some() {
+                    let before: Option<RunConfig> = toml::Value::Table(table.clone()).try_into().ok();
+                    if get_path(&back, &a.key).is_some() || before.as_ref() != Some(&cfg) {
                         table = probe;
                         entry.1 = true;
                         mark(&mut applied_columns, a.column);
