@@ -103,13 +103,16 @@ impl DriftProbe {
             ("seq_original", pearson(&raw_seq, &self.original.seq)),
             ("seq_ae", pearson(&raw_seq, &self.codes.seq)),
         ];
-        let proj = projected.map(|(t, d)| (similarities(&self.random, t, d), similarities(&self.seq, t, d)));
-        let r = |f: &dyn Fn(&(Vec<f32>, Vec<f32>)) -> f64| proj.as_ref().map_or(f64::NAN, f);
+        let (proj_random, proj_seq) = match projected {
+            Some((t, d)) => (similarities(&self.random, t, d), similarities(&self.seq, t, d)),
+            None => (Vec::new(), Vec::new()),
+        };
+        let r = |s: &[f32], reference: &[f32]| if s.is_empty() { f64::NAN } else { pearson(s, reference) };
         out.extend([
-            ("proj_original", r(&|p| pearson(&p.0, &self.original.random))),
-            ("proj_ae", r(&|p| pearson(&p.0, &self.codes.random))),
-            ("proj_seq_original", r(&|p| pearson(&p.1, &self.original.seq))),
-            ("proj_seq_ae", r(&|p| pearson(&p.1, &self.codes.seq))),
+            ("proj_original", r(&proj_random, &self.original.random)),
+            ("proj_ae", r(&proj_random, &self.codes.random)),
+            ("proj_seq_original", r(&proj_seq, &self.original.seq)),
+            ("proj_seq_ae", r(&proj_seq, &self.codes.seq)),
         ]);
         out
     }

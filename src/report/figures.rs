@@ -1,7 +1,10 @@
 //! The paper's figures from a grid's records, one file pair (PNG, SVG) per dataset:
 //! - Figure 1 (`drift`): Pearson r per epoch between the pairwise similarities of the modality
 //!   embeddings and (solid) the original features, (dashed) a pure-ID model's embeddings;
-//!   the mean over seeds of the `drift_<modality>_{original,id}` columns of `epochs.csv`.
+//!   the mean over seeds of the `drift_<modality>_{original,id}` columns of `epochs.csv` (raw
+//!   table, random pairs: what the paper plots), from epoch 0 where the runs record it. The
+//!   other drift columns (autoencoder codes, projected tables, in-sequence pairs) stay in
+//!   `epochs.csv`.
 //! - Figure 3 (`compat`): bars of a metric (mean, whisker = std) per backbone (the `x`
 //!   column, default `model`), one bar per remaining variant (e.g. frozen / tuned / + CDL).
 //! - Figure 4 (`encoders`): the metric against a numeric `x` column (e.g. the embedding
@@ -79,7 +82,14 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
         let mut runs = 0;
         for r in c.runs.iter().filter(|r| r.labels[d] == ds) {
             let table = read_epochs(&r.dir)?;
-            let cols: Vec<&String> = table.keys().filter(|k| k.starts_with("drift_")).collect();
+            // drift_<modality>_original / drift_<modality>_id (modality names have no `_`).
+            let figure_col = |k: &str| {
+                k.strip_prefix("drift_")
+                    .and_then(|w| w.rsplit_once('_'))
+                    .is_some_and(|(m, against)| !m.contains('_') && (against == "original" || against == "id"))
+            };
+            let cols: Vec<&String> = table.keys().filter(|k| figure_col(k)).collect();
+            let epochs: Vec<f64> = table.get("epoch").cloned().unwrap_or_default();
             if cols.is_empty() {
                 continue;
             }
@@ -96,9 +106,11 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
                     .or_default()
                     .entry((v.clone(), against.to_string()))
                     .or_default();
-                for (e, x) in table[col].iter().enumerate() {
+                for (row, x) in table[col].iter().enumerate() {
+                    // Indexed by epoch (0 = before training, where recorded).
+                    let e = epochs.get(row).map_or(row + 1, |&e| e as usize);
                     if acc.len() <= e {
-                        acc.push((0.0, 0));
+                        acc.resize(e + 1, (0.0, 0));
                     }
                     if x.is_finite() {
                         acc[e].0 += x;
@@ -117,7 +129,7 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
                         .iter()
                         .enumerate()
                         .filter(|(_, a)| a.1 > 0)
-                        .map(|(e, a)| ((e + 1) as f64, a.0 / a.1 as f64))
+                        .map(|(e, a)| (e as f64, a.0 / a.1 as f64))
                         .collect(),
                     dashed: against == "id",
                     colour: variants.iter().position(|x| x == v).unwrap_or(0),

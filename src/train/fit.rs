@@ -113,7 +113,7 @@ fn fit(
         EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history, layout };
     let evaluate = |scorer: &Scorer, instances: &[Instance]| -> Result<Metrics> {
         let ranks = rank_instances(scorer, &ds.sequences, instances, &eval_opts, &opts.device)?;
-        Ok(Metrics::from_ranks(ranks.into_iter()))
+        Ok(Metrics::from_ranks(ranks))
     };
     let mut out = RunOutcome {
         run_id: String::new(),
