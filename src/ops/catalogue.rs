@@ -61,10 +61,48 @@ fn softmax_grad_portable(row: &mut [f32], y: usize, scale: f32) -> f32 {
     max + sum.ln() - zy
 }
 
+/// A matrix operand: its data, column stride and row stride.
+type Operand<'a> = (&'a [f32], isize, isize);
+
+/// `dst = lhs · rhs` for `lhs` [m, k] and `rhs` [k, n] into the row-major `dst` [m, n], or
+/// `dst += lhs · rhs` when `accumulate`, with `gemm` (threads as rayon's pool).
+fn product(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Operand, rhs: Operand, accumulate: bool) {
+    let last = |(v, cs, rs): Operand, rows: usize, cols: usize| {
+        let end = (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize);
+        assert!(end < v.len(), "operand out of bounds");
+    };
+    assert!(dst.len() >= m * n && m > 0 && n > 0 && k > 0, "product: bad shapes");
+    last(lhs, m, k);
+    last(rhs, k, n);
+    // SAFETY: the asserts above keep every element gemm reads or writes inside its slice.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.0.as_ptr(),
+            lhs.1,
+            lhs.2,
+            rhs.0.as_ptr(),
+            rhs.1,
+            rhs.2,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+}
+
 /// Loss and gradients (for an incoming gradient of 1) of `h` [m, d] against `e` [n, d].
 fn loss_and_grads(h: &[f32], e: &[f32], targets: &[u32], m: usize, n: usize, d: usize) -> (f64, Vec<f32>, Vec<f32>) {
     let scale = 1.0 / m.max(1) as f32;
-    let par = parallelism();
     let mut dh = vec![0f32; m * d];
     let mut de = vec![0f32; n * d];
     let mut z = vec![0f32; BLOCK_ROWS.min(m) * n];
@@ -73,32 +111,8 @@ fn loss_and_grads(h: &[f32], e: &[f32], targets: &[u32], m: usize, n: usize, d: 
         let rows = BLOCK_ROWS.min(m - start);
         let hb = &h[start * d..(start + rows) * d];
         let zb = &mut z[..rows * n];
-        // SAFETY (all three calls): every pointer addresses a live slice of at least
-        // (rows - 1) * row_stride + (cols - 1) * col_stride + 1 elements, as the shapes say.
-        unsafe {
-            // Z_b = H_b Eᵀ: [rows, d] x [d, n]
-            gemm::gemm(
-                rows,
-                n,
-                d,
-                zb.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                hb.as_ptr(),
-                1,
-                d as isize,
-                e.as_ptr(),
-                d as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        // Z_b = H_b Eᵀ: [rows, d] x [d, n] (Eᵀ is E read column-major).
+        product(rows, n, d, zb, (hb, 1, d as isize), (e, d as isize, 1), false);
         let ys = &targets[start..start + rows];
         let partial: Vec<f64> = zb
             .par_chunks_mut(n)
@@ -106,52 +120,10 @@ fn loss_and_grads(h: &[f32], e: &[f32], targets: &[u32], m: usize, n: usize, d: 
             .map(|(row, &y)| softmax_grad_in_place(row, y as usize, scale) as f64)
             .collect();
         loss += partial.iter().sum::<f64>();
-        unsafe {
-            // dH_b = P_b E: [rows, n] x [n, d]
-            gemm::gemm(
-                rows,
-                d,
-                n,
-                dh[start * d..].as_mut_ptr(),
-                1,
-                d as isize,
-                false,
-                zb.as_ptr(),
-                1,
-                n as isize,
-                e.as_ptr(),
-                1,
-                d as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-            // dE += P_bᵀ H_b: [n, rows] x [rows, d]
-            gemm::gemm(
-                n,
-                d,
-                rows,
-                de.as_mut_ptr(),
-                1,
-                d as isize,
-                block > 0,
-                zb.as_ptr(),
-                n as isize,
-                1,
-                hb.as_ptr(),
-                1,
-                d as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        // dH_b = P_b E: [rows, n] x [n, d]
+        product(rows, d, n, &mut dh[start * d..(start + rows) * d], (zb, 1, n as isize), (e, 1, d as isize), false);
+        // dE += P_bᵀ H_b: [n, rows] x [rows, d]
+        product(n, d, rows, &mut de, (zb, n as isize, 1), (hb, 1, d as isize), block > 0);
     }
     (loss / m.max(1) as f64, dh, de)
 }
