@@ -9,7 +9,7 @@ use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
 use crate::eval::{rank_instances, EvalOptions, Scorer};
 use crate::model::params::ParamStore;
-use crate::model::{Backbone, Ctx, Gru4RecConfig, ModelKind, SasRecConfig};
+use crate::model::{Backbone, Ctx, Dims, ModelKind, ModelSpec};
 use crate::train::fit::batch_loss;
 use crate::train::optim::Adam;
 use anyhow::{bail, Context, Result};
@@ -52,11 +52,7 @@ pub struct BenchArgs {
 /// One training configuration of the epoch benchmark.
 fn epoch_config(kind: ModelKind, dim: usize, cdl: bool) -> crate::config::RunConfig {
     let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
-    match &mut cfg.model {
-        crate::config::ModelSpec::Sasrec(c) => c.hidden = dim,
-        crate::config::ModelSpec::Gru4rec(c) => c.embedding = dim,
-        crate::config::ModelSpec::Pop => {}
-    }
+    cfg.model.set_width(dim);
     if cdl {
         cfg.modality = Some(cfg.default_modality());
     }
@@ -413,15 +409,9 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     for kind in [ModelKind::Sasrec, ModelKind::Gru4rec] {
         let name = kind.name();
         let params = ParamStore::new(2023);
-        let model = Backbone::new(
-            kind,
-            &SasRecConfig::default(),
-            &Gru4RecConfig::default(),
-            ds.n_items,
-            train.max_len,
-            params.var_builder(&device),
-        )?
-        .expect("neural");
+        let spec = ModelSpec::default_for(kind);
+        let model =
+            Backbone::new(&spec, &Dims::ids(ds.n_items, train.max_len), params.var_builder(&device))?.expect("neural");
         let model = crate::model::Recommender { backbone: model, modality: None };
         for (k, t) in params.tensors() {
             npz.push((format!("{name}.{k}"), t));
@@ -456,6 +446,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
                 batch_size: train.eval_batch_size,
                 mask_history: false,
                 layout: Layout::Packed,
+                merge: true,
             };
             let t0 = Instant::now();
             rank_instances(&Scorer::Model(&model), &ds.sequences, &instances, &opts, &device)?;

@@ -7,37 +7,11 @@ use crate::data::DatasetRef;
 use crate::distill::config::ModalityConfig;
 use crate::error::bad_input;
 use crate::eval::Metric;
-use crate::model::{Gru4RecConfig, ModelKind, SasRecConfig};
+pub use crate::model::ModelSpec;
+use crate::model::{ModalityUse, ModelKind};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-
-/// The model and its hyper-parameters; only the chosen model's settings are part of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum ModelSpec {
-    Pop,
-    Sasrec(SasRecConfig),
-    Gru4rec(Gru4RecConfig),
-}
-
-impl ModelSpec {
-    pub fn default_for(kind: ModelKind) -> Self {
-        match kind {
-            ModelKind::Pop => Self::Pop,
-            ModelKind::Sasrec => Self::Sasrec(SasRecConfig::default()),
-            ModelKind::Gru4rec => Self::Gru4rec(Gru4RecConfig::default()),
-        }
-    }
-
-    pub fn kind(&self) -> ModelKind {
-        match self {
-            Self::Pop => ModelKind::Pop,
-            Self::Sasrec(_) => ModelKind::Sasrec,
-            Self::Gru4rec(_) => ModelKind::Gru4rec,
-        }
-    }
-}
 
 /// Optimisation, early stopping and evaluation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -154,11 +128,7 @@ impl Preset {
         }
         cfg.train.batch_size = 512;
         cfg.train.batch_unit = BatchUnit::Targets;
-        match &mut cfg.model {
-            ModelSpec::Sasrec(c) => c.hidden = 128,
-            ModelSpec::Gru4rec(c) => c.embedding = 128,
-            ModelSpec::Pop => {}
-        }
+        cfg.model.set_width(128);
     }
 }
 
@@ -182,15 +152,36 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// A run of `model` at its defaults (see [`RunConfig::set_model`]).
     pub fn new(dataset: DatasetRef, model: ModelKind, seed: u64) -> Self {
-        Self {
+        let mut cfg = Self {
             dataset,
             max_users: None,
             protocol: Protocol::default(),
             seed,
-            model: ModelSpec::default_for(model),
+            model: ModelSpec::Pop,
             train: TrainConfig::default(),
             modality: None,
+        };
+        cfg.set_model(model);
+        cfg
+    }
+
+    /// Switches to `model` at its default settings, with what the model needs: modality
+    /// settings (the dataset's defaults, or the run's, in the model's mode) for a model that
+    /// requires them, prefix samples in padded rows for a non-causal model. Other settings are
+    /// kept.
+    pub fn set_model(&mut self, model: ModelKind) {
+        self.model = ModelSpec::default_for(model);
+        let Some(traits) = self.model.traits() else { return };
+        if let Some(mode) = traits.modality.default_mode() {
+            let mut mc = self.modality.clone().unwrap_or_else(|| self.default_modality());
+            mc.mode = mode;
+            self.modality = Some(mc);
+        }
+        if !traits.causal {
+            self.train.sample_mode = SampleMode::Prefix;
+            self.train.pack = false;
         }
     }
 
@@ -209,8 +200,10 @@ impl RunConfig {
     /// `sasrec+cdl`.
     pub fn variant_name(&self) -> String {
         let base = self.model.kind().name();
+        let implied = self.model.traits().and_then(|t| t.modality.default_mode());
         match &self.modality {
             None => base.to_string(),
+            Some(m) if Some(m.mode) == implied => base.to_string(),
             Some(m) => format!(
                 "{base}+{}",
                 serde_json::to_value(m.mode).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
@@ -266,14 +259,31 @@ impl RunConfig {
         if t.max_len < 2 {
             return Err("train.max_len must be at least 2".into());
         }
-        if let ModelSpec::Sasrec(c) = &self.model {
-            if c.n_heads == 0 || c.hidden % c.n_heads != 0 {
-                return Err(format!("model.hidden ({}) must be a multiple of model.n_heads ({})", c.hidden, c.n_heads));
+        self.model.check()?;
+        let name = self.model.kind().name();
+        if let Some(traits) = self.model.traits() {
+            match (traits.modality, &self.modality) {
+                (ModalityUse::Required(_) | ModalityUse::Frozen, None) => {
+                    return Err(format!(
+                        "model {name} needs modality embeddings: add [modality] (e.g. modality.modalities = [\"text\", \"attributes\"])"
+                    ));
+                }
+                (ModalityUse::Frozen, Some(mc)) if mc.mode != crate::model::ModalityMode::Frozen => {
+                    return Err(format!(
+                        "model {name} uses frozen modality features (modality.mode = \"frozen\"); for tuned tables or CDL use sasrec with modality.mode"
+                    ));
+                }
+                _ => {}
+            }
+            if !traits.causal && (t.sample_mode != SampleMode::Prefix || t.pack) {
+                return Err(format!(
+                    "model {name} (with these settings) is not causal: it needs train.sample_mode = \"prefix\" and train.pack = false"
+                ));
             }
         }
         if let Some(mc) = &self.modality {
             if matches!(self.model, ModelSpec::Pop) {
-                return Err("modality settings need a neural backbone (sasrec or gru4rec), not pop".into());
+                return Err("modality settings need a neural backbone, not pop".into());
             }
             if mc.modalities.is_empty() {
                 return Err("modality.modalities is empty: list at least one of text, attributes, image".into());

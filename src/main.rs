@@ -343,7 +343,7 @@ fn resolve_config(a: &TrainArgs) -> Result<RunConfig> {
     }
     if let Some(m) = a.model {
         if m != cfg.model.kind() {
-            cfg.model = kdsr::config::ModelSpec::default_for(m);
+            cfg.set_model(m);
         }
     }
     if let Some(p) = a.preset {

@@ -13,7 +13,7 @@
 
 use candle_core::{Device, Tensor};
 use kdsr::model::params::ParamStore;
-use kdsr::model::{Backbone, Ctx, Gru4RecConfig, ModelKind, SasRecConfig, SeqBatch};
+use kdsr::model::{Backbone, Ctx, Dims, Gru4RecConfig, ModelKind, ModelSpec, SasRecConfig, SeqBatch, Side};
 
 fn fill_pattern(params: &ParamStore) {
     for (p, (_, var)) in params.vars().iter().enumerate() {
@@ -27,10 +27,14 @@ fn outputs(kind: ModelKind) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let params = ParamStore::new(0);
     let sas = SasRecConfig { hidden: 8, n_layers: 2, n_heads: 2, inner: 16, ..Default::default() };
     let gru = Gru4RecConfig { embedding: 8, hidden: 6, ..Default::default() };
-    let model = Backbone::new(kind, &sas, &gru, 10, 5, params.var_builder(&Device::Cpu)).unwrap().unwrap();
+    let spec = match kind {
+        ModelKind::Sasrec => ModelSpec::Sasrec(sas),
+        _ => ModelSpec::Gru4rec(gru),
+    };
+    let model = Backbone::new(&spec, &Dims::ids(10, 5), params.var_builder(&Device::Cpu)).unwrap().unwrap();
     fill_pattern(&params);
     let items = Tensor::new(&[[3u32, 1, 4, 1, 5], [9, 2, 6, 0, 0]], &Device::Cpu).unwrap();
-    let h = model.forward(&SeqBatch::left_aligned(items).unwrap(), None, &mut Ctx::eval()).unwrap(); // [2, 5, 8]
+    let h = model.forward(&SeqBatch::left_aligned(items).unwrap(), &Side::default(), &mut Ctx::eval()).unwrap(); // [2, 5, 8]
     let scores = h
         .matmul(
             &model

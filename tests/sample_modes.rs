@@ -10,7 +10,7 @@ use kdsr::data::batch::{train_batch, train_windows, Layout, SampleMode};
 use kdsr::data::split::{Protocol, Split};
 use kdsr::data::DatasetId;
 use kdsr::model::params::ParamStore;
-use kdsr::model::{Backbone, Ctx, Gru4RecConfig, ModelKind, SasRecConfig};
+use kdsr::model::{Backbone, Ctx, Dims, ModelKind, ModelSpec};
 use kdsr::train::fit::batch_loss;
 
 fn check(kind: ModelKind) {
@@ -18,16 +18,8 @@ fn check(kind: ModelKind) {
     ds.sequences.retain(|s| s.len() <= 40); // no truncation at max_len 50
     let split = Split::new(&ds.sequences, Protocol::Paper);
     let params = ParamStore::new(7);
-    let model = Backbone::new(
-        kind,
-        &SasRecConfig::default(),
-        &Gru4RecConfig::default(),
-        ds.n_items,
-        50,
-        params.var_builder(&Device::Cpu),
-    )
-    .unwrap()
-    .unwrap();
+    let spec = ModelSpec::default_for(kind);
+    let model = Backbone::new(&spec, &Dims::ids(ds.n_items, 50), params.var_builder(&Device::Cpu)).unwrap().unwrap();
     let model = kdsr::model::Recommender { backbone: model, modality: None };
     let mut results = Vec::new();
     for mode in [SampleMode::Prefix, SampleMode::Sequence] {

@@ -93,15 +93,19 @@ pub struct EvalWindow {
 }
 
 /// Groups evaluation instances so that one forward pass serves all instances of a user whose
-/// history fits in `max_len` items (exact for causal backbones; see the module docs); longer
-/// histories get a window of their own, truncated to the last `max_len` items.
-pub fn eval_windows(instances: &[Instance], max_len: usize) -> Vec<EvalWindow> {
+/// history fits in `max_len` items (with `merge`: exact for causal backbones only; see the
+/// module docs); longer histories, and every instance without `merge`, get a window of their
+/// own, truncated to the last `max_len` items.
+pub fn eval_windows(instances: &[Instance], max_len: usize, merge: bool) -> Vec<EvalWindow> {
     let l = max_len as u32;
     let mut out: Vec<EvalWindow> = Vec::new();
     let mut head_of_user: std::collections::HashMap<u32, usize> = Default::default();
     for (k, inst) in instances.iter().enumerate() {
         let k = k as u32;
-        if inst.pos <= l {
+        if !merge {
+            let start = inst.pos.saturating_sub(l);
+            out.push(EvalWindow { user: inst.user, start, end: inst.pos, reads: vec![(inst.pos - start - 1, k)] });
+        } else if inst.pos <= l {
             let w = *head_of_user.entry(inst.user).or_insert_with(|| {
                 out.push(EvalWindow { user: inst.user, start: 0, end: 0, reads: Vec::new() });
                 out.len() - 1
@@ -327,7 +331,7 @@ mod tests {
     #[test]
     fn eval_windows_share_one_pass_when_history_fits() {
         let inst = vec![Instance { user: 0, pos: 3 }, Instance { user: 0, pos: 4 }, Instance { user: 1, pos: 12 }];
-        let w = eval_windows(&inst, 10);
+        let w = eval_windows(&inst, 10, true);
         assert_eq!(w[0], EvalWindow { user: 0, start: 0, end: 4, reads: vec![(2, 0), (3, 1)] });
         assert_eq!(w[1], EvalWindow { user: 1, start: 2, end: 12, reads: vec![(9, 2)] });
     }
@@ -400,7 +404,7 @@ mod tests {
     fn eval_reads_point_at_their_cells_in_both_layouts() {
         let seqs = vec![vec![1, 2, 3, 4], vec![5, 6, 7]];
         let inst = vec![Instance { user: 0, pos: 2 }, Instance { user: 0, pos: 3 }, Instance { user: 1, pos: 2 }];
-        let w = eval_windows(&inst, 10);
+        let w = eval_windows(&inst, 10, true);
         for layout in [Layout::Padded, Layout::Packed] {
             let (b, reads) = eval_batch(&seqs, &w, layout);
             for (c, k) in reads {

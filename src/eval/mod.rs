@@ -31,6 +31,9 @@ pub struct EvalOptions {
     pub mask_history: bool,
     /// How windows are laid out in a forward pass's rows.
     pub layout: Layout,
+    /// One window serves all instances of a user (valid for causal backbones only); otherwise
+    /// each instance gets its own window.
+    pub merge: bool,
 }
 
 /// Rank of each instance's target among all items (1 = best), in instance order.
@@ -59,7 +62,7 @@ pub fn rank_instances(
         Scorer::Model(model) => {
             let cand_t = model.candidates()?.t()?.contiguous()?; // [D, N]
             let n_items = cand_t.dim(1)?;
-            let windows = eval_windows(instances, opts.max_len);
+            let windows = eval_windows(instances, opts.max_len, opts.merge);
             for chunk in windows.chunks(opts.batch_size.max(1)) {
                 let (batch, reads) = eval_batch(seqs, chunk, opts.layout);
                 let hidden = model.forward(&SeqBatch::new(&batch, device)?, &mut Ctx::eval())?; // [B, T, D]

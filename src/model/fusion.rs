@@ -3,13 +3,14 @@
 //! Each modality `m` has an embedding table `E_m` ([N+1, d_m], initialised from the teacher's
 //! autoencoder codes) and a projection `P_m: d_m -> D`. The backbone's input embedding of item
 //! `i` becomes `id_i + Σ_m P_m E_m[i]` (sum fusion at the input; scores stay dot products with
-//! the ID embeddings, as in the released code). The tables are fixed ([`ModalityMode::Frozen`],
+//! the ID embeddings, as in the released code), or, for backbones that take each modality as
+//! its own stream (NOVA, DIF-SR), each `P_m E_m[i]` separately. The tables are fixed ([`ModalityMode::Frozen`],
 //! the two-stage baseline), trained with the recommendation loss only ([`ModalityMode::Tuned`])
 //! or trained with the correlation losses as well ([`ModalityMode::Cdl`], KDSR).
 
 use super::layers::{linear, Ctx, Linear};
 use super::params::ParamStore;
-use super::{Backbone, SeqBatch};
+use super::{Backbone, Inputs, SeqBatch, Side};
 use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, Module};
 use serde::{Deserialize, Serialize};
@@ -68,21 +69,31 @@ impl ModalityEmbeddings {
         Ok(Self { tables, projections })
     }
 
-    /// Σ_m P_m E_m[items]: [B, T] -> [B, T, D]
-    pub fn forward(&self, items: &Tensor) -> Result<Tensor> {
+    /// Per modality `P_m E_m[items]`: [B, T] -> M × [B, T, D]
+    pub fn streams(&self, items: &Tensor) -> Result<Vec<Tensor>> {
         let (b, t) = items.dims2()?;
         let flat = items.flatten_all()?;
+        self.tables
+            .iter()
+            .zip(&self.projections)
+            .map(|(table, proj)| {
+                let e = proj.forward(&table.index_select(&flat, 0)?)?; // [B*T, D]
+                let d = e.dim(1)?;
+                e.reshape((b, t, d))
+            })
+            .collect()
+    }
+
+    /// Σ_m P_m E_m[items]: [B, T] -> [B, T, D]
+    pub fn forward(&self, items: &Tensor) -> Result<Tensor> {
         let mut out: Option<Tensor> = None;
-        for (table, proj) in self.tables.iter().zip(&self.projections) {
-            let e = proj.forward(&table.index_select(&flat, 0)?)?; // [B*T, D]
+        for e in self.streams(items)? {
             out = Some(match out {
                 Some(acc) => (acc + e)?,
                 None => e,
             });
         }
-        let out = out.ok_or_else(|| candle_core::Error::Msg("no modality tables".into()))?;
-        let d = out.dim(1)?;
-        out.reshape((b, t, d))
+        out.ok_or_else(|| candle_core::Error::Msg("no modality tables".into()))
     }
 }
 
@@ -96,8 +107,12 @@ pub struct Recommender {
 impl Recommender {
     /// [B, T] -> [B, T, D]
     pub fn forward(&self, input: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
-        let extra = self.modality.as_ref().map(|m| m.forward(&input.items)).transpose()?;
-        self.backbone.forward(input, extra.as_ref(), ctx)
+        let side = match (&self.modality, self.backbone.traits.inputs) {
+            (None, _) => Side::default(),
+            (Some(m), Inputs::Summed) => Side { summed: Some(m.forward(&input.items)?), streams: Vec::new() },
+            (Some(m), Inputs::Streams) => Side { summed: None, streams: m.streams(&input.items)? },
+        };
+        self.backbone.forward(input, &side, ctx)
     }
 
     /// Candidate item embeddings for ids 1..=N: [N, D]

@@ -7,6 +7,7 @@
 
 use super::layers::{embedding, linear, Ctx, Linear};
 use super::params::{xavier_normal, xavier_uniform};
+use super::registry::{Dims, SeqModel, Side, Traits};
 use super::SeqBatch;
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Embedding, Init, Module, VarBuilder};
@@ -101,8 +102,23 @@ pub struct Gru4Rec {
     dropout: f64,
 }
 
-impl Gru4Rec {
-    pub fn new(cfg: &Gru4RecConfig, n_items: usize, vb: VarBuilder) -> Result<Self> {
+impl SeqModel for Gru4Rec {
+    type Config = Gru4RecConfig;
+
+    fn traits(_: &Gru4RecConfig) -> Traits {
+        Traits::CAUSAL_ID
+    }
+
+    fn width(cfg: &Gru4RecConfig) -> usize {
+        cfg.embedding
+    }
+
+    fn set_width(cfg: &mut Gru4RecConfig, d: usize) {
+        cfg.embedding = d;
+    }
+
+    fn new(cfg: &Gru4RecConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+        let n_items = dims.n_items;
         let item_embedding =
             embedding(n_items + 1, cfg.embedding, xavier_normal(n_items + 1, cfg.embedding), vb.pp("item_embedding"))?;
         let gru = vb.pp("gru_layers");
@@ -121,11 +137,11 @@ impl Gru4Rec {
     }
 
     /// [B, T] items -> [B, T, E]; the state restarts at every sequence start of `input`, so a
-    /// cell sees its own sequence up to itself. `extra` [B, T, E] (fused modality embeddings) is
-    /// added to the item embeddings.
-    pub fn forward(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+    /// cell sees its own sequence up to itself. Summed modality embeddings [B, T, E] are added
+    /// to the item embeddings.
+    fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
         let mut x = self.item_embedding.forward(&input.items)?;
-        if let Some(e) = extra {
+        if let Some(e) = &side.summed {
             x = (x + e)?;
         }
         let mut x = ctx.dropout(&x, self.dropout)?;
@@ -136,7 +152,7 @@ impl Gru4Rec {
         self.dense.forward(&x)
     }
 
-    pub fn item_table(&self) -> &Tensor {
+    fn item_table(&self) -> &Tensor {
         self.item_embedding.embeddings()
     }
 }

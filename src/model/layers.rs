@@ -112,6 +112,73 @@ pub fn embedding(n: usize, dim: usize, init: Init, vb: VarBuilder) -> Result<Emb
     Ok(Embedding::new(vb.get_with_hints((n, dim), "weight", init)?, dim))
 }
 
+/// `[B, T, H·dh] -> [B, H, T, dh]` (contiguous).
+pub fn split_heads(x: &Tensor, n_heads: usize) -> Result<Tensor> {
+    let (b, t, d) = x.dims3()?;
+    x.reshape((b, t, n_heads, d / n_heads))?.transpose(1, 2)?.contiguous()
+}
+
+/// The point-wise feed-forward sublayer of a post-LN Transformer layer (RecBole's
+/// `FeedForward`): `LN(x + dropout(W_2 gelu(W_1 x + b_1) + b_2))`.
+#[derive(Debug, Clone)]
+pub struct FeedForward {
+    dense_1: Linear,
+    dense_2: Linear,
+    ln: LayerNorm,
+    dropout: f64,
+}
+
+impl FeedForward {
+    /// Weights from `init`, biases zero; parameters `dense_1`, `dense_2`, `LayerNorm` of `vb`.
+    pub fn new(d: usize, inner: usize, eps: f64, init: Init, dropout: f64, vb: VarBuilder) -> Result<Self> {
+        let zero = Some(Init::Const(0.0));
+        Ok(Self {
+            dense_1: linear(d, inner, init, zero, vb.pp("dense_1"))?,
+            dense_2: linear(inner, d, init, zero, vb.pp("dense_2"))?,
+            ln: LayerNorm::new(d, eps, vb.pp("LayerNorm"))?,
+            dropout,
+        })
+    }
+
+    /// [.., D] -> [.., D]
+    pub fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let ff = self.dense_2.forward(&crate::ops::gelu(&self.dense_1.forward(x)?)?)?;
+        let ff = ctx.dropout(&ff, self.dropout)?;
+        self.ln.forward(&(ff + x)?)
+    }
+}
+
+/// The output of a post-LN attention sublayer: `LN(x + dropout(W_o merge(P V) + b_o))`, where
+/// `P` [B, H, T, T] are attention probabilities (dropped out with `attn_dropout`) and `V`
+/// [B, H, T, dh] the values. Parameters `dense` and `LayerNorm` of `vb`.
+#[derive(Debug, Clone)]
+pub struct AttentionOutput {
+    dense: Linear,
+    ln: LayerNorm,
+    hidden_dropout: f64,
+    attn_dropout: f64,
+}
+
+impl AttentionOutput {
+    pub fn new(d: usize, eps: f64, init: Init, dropouts: (f64, f64), vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            dense: linear(d, d, init, Some(Init::Const(0.0)), vb.pp("dense"))?,
+            ln: LayerNorm::new(d, eps, vb.pp("LayerNorm"))?,
+            hidden_dropout: dropouts.0,
+            attn_dropout: dropouts.1,
+        })
+    }
+
+    /// `probs` [B, H, T, T], `v` [B, H, T, dh], residual `x` [B, T, D] -> [B, T, D]
+    pub fn forward(&self, probs: &Tensor, v: &Tensor, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let probs = ctx.dropout(probs, self.attn_dropout)?;
+        let att = probs.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
+        let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
+        self.ln.forward(&(att + x)?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

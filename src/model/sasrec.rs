@@ -4,7 +4,8 @@
 //! sequences share a row, each with its own positions), GELU feed-forward.
 //! Parameter names follow RecBole's module names, so a RecBole state dict maps one to one.
 
-use super::layers::{embedding, linear, Ctx, LayerNorm, Linear};
+use super::layers::{embedding, linear, split_heads, AttentionOutput, Ctx, FeedForward, LayerNorm, Linear};
+use super::registry::{Dims, SeqModel, Side, Traits};
 use super::SeqBatch;
 use candle_core::{Result, Tensor};
 use candle_nn::{Embedding, Init, Module, VarBuilder};
@@ -44,53 +45,42 @@ struct Block {
     query: Linear,
     key: Linear,
     value: Linear,
-    dense: Linear,
-    attn_ln: LayerNorm,
-    dense_1: Linear,
-    dense_2: Linear,
-    ffn_ln: LayerNorm,
+    output: AttentionOutput,
+    feed_forward: FeedForward,
     n_heads: usize,
-    hidden_dropout: f64,
-    attn_dropout: f64,
 }
 
 impl Block {
     fn new(cfg: &SasRecConfig, vb: VarBuilder) -> Result<Self> {
         let (d, init, zero) = (cfg.hidden, Init::Randn { mean: 0.0, stdev: cfg.init_std }, Some(Init::Const(0.0)));
         let att = vb.pp("multi_head_attention");
-        let ff = vb.pp("feed_forward");
+        let dropouts = (cfg.hidden_dropout, cfg.attn_dropout);
         Ok(Self {
             query: linear(d, d, init, zero, att.pp("query"))?,
             key: linear(d, d, init, zero, att.pp("key"))?,
             value: linear(d, d, init, zero, att.pp("value"))?,
-            dense: linear(d, d, init, zero, att.pp("dense"))?,
-            attn_ln: LayerNorm::new(d, cfg.layer_norm_eps, att.pp("LayerNorm"))?,
-            dense_1: linear(d, cfg.inner, init, zero, ff.pp("dense_1"))?,
-            dense_2: linear(cfg.inner, d, init, zero, ff.pp("dense_2"))?,
-            ffn_ln: LayerNorm::new(d, cfg.layer_norm_eps, ff.pp("LayerNorm"))?,
+            output: AttentionOutput::new(d, cfg.layer_norm_eps, init, dropouts, att)?,
+            feed_forward: FeedForward::new(
+                d,
+                cfg.inner,
+                cfg.layer_norm_eps,
+                init,
+                cfg.hidden_dropout,
+                vb.pp("feed_forward"),
+            )?,
             n_heads: cfg.n_heads,
-            hidden_dropout: cfg.hidden_dropout,
-            attn_dropout: cfg.attn_dropout,
         })
     }
 
     /// `x`: [B, T, D], `starts`: first visible column of every cell [B * T] -> [B, T, D]
     fn forward(&self, x: &Tensor, starts: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let (h, dh) = (self.n_heads, d / self.n_heads);
-        let heads = |l: &Linear| -> Result<Tensor> {
-            l.forward(x)?.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous() // [B, H, T, dh]
-        };
+        let dh = x.dim(2)? / self.n_heads;
+        let heads = |l: &Linear| split_heads(&l.forward(x)?, self.n_heads); // [B, H, T, dh]
         let (q, k, v) = (heads(&self.query)?, heads(&self.key)?, heads(&self.value)?);
         let scores = q.matmul(&k.transpose(2, 3)?)?; // [B, H, T, T]
         let probs = crate::ops::causal_softmax(&scores, starts, 1.0 / (dh as f64).sqrt())?;
-        let probs = ctx.dropout(&probs, self.attn_dropout)?;
-        let att = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
-        let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
-        let x = self.attn_ln.forward(&(att + x)?)?;
-        let ff = self.dense_2.forward(&crate::ops::gelu(&self.dense_1.forward(&x)?)?)?;
-        let ff = ctx.dropout(&ff, self.hidden_dropout)?;
-        self.ffn_ln.forward(&(ff + x)?)
+        let x = self.output.forward(&probs, &v, x, ctx)?;
+        self.feed_forward.forward(&x, ctx)
     }
 }
 
@@ -103,25 +93,62 @@ pub struct SasRec {
     hidden_dropout: f64,
 }
 
-impl SasRec {
-    /// `n_items` real items (ids 1..=n_items, 0 = padding), positions up to `max_len`.
-    pub fn new(cfg: &SasRecConfig, n_items: usize, max_len: usize, vb: VarBuilder) -> Result<Self> {
+impl SeqModel for SasRec {
+    type Config = SasRecConfig;
+
+    fn traits(_: &SasRecConfig) -> Traits {
+        Traits::CAUSAL_ID
+    }
+
+    fn check(cfg: &SasRecConfig) -> std::result::Result<(), String> {
+        check_heads(cfg.hidden, cfg.n_heads)
+    }
+
+    fn width(cfg: &SasRecConfig) -> usize {
+        cfg.hidden
+    }
+
+    fn set_width(cfg: &mut SasRecConfig, d: usize) {
+        cfg.hidden = d;
+    }
+
+    /// `dims.n_items` real items (ids 1..=n_items, 0 = padding), positions up to `max_len`.
+    fn new(cfg: &SasRecConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
         if cfg.hidden % cfg.n_heads != 0 {
             candle_core::bail!("sasrec: hidden {} is not a multiple of n_heads {}", cfg.hidden, cfg.n_heads);
         }
         let init = Init::Randn { mean: 0.0, stdev: cfg.init_std };
-        let item_embedding = embedding(n_items + 1, cfg.hidden, init, vb.pp("item_embedding"))?;
-        let position_embedding = vb.pp("position_embedding").get_with_hints((max_len, cfg.hidden), "weight", init)?;
+        let item_embedding = embedding(dims.n_items + 1, cfg.hidden, init, vb.pp("item_embedding"))?;
+        let position_embedding =
+            vb.pp("position_embedding").get_with_hints((dims.max_len, cfg.hidden), "weight", init)?;
         let ln = LayerNorm::new(cfg.hidden, cfg.layer_norm_eps, vb.pp("LayerNorm"))?;
         let enc = vb.pp("trm_encoder").pp("layer");
         let blocks = (0..cfg.n_layers).map(|l| Block::new(cfg, enc.pp(l))).collect::<Result<_>>()?;
         Ok(Self { item_embedding, position_embedding, ln, blocks, hidden_dropout: cfg.hidden_dropout })
     }
 
+    fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
+        self.encode(input, side.summed.as_ref(), ctx)
+    }
+
+    fn item_table(&self) -> &Tensor {
+        self.item_embedding.embeddings()
+    }
+}
+
+/// `hidden` must split into `n_heads` heads.
+pub fn check_heads(hidden: usize, n_heads: usize) -> std::result::Result<(), String> {
+    if n_heads == 0 || hidden % n_heads != 0 {
+        return Err(format!("model.hidden ({hidden}) must be a multiple of model.n_heads ({n_heads})"));
+    }
+    Ok(())
+}
+
+impl SasRec {
     /// Hidden states [B, T, D] of `input` ([B, T] items, each cell at its own position); a cell
     /// sees the cells of its sequence up to itself only. `extra` [B, T, D] (fused modality
     /// embeddings) is added to the item embeddings.
-    pub fn forward(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+    pub fn encode(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let (b, t) = input.items.dims2()?;
         let d = self.position_embedding.dim(1)?;
         let mut x = self.item_embedding.forward(&input.items)?;
@@ -142,10 +169,5 @@ impl SasRec {
             x = block.forward(&x, &starts, ctx)?;
         }
         Ok(x)
-    }
-
-    /// Item table `[n_items + 1, D]` (row 0 = padding) used for output scores.
-    pub fn item_table(&self) -> &Tensor {
-        self.item_embedding.embeddings()
     }
 }

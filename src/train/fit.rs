@@ -51,7 +51,8 @@ pub struct RunOutcome {
     pub seconds_per_epoch: f64,
 }
 
-/// Mean cross-entropy over the target positions of `batch`; returns (loss, targets).
+/// Mean cross-entropy over the target positions of `batch` (plus the backbone's auxiliary
+/// loss, if any); returns (loss, targets).
 pub fn batch_loss(
     model: &Recommender,
     batch: &Batch,
@@ -66,6 +67,11 @@ pub fn batch_loss(
     let rows = Tensor::from_vec(rows, m, device)?;
     let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
     let loss = crate::ops::catalogue_cross_entropy(&h, &model.candidates()?, &targets)?;
+    let ids: Vec<u32> = targets.iter().map(|&t| t + 1).collect();
+    let loss = match model.backbone.aux_loss(&h, &Tensor::from_vec(ids, m, device)?)? {
+        Some(aux) => (loss + aux)?,
+        None => loss,
+    };
     Ok((loss, m))
 }
 
@@ -109,8 +115,9 @@ fn fit(
         "n_test": split.test.len(),
     });
     let layout = if t.pack { Layout::Packed } else { Layout::Padded };
+    let merge = cfg.model.traits().is_none_or(|tr| tr.causal);
     let eval_opts =
-        EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history, layout };
+        EvalOptions { max_len: t.max_len, batch_size: t.eval_batch_size, mask_history: t.mask_history, layout, merge };
     let evaluate = |scorer: &Scorer, instances: &[Instance]| -> Result<Metrics> {
         let ranks = rank_instances(scorer, &ds.sequences, instances, &eval_opts, &opts.device)?;
         Ok(Metrics::from_ranks(ranks))

@@ -1,7 +1,7 @@
 //! Builds what a run trains: the backbone, the optional modality embeddings, the KDSR teacher
 //! and student heads, and the drift probes, from a [`RunConfig`].
 
-use crate::config::{ModelSpec, RunConfig};
+use crate::config::RunConfig;
 use crate::data::split::Split;
 use crate::data::Dataset;
 use crate::distill::autoencoder::{self, AutoencoderConfig};
@@ -11,9 +11,10 @@ use crate::distill::Teacher;
 use crate::error::bad_input;
 use crate::modality::{load_features, FeatureMatrix, Modality};
 use crate::model::params::ParamStore;
-use crate::model::{Backbone, ModalityEmbeddings, ModalityMode, Recommender};
+use crate::model::{Backbone, Dims, ModalityEmbeddings, ModalityMode, Recommender};
 use crate::train::RunOptions;
 use anyhow::{Context, Result};
+use candle_core::Tensor;
 use serde_json::json;
 use std::path::Path;
 
@@ -29,21 +30,11 @@ pub struct Setup {
 
 pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) -> Result<Setup> {
     let params = ParamStore::new(cfg.seed);
-    let (sasrec, gru) = match &cfg.model {
-        ModelSpec::Sasrec(c) => (c.clone(), Default::default()),
-        ModelSpec::Gru4rec(c) => (Default::default(), c.clone()),
-        ModelSpec::Pop => anyhow::bail!("popularity has no trainable model"),
-    };
-    let backbone = Backbone::new(
-        cfg.model.kind(),
-        &sasrec,
-        &gru,
-        ds.n_items,
-        cfg.train.max_len,
-        params.var_builder(&opts.device),
-    )?
-    .context("neural backbone")?;
+    let hidden = cfg.model.width().context("popularity has no trainable model")?;
+    let mut dims = Dims::ids(ds.n_items, cfg.train.max_len);
     let Some(mc) = &cfg.modality else {
+        let backbone =
+            Backbone::new(&cfg.model, &dims, params.var_builder(&opts.device))?.context("neural backbone")?;
         return Ok(Setup {
             params,
             model: Recommender { backbone, modality: None },
@@ -105,10 +96,17 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
             );
             probes.push((m.name().to_string(), probe));
         }
+        if m == Modality::Attributes {
+            let labels = Tensor::from_slice(&feats.data, (ds.n_items + 1, feats.dim), &opts.device)?;
+            dims.attribute_labels = Some(labels.ne(0f32)?.to_dtype(candle_core::DType::F32)?);
+        }
         inits.push((m.name().to_string(), codes, dim));
         teachers.push((m.name().to_string(), teacher));
     }
-    let hidden = backbone.embedding_dim()?;
+    dims.streams = inits.len();
+    let backbone = Backbone::new(&cfg.model, &dims, params.var_builder(&opts.device))
+        .with_context(|| format!("building {}", cfg.model.kind().name()))?
+        .context("neural backbone")?;
     let modality = ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, &params, &opts.device)?;
     let cdl = match mc.mode {
         ModalityMode::Cdl => {

@@ -1,0 +1,331 @@
+//! DIF-SR (Xie et al., SIGIR 2022): SASRec with the side information moved out of the input
+//! and into the attention scores, as in the reference `AIM-SE/DIF-SR` (`SASRecD`,
+//! `DIFMultiHeadAttention`). The item input carries no position; per layer and head the
+//! attention scores of each stream are computed separately,
+//!
+//! `S_item = Q_v K_vᵀ`, `S_pos = Q_p K_pᵀ` (from the position embeddings),
+//! `S_m = Q_m K_mᵀ` for each modality stream `m` (`P_m E_m[i]`, see [`super::fusion`]),
+//!
+//! fused (`sum`: `S_item + S_pos + Σ_m S_m`; `concat`: a Linear over the concatenated score
+//! rows; `gate` (default): `Σ_k softmax_k(w₂ᵀ relu(W₁ S_k + b₁) + b₂) S_k` over the streams),
+//! scaled by `1/√d_h`, masked causally and applied to the item values only. Training adds the
+//! attribute-prediction loss `λ · mean BCE(W_a h + b_a, y)`, `y` the multi-hot attributes of
+//! the target item (reference: λ = 10 on Beauty).
+//!
+//! Adaptations, stated: the side streams are the run's modality embeddings (text, attributes
+//! codes through a projection to the hidden width) instead of categorical attribute
+//! embeddings, and every stream has the hidden width. The `concat` and `gate` fusions mix a
+//! query's scores over all `max_len` key columns with a Linear before the mask (as the
+//! reference does, padding columns included), so they see later positions: the model is not
+//! causal with them and trains on prefix samples in rows padded to `max_len`; `sum` is causal.
+
+use super::fusion::ModalityMode;
+use super::layers::{embedding, linear, split_heads, AttentionOutput, Ctx, FeedForward, LayerNorm, Linear};
+use super::registry::{Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
+use super::sasrec::check_heads;
+use super::SeqBatch;
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{Embedding, Init, Module, VarBuilder};
+use serde::{Deserialize, Serialize};
+
+/// How the per-stream attention scores are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScoreFusion {
+    Sum,
+    Concat,
+    #[default]
+    Gate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DifSrConfig {
+    pub hidden: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub inner: usize,
+    pub hidden_dropout: f64,
+    pub attn_dropout: f64,
+    pub layer_norm_eps: f64,
+    pub init_std: f64,
+    pub fusion: ScoreFusion,
+    /// Weight λ of the attribute-prediction loss (0: off). Needs the attributes modality.
+    pub attribute_loss: f64,
+}
+
+impl Default for DifSrConfig {
+    /// SASRec's RecBole settings (the paper trains every model at the same width and batch),
+    /// the reference's gate fusion and λ = 10.
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            n_layers: 2,
+            n_heads: 2,
+            inner: 256,
+            hidden_dropout: 0.5,
+            attn_dropout: 0.5,
+            layer_norm_eps: 1e-12,
+            init_std: 0.02,
+            fusion: ScoreFusion::Gate,
+            attribute_loss: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Fuse {
+    Sum,
+    /// Linear((2 + M)·L -> L)
+    Concat(Linear),
+    /// Linear(L -> L), ReLU, Linear(L -> 1)
+    Gate(Linear, Linear),
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    query_p: Linear,
+    key_p: Linear,
+    query_m: Vec<Linear>,
+    key_m: Vec<Linear>,
+    fuse: Fuse,
+    output: AttentionOutput,
+    feed_forward: FeedForward,
+    n_heads: usize,
+}
+
+impl Block {
+    fn new(cfg: &DifSrConfig, streams: usize, max_len: usize, vb: VarBuilder) -> Result<Self> {
+        let (d, init, zero) = (cfg.hidden, Init::Randn { mean: 0.0, stdev: cfg.init_std }, Some(Init::Const(0.0)));
+        let att = vb.pp("multi_head_attention");
+        let lin = |name: &str| linear(d, d, init, zero, att.pp(name));
+        let per_stream = |name: &str| -> Result<Vec<Linear>> {
+            (0..streams).map(|m| linear(d, d, init, zero, att.pp(name).pp(m))).collect()
+        };
+        let fl = att.pp("fusion_layer");
+        let fuse = match cfg.fusion {
+            ScoreFusion::Sum => Fuse::Sum,
+            ScoreFusion::Concat => Fuse::Concat(linear(max_len * (2 + streams), max_len, init, zero, fl)?),
+            ScoreFusion::Gate => Fuse::Gate(
+                linear(max_len, max_len, init, zero, fl.pp("projection").pp(0))?,
+                linear(max_len, 1, init, zero, fl.pp("projection").pp(2))?,
+            ),
+        };
+        Ok(Self {
+            query: lin("query")?,
+            key: lin("key")?,
+            value: lin("value")?,
+            query_p: lin("query_p")?,
+            key_p: lin("key_p")?,
+            query_m: per_stream("query_layers")?,
+            key_m: per_stream("key_layers")?,
+            fuse,
+            output: AttentionOutput::new(d, cfg.layer_norm_eps, init, (cfg.hidden_dropout, cfg.attn_dropout), att)?,
+            feed_forward: FeedForward::new(
+                d,
+                cfg.inner,
+                cfg.layer_norm_eps,
+                init,
+                cfg.hidden_dropout,
+                vb.pp("feed_forward"),
+            )?,
+            n_heads: cfg.n_heads,
+        })
+    }
+
+    /// `x`, `pos`: [B, T, D], `streams`: M × [B, T, D], additive `mask` [B, 1, T, T] -> [B, T, D]
+    fn forward(&self, x: &Tensor, pos: &Tensor, streams: &[Tensor], mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let h = self.n_heads;
+        let dh = x.dim(2)? / h;
+        let scores = |q: &Linear, k: &Linear, input: &Tensor| -> Result<Tensor> {
+            let (q, k) = (split_heads(&q.forward(input)?, h)?, split_heads(&k.forward(input)?, h)?);
+            q.matmul(&k.transpose(2, 3)?) // [B, H, T, T]
+        };
+        // Stream order as the reference: modalities, item, position.
+        let mut all = Vec::with_capacity(streams.len() + 2);
+        for ((q, k), s) in self.query_m.iter().zip(&self.key_m).zip(streams) {
+            all.push(scores(q, k, s)?);
+        }
+        all.push(scores(&self.query, &self.key, x)?);
+        all.push(scores(&self.query_p, &self.key_p, pos)?);
+        let fused = match &self.fuse {
+            Fuse::Sum => {
+                let mut acc = all[0].clone();
+                for s in &all[1..] {
+                    acc = (acc + s)?;
+                }
+                acc
+            }
+            Fuse::Concat(l) => l.forward(&Tensor::cat(&all, 3)?)?, // [B, H, T, (2+M)·T] -> [B, H, T, T]
+            Fuse::Gate(l1, l2) => {
+                let stack = Tensor::stack(&all, 3)?; // [B, H, T, K, T]
+                let energy = l2.forward(&l1.forward(&stack)?.relu()?)?.squeeze(4)?; // [B, H, T, K]
+                let w = candle_nn::ops::softmax(&energy, D::Minus1)?;
+                stack.broadcast_mul(&w.unsqueeze(4)?)?.sum(3)? // [B, H, T, T]
+            }
+        };
+        let logits = fused.affine(1.0 / (dh as f64).sqrt(), 0.0)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let v = split_heads(&self.value.forward(x)?, h)?;
+        let x = self.output.forward(&probs, &v, x, ctx)?;
+        self.feed_forward.forward(&x, ctx)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DifSr {
+    item_embedding: Embedding,
+    position_embedding: Tensor,
+    ln: LayerNorm,
+    blocks: Vec<Block>,
+    /// Attribute predictor and the labels `[N + 1, A]`.
+    attributes: Option<(Linear, Tensor, f64)>,
+    hidden_dropout: f64,
+    /// Rows are padded to this width (`concat` and `gate` fusions).
+    full_width: Option<usize>,
+}
+
+impl SeqModel for DifSr {
+    type Config = DifSrConfig;
+
+    fn traits(cfg: &DifSrConfig) -> Traits {
+        Traits {
+            causal: cfg.fusion == ScoreFusion::Sum,
+            inputs: Inputs::Streams,
+            modality: ModalityUse::Required(ModalityMode::Tuned),
+        }
+    }
+
+    fn check(cfg: &DifSrConfig) -> std::result::Result<(), String> {
+        if cfg.attribute_loss.is_nan() || cfg.attribute_loss < 0.0 {
+            return Err(format!("model.attribute_loss must be >= 0, got {}", cfg.attribute_loss));
+        }
+        check_heads(cfg.hidden, cfg.n_heads)
+    }
+
+    fn width(cfg: &DifSrConfig) -> usize {
+        cfg.hidden
+    }
+
+    fn set_width(cfg: &mut DifSrConfig, d: usize) {
+        cfg.hidden = d;
+    }
+
+    fn new(cfg: &DifSrConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+        let init = Init::Randn { mean: 0.0, stdev: cfg.init_std };
+        let d = cfg.hidden;
+        let item_embedding = embedding(dims.n_items + 1, d, init, vb.pp("item_embedding"))?;
+        let position_embedding = vb.pp("position_embedding").get_with_hints((dims.max_len, d), "weight", init)?;
+        let ln = LayerNorm::new(d, cfg.layer_norm_eps, vb.pp("LayerNorm"))?;
+        let enc = vb.pp("trm_encoder").pp("layer");
+        let blocks =
+            (0..cfg.n_layers).map(|l| Block::new(cfg, dims.streams, dims.max_len, enc.pp(l))).collect::<Result<_>>()?;
+        let attributes = match (&dims.attribute_labels, cfg.attribute_loss > 0.0) {
+            (Some(labels), true) => {
+                let a = labels.dim(1)?;
+                let ap = linear(d, a, init, Some(Init::Const(0.0)), vb.pp("ap").pp(0))?;
+                Some((ap, labels.clone(), cfg.attribute_loss))
+            }
+            (None, true) => candle_core::bail!("difsr: model.attribute_loss > 0 needs the attributes modality"),
+            _ => None,
+        };
+        let full_width = (cfg.fusion != ScoreFusion::Sum).then_some(dims.max_len);
+        Ok(Self {
+            item_embedding,
+            position_embedding,
+            ln,
+            blocks,
+            attributes,
+            hidden_dropout: cfg.hidden_dropout,
+            full_width,
+        })
+    }
+
+    fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, t) = input.items.dims2()?;
+        let width = self.full_width.unwrap_or(t).max(t);
+        let dev = input.items.device();
+        // Padding cells carry zero item and side vectors (the reference's padding_idx row and
+        // its mean over no attributes) and, in unpacked rows, the column as position.
+        let items = input.items.pad_with_zeros(1, 0, width - t)?; // [B, W]
+        let mask = items.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?; // [B, W, 1]
+        let padded = |s: &Tensor| s.pad_with_zeros(1, 0, width - t)?.broadcast_mul(&mask);
+        let x = padded(&self.item_embedding.forward(&input.items)?)?;
+        let streams = side.streams.iter().map(padded).collect::<Result<Vec<_>>>()?;
+        let items_v = items.flatten_all()?.to_vec1::<u32>()?;
+        // A real cell is at its own position; a padding cell at its column (arange positions).
+        let pos: Vec<u32> = (0..b * width)
+            .map(|k| {
+                let (r, c) = (k / width, k % width);
+                if c < t && items_v[k] != 0 {
+                    input.pos[r * t + c]
+                } else {
+                    c as u32
+                }
+            })
+            .collect();
+        let mask = attention_mask(&items_v, &pos, width); // [B, 1, W, W]
+        let mask = Tensor::from_vec(mask, (b, 1, width, width), dev)?;
+        let d = x.dim(2)?;
+        let ids = Tensor::from_vec(pos, b * width, dev)?;
+        let pos_emb = self.position_embedding.index_select(&ids, 0)?.reshape((b, width, d))?;
+        let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
+        for block in &self.blocks {
+            x = block.forward(&x, &pos_emb, &streams, &mask, ctx)?;
+        }
+        x.narrow(1, 0, t)
+    }
+
+    fn item_table(&self) -> &Tensor {
+        self.item_embedding.embeddings()
+    }
+
+    /// `λ · mean_{m, a} BCE(W_a h_m + b_a, y[target_m, a])`
+    fn aux_loss(&self, h: &Tensor, targets: &Tensor) -> Result<Option<Tensor>> {
+        let Some((ap, labels, lambda)) = &self.attributes else { return Ok(None) };
+        let logits = ap.forward(h)?; // [M, A]
+        let y = labels.index_select(targets, 0)?; // [M, A]
+                                                  // BCE with logits, stably: max(x, 0) - x y + log(1 + exp(-|x|)).
+        let bce = ((logits.relu()? - (&logits * &y)?)? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
+        Ok(Some(bce.mean_all()?.affine(*lambda, 0.0)?))
+    }
+}
+
+/// RecBole's additive attention mask, `[B, 1, W, W]` row-major: 0 where cell `i` may attend
+/// to cell `j` (`j` a real item of `i`'s sequence at or before `i`), -10000 elsewhere.
+/// `pos[c]` is cell `c`'s position within its sequence, so its sequence starts at column
+/// `c - pos[c]`.
+fn attention_mask(items: &[u32], pos: &[u32], width: usize) -> Vec<f32> {
+    let rows = items.len() / width;
+    let mut out = vec![-10000f32; rows * width * width];
+    for r in 0..rows {
+        for i in 0..width {
+            let start = i - pos[r * width + i] as usize;
+            for j in start..=i {
+                if items[r * width + j] != 0 {
+                    out[(r * width + i) * width + j] = 0.0;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_per_sequence_and_hides_padding() {
+        // One row: a sequence of 2, a sequence of 1, one padding cell (at its column).
+        let m = attention_mask(&[5, 6, 7, 0], &[0, 1, 0, 3], 4);
+        let open = |i: usize| -> Vec<usize> { (0..4).filter(|&j| m[i * 4 + j] == 0.0).collect() };
+        assert_eq!(open(0), vec![0]);
+        assert_eq!(open(1), vec![0, 1]);
+        assert_eq!(open(2), vec![2]);
+        assert_eq!(open(3), vec![0, 1, 2], "a padding cell sees the real cells before it");
+    }
+}

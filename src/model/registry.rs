@@ -1,0 +1,289 @@
+//! The one place sequential backbones are registered.
+//!
+//! A backbone is one file: a config type and a type implementing [`SeqModel`], which declares
+//! what the shared code must know about it ([`Traits`]: causal or not, how modality embeddings
+//! enter, whether it needs them) instead of the shared code special-casing it. One line in
+//! [`register!`]'s invocation below then gives it its model name (`ModelKind`, the `kind` of
+//! `[model]` in run files and grids), its settings (`ModelSpec`) and its place in [`Backbone`].
+
+use super::fusion::ModalityMode;
+use super::layers::Ctx;
+use super::SeqBatch;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// How a backbone takes the modality embeddings of its input items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inputs {
+    /// `Σ_m P_m E_m[i]` ([B, T, D]), e.g. added to the item embeddings.
+    Summed,
+    /// Each modality `P_m E_m[i]` as its own stream ([B, T, D] per modality).
+    Streams,
+}
+
+/// Whether a backbone runs with modality embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModalityUse {
+    /// An ID model that can take modality embeddings (`[modality]` in the run file).
+    Optional,
+    /// Needs them; a run file's default `[modality]` uses this mode.
+    Required(ModalityMode),
+    /// Needs them frozen (the two-stage baselines).
+    Frozen,
+}
+
+impl ModalityUse {
+    /// The mode of the modality settings a new run of the model gets (None: no modality).
+    pub fn default_mode(self) -> Option<ModalityMode> {
+        match self {
+            Self::Optional => None,
+            Self::Required(m) => Some(m),
+            Self::Frozen => Some(ModalityMode::Frozen),
+        }
+    }
+}
+
+/// What the shared training and evaluation code must know about a backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Traits {
+    /// Each cell's state depends only on the cells of its own sequence up to itself, so
+    /// sequence-mode and packed training and one pass per user in evaluation are exact.
+    /// Non-causal backbones train on prefix samples in padded rows and evaluate one window per
+    /// instance.
+    pub causal: bool,
+    pub inputs: Inputs,
+    pub modality: ModalityUse,
+}
+
+impl Traits {
+    /// A causal ID backbone that can take summed modality embeddings.
+    pub const CAUSAL_ID: Self = Self { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Optional };
+}
+
+/// Modality inputs of a batch, as [`Traits::inputs`] asks for them.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    /// [B, T, D] (`Inputs::Summed`, when the run has modality embeddings).
+    pub summed: Option<Tensor>,
+    /// Per modality [B, T, D] (`Inputs::Streams`), in the run's modality order.
+    pub streams: Vec<Tensor>,
+}
+
+/// Sizes a backbone is built for.
+#[derive(Debug, Clone)]
+pub struct Dims {
+    /// Real items (ids 1..=n_items; 0 = padding).
+    pub n_items: usize,
+    /// Longest history fed to the model.
+    pub max_len: usize,
+    /// Number of modality streams (`Inputs::Streams`).
+    pub streams: usize,
+    /// Multi-hot attribute labels of every item `[n_items + 1, A]` (row 0 = padding), for
+    /// backbones with an attribute-prediction loss; None when the run has no attributes.
+    pub attribute_labels: Option<Tensor>,
+}
+
+impl Dims {
+    /// Sizes of an ID-only model.
+    pub fn ids(n_items: usize, max_len: usize) -> Self {
+        Self { n_items, max_len, streams: 0, attribute_labels: None }
+    }
+}
+
+/// A sequential backbone: `[B, T]` items (+ modality inputs) -> causal or bidirectional
+/// hidden states `[B, T, D]`, scored against [`SeqModel::item_table`] by dot products.
+pub trait SeqModel: Sized {
+    type Config: Clone + std::fmt::Debug + Default + PartialEq + Serialize + DeserializeOwned;
+    /// What the shared code must know (may depend on the settings).
+    fn traits(cfg: &Self::Config) -> Traits;
+    /// Settings that cannot work, as a message naming the key (`model.<key>`).
+    fn check(_cfg: &Self::Config) -> std::result::Result<(), String> {
+        Ok(())
+    }
+    /// Width of the item embeddings.
+    fn width(cfg: &Self::Config) -> usize;
+    /// Sets the embedding width (the paper preset's 128-d); keeps the settings valid.
+    fn set_width(cfg: &mut Self::Config, d: usize);
+    fn new(cfg: &Self::Config, dims: &Dims, vb: VarBuilder) -> Result<Self>;
+    /// [B, T] -> [B, T, D]
+    fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor>;
+    /// Item table `[n_items + 1, D]` (row 0 = padding) used for output scores.
+    fn item_table(&self) -> &Tensor;
+    /// An auxiliary training loss on the hidden states `h` [M, D] of the target cells, whose
+    /// targets are `targets` [M] (item ids, 1-based); added to the cross-entropy.
+    fn aux_loss(&self, _h: &Tensor, _targets: &Tensor) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+}
+
+macro_rules! register {
+    ($($(#[doc = $doc:literal])* $variant:ident($model:ty) = $name:literal,)*) => {
+        /// The models the harness can train.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+        #[serde(rename_all = "kebab-case")]
+        #[value(rename_all = "kebab-case")]
+        pub enum ModelKind {
+            /// Most popular items in the training data (no training).
+            Pop,
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ModelKind {
+            /// Every model, popularity first, in registration order.
+            pub const ALL: &'static [ModelKind] = &[ModelKind::Pop, $(ModelKind::$variant,)*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    Self::Pop => "pop",
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+
+        /// The model and its hyper-parameters; only the chosen model's settings are part of a
+        /// run.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "kebab-case")]
+        pub enum ModelSpec {
+            Pop,
+            $($variant(<$model as SeqModel>::Config),)*
+        }
+
+        impl ModelSpec {
+            pub fn default_for(kind: ModelKind) -> Self {
+                match kind {
+                    ModelKind::Pop => Self::Pop,
+                    $(ModelKind::$variant => Self::$variant(Default::default()),)*
+                }
+            }
+
+            pub fn kind(&self) -> ModelKind {
+                match self {
+                    Self::Pop => ModelKind::Pop,
+                    $(Self::$variant(_) => ModelKind::$variant,)*
+                }
+            }
+
+            /// None for popularity.
+            pub fn traits(&self) -> Option<Traits> {
+                match self {
+                    Self::Pop => None,
+                    $(Self::$variant(c) => Some(<$model>::traits(c)),)*
+                }
+            }
+
+            pub fn check(&self) -> std::result::Result<(), String> {
+                match self {
+                    Self::Pop => Ok(()),
+                    $(Self::$variant(c) => <$model>::check(c),)*
+                }
+            }
+
+            /// Embedding width (None for popularity).
+            pub fn width(&self) -> Option<usize> {
+                match self {
+                    Self::Pop => None,
+                    $(Self::$variant(c) => Some(<$model>::width(c)),)*
+                }
+            }
+
+            pub fn set_width(&mut self, d: usize) {
+                match self {
+                    Self::Pop => {}
+                    $(Self::$variant(c) => <$model>::set_width(c, d),)*
+                }
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Net {
+            $($variant($model),)*
+        }
+
+        /// A trainable sequential backbone and its traits.
+        #[derive(Debug, Clone)]
+        pub struct Backbone {
+            pub traits: Traits,
+            net: Net,
+        }
+
+        impl Backbone {
+            /// None for popularity.
+            pub fn new(spec: &ModelSpec, dims: &Dims, vb: VarBuilder) -> Result<Option<Self>> {
+                let Some(traits) = spec.traits() else { return Ok(None) };
+                let net = match spec {
+                    ModelSpec::Pop => return Ok(None),
+                    $(ModelSpec::$variant(c) => Net::$variant(<$model>::new(c, dims, vb)?),)*
+                };
+                Ok(Some(Self { traits, net }))
+            }
+
+            /// [B, T] -> [B, T, D]
+            pub fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
+                match &self.net {
+                    $(Net::$variant(m) => m.forward(input, side, ctx),)*
+                }
+            }
+
+            /// Item table `[n_items + 1, D]`.
+            pub fn item_table(&self) -> &Tensor {
+                match &self.net {
+                    $(Net::$variant(m) => m.item_table(),)*
+                }
+            }
+
+            /// See [`SeqModel::aux_loss`].
+            pub fn aux_loss(&self, h: &Tensor, targets: &Tensor) -> Result<Option<Tensor>> {
+                match &self.net {
+                    $(Net::$variant(m) => m.aux_loss(h, targets),)*
+                }
+            }
+        }
+    };
+}
+
+register! {
+    /// SASRec (Kang & McAuley, 2018).
+    Sasrec(super::SasRec) = "sasrec",
+    /// GRU4Rec (Hidasi et al., 2016).
+    Gru4rec(super::Gru4Rec) = "gru4rec",
+    /// SASRM: SASRec on ID embeddings fused with frozen modality features (the paper's
+    /// "modified SASRec").
+    Sasrm(super::sasrm::Sasrm) = "sasrm",
+    /// NOVA (Liu et al., 2021): side information in queries and keys only.
+    Nova(super::nova::Nova) = "nova",
+    /// DIF-SR (Xie et al., 2022): decoupled attention per side-information stream.
+    Difsr(super::difsr::DifSr) = "difsr",
+}
+
+impl Backbone {
+    /// Width of the item embeddings (where modality embeddings are fused).
+    pub fn embedding_dim(&self) -> Result<usize> {
+        self.item_table().dim(1)
+    }
+
+    /// Candidate item embeddings for ids 1..=N: [N, D]
+    pub fn candidates(&self) -> Result<Tensor> {
+        let table = self.item_table();
+        table.narrow(0, 1, table.dim(0)? - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_the_serialised_kinds() {
+        for &k in ModelKind::ALL {
+            let v = serde_json::to_value(k).unwrap();
+            assert_eq!(v.as_str(), Some(k.name()));
+            let spec = ModelSpec::default_for(k);
+            assert_eq!(spec.kind(), k);
+            let t = toml::Table::try_from(&spec).unwrap();
+            assert_eq!(t.get("kind").and_then(|v| v.as_str()), Some(k.name()));
+        }
+    }
+}

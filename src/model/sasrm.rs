@@ -1,0 +1,51 @@
+//! SASRM, the paper's "modified SASRec" baseline (Table 2, frozen-feature group): SASRec whose
+//! input embedding of item `i` is its ID embedding plus the frozen modality features through
+//! trainable projections, `id_i + Σ_m P_m x_m[i]` (sum fusion; the paper does not state the
+//! fusion). The features are the teacher's autoencoder codes, kept fixed
+//! ([`super::ModalityMode::Frozen`]). The same network as `sasrec` with `modality.mode =
+//! "frozen"`, under its own name so that Table 2 can show it.
+
+use super::layers::Ctx;
+use super::registry::{Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
+use super::sasrec::{SasRec, SasRecConfig};
+use super::SeqBatch;
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+#[derive(Debug, Clone)]
+pub struct Sasrm(SasRec);
+
+impl SeqModel for Sasrm {
+    type Config = SasRecConfig;
+
+    fn traits(_: &SasRecConfig) -> Traits {
+        Traits { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Frozen }
+    }
+
+    fn check(cfg: &SasRecConfig) -> std::result::Result<(), String> {
+        SasRec::check(cfg)
+    }
+
+    fn width(cfg: &SasRecConfig) -> usize {
+        cfg.hidden
+    }
+
+    fn set_width(cfg: &mut SasRecConfig, d: usize) {
+        cfg.hidden = d;
+    }
+
+    fn new(cfg: &SasRecConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+        Ok(Self(SasRec::new(cfg, dims, vb)?))
+    }
+
+    fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
+        let Some(fused) = &side.summed else {
+            candle_core::bail!("sasrm: no modality features in the input");
+        };
+        self.0.encode(input, Some(fused), ctx)
+    }
+
+    fn item_table(&self) -> &Tensor {
+        self.0.item_table()
+    }
+}
