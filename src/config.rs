@@ -268,6 +268,9 @@ impl RunConfig {
                         "model {name} needs modality embeddings: add [modality] (e.g. modality.modalities = [\"text\", \"attributes\"])"
                     ));
                 }
+                (ModalityUse::Never, Some(_)) => {
+                    return Err(format!("model {name} takes no modality embeddings: remove [modality]"));
+                }
                 (ModalityUse::Frozen, Some(mc)) if mc.mode != crate::model::ModalityMode::Frozen => {
                     return Err(format!(
                         "model {name} uses frozen modality features (modality.mode = \"frozen\"); for tuned tables or CDL use sasrec with modality.mode"

@@ -5,11 +5,13 @@
 //! The fixture tests/fixtures/parity_side.json is written by `bench/parity_side.py` (torch
 //! 2.15.0, float64); see that script for the weights' pattern and what is transcribed.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
+use common::{assert_close as close, floats};
 use kdsr::model::params::ParamStore;
 use kdsr::model::{difsr::DifSrConfig, nova::NovaConfig};
 use kdsr::model::{Backbone, Ctx, Dims, ModelSpec, SeqBatch, Side};
-use serde_json::Value;
 
 const N_ITEMS: usize = 10;
 const D: usize = 8;
@@ -17,27 +19,10 @@ const STREAMS: usize = 2;
 const ATTRS: usize = 4;
 const MAX_LEN: usize = 6;
 
-fn fixture() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/parity_side.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
-}
-
-fn close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-6);
-    for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() <= 1e-4 * scale + 1e-6, "{what}[{k}]: candle {g} vs torch {w} (scale {scale})");
-    }
-}
-
 /// Builds `spec` with the fixture's weights, runs the first `width` columns and checks
 /// everything against `fx[key]`.
 fn check(spec: ModelSpec, key: &str, width: usize) {
-    let fx = fixture();
+    let fx = common::fixture("parity_side.json");
     let dev = Device::Cpu;
     let labels = Tensor::from_vec(floats(&fx["labels"]), (N_ITEMS + 1, ATTRS), &dev).unwrap();
     let dims = Dims { n_items: N_ITEMS, max_len: MAX_LEN, streams: STREAMS, attribute_labels: Some(labels) };
@@ -45,16 +30,8 @@ fn check(spec: ModelSpec, key: &str, width: usize) {
     let model = Backbone::new(&spec, &dims, params.var_builder(&dev)).unwrap().unwrap();
     let want = &fx[key];
     let grads_want = want["grads"].as_object().unwrap();
+    common::fill_pattern(&params, 0.5, &grads_want.keys().map(String::as_str).collect::<Vec<_>>());
     let vars = params.vars();
-    let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-    let mut expected: Vec<&str> = grads_want.keys().map(String::as_str).collect();
-    expected.sort();
-    assert_eq!(names, expected, "parameter names (sorted)");
-    for (p, (_, var)) in vars.iter().enumerate() {
-        let n = var.elem_count();
-        let v: Vec<f32> = (0..n).map(|j| (0.5 * (0.37 * (j as f64 + 1.0) + 1.3 * p as f64).sin()) as f32).collect();
-        var.set(&Tensor::from_vec(v, var.shape(), &dev).unwrap()).unwrap();
-    }
 
     let items: Vec<Vec<u32>> = fx["items"]
         .as_array()
@@ -66,8 +43,10 @@ fn check(spec: ModelSpec, key: &str, width: usize) {
     let full = fx["items"][0].as_array().unwrap().len();
     let items_t = Tensor::new(items.clone(), &dev).unwrap();
     let streams = Tensor::from_vec(floats(&fx["streams"]), (STREAMS, b, full, D), &dev).unwrap();
-    let side =
-        Side { summed: None, streams: (0..STREAMS).map(|m| streams.get(m).unwrap().narrow(1, 0, width).unwrap()).collect() };
+    let side = Side {
+        summed: None,
+        streams: (0..STREAMS).map(|m| streams.get(m).unwrap().narrow(1, 0, width).unwrap()).collect(),
+    };
     let h = model.forward(&SeqBatch::left_aligned(items_t).unwrap(), &side, &mut Ctx::eval()).unwrap(); // [B, W, D]
 
     let lens: Vec<usize> = items.iter().map(|r| r.iter().filter(|&&i| i != 0).count()).collect();

@@ -20,12 +20,12 @@
 //! causal with them and trains on prefix samples in rows padded to `max_len`; `sum` is causal.
 
 use super::fusion::ModalityMode;
-use super::layers::{embedding, linear, split_heads, AttentionOutput, Ctx, FeedForward, LayerNorm, Linear};
+use super::layers::{linear, AttentionLayer, Ctx, Linear, TokenEmbeddings};
 use super::registry::{Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
-use super::sasrec::check_heads;
+use super::sasrec::{check_heads, transformer_config};
 use super::SeqBatch;
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{Embedding, Init, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 /// How the per-stream attention scores are fused.
@@ -38,38 +38,13 @@ pub enum ScoreFusion {
     Gate,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DifSrConfig {
-    pub hidden: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub inner: usize,
-    pub hidden_dropout: f64,
-    pub attn_dropout: f64,
-    pub layer_norm_eps: f64,
-    pub init_std: f64,
-    pub fusion: ScoreFusion,
-    /// Weight λ of the attribute-prediction loss (0: off). Needs the attributes modality.
-    pub attribute_loss: f64,
-}
-
-impl Default for DifSrConfig {
+transformer_config! {
     /// SASRec's RecBole settings (the paper trains every model at the same width and batch),
     /// the reference's gate fusion and λ = 10.
-    fn default() -> Self {
-        Self {
-            hidden: 64,
-            n_layers: 2,
-            n_heads: 2,
-            inner: 256,
-            hidden_dropout: 0.5,
-            attn_dropout: 0.5,
-            layer_norm_eps: 1e-12,
-            init_std: 0.02,
-            fusion: ScoreFusion::Gate,
-            attribute_loss: 10.0,
-        }
+    DifSrConfig {
+        fusion: ScoreFusion = ScoreFusion::Gate,
+        /// Weight λ of the attribute-prediction loss (0: off). Needs the attributes modality.
+        attribute_loss: f64 = 10.0,
     }
 }
 
@@ -82,23 +57,22 @@ enum Fuse {
     Gate(Linear, Linear),
 }
 
+/// One DIF-SR layer: a Transformer layer whose item queries and keys are joined by the
+/// position and per-modality ones (`query_p`, `key_p`, `query_layers.<m>`, `key_layers.<m>`)
+/// and a score fusion.
 #[derive(Debug, Clone)]
 struct Block {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+    layer: AttentionLayer,
     query_p: Linear,
     key_p: Linear,
     query_m: Vec<Linear>,
     key_m: Vec<Linear>,
     fuse: Fuse,
-    output: AttentionOutput,
-    feed_forward: FeedForward,
-    n_heads: usize,
 }
 
 impl Block {
     fn new(cfg: &DifSrConfig, streams: usize, max_len: usize, vb: VarBuilder) -> Result<Self> {
+        let layer = AttentionLayer::new(cfg.shape(), &vb)?;
         let (d, init, zero) = (cfg.hidden, Init::Randn { mean: 0.0, stdev: cfg.init_std }, Some(Init::Const(0.0)));
         let att = vb.pp("multi_head_attention");
         let lin = |name: &str| linear(d, d, init, zero, att.pp(name));
@@ -115,41 +89,29 @@ impl Block {
             ),
         };
         Ok(Self {
-            query: lin("query")?,
-            key: lin("key")?,
-            value: lin("value")?,
+            layer,
             query_p: lin("query_p")?,
             key_p: lin("key_p")?,
             query_m: per_stream("query_layers")?,
             key_m: per_stream("key_layers")?,
             fuse,
-            output: AttentionOutput::new(d, cfg.layer_norm_eps, init, (cfg.hidden_dropout, cfg.attn_dropout), att)?,
-            feed_forward: FeedForward::new(
-                d,
-                cfg.inner,
-                cfg.layer_norm_eps,
-                init,
-                cfg.hidden_dropout,
-                vb.pp("feed_forward"),
-            )?,
-            n_heads: cfg.n_heads,
         })
     }
 
     /// `x`, `pos`: [B, T, D], `streams`: M × [B, T, D], additive `mask` [B, 1, T, T] -> [B, T, D]
     fn forward(&self, x: &Tensor, pos: &Tensor, streams: &[Tensor], mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = self.n_heads;
-        let dh = x.dim(2)? / h;
+        let layer = &self.layer;
+        let dh = x.dim(2)? / layer.n_heads;
         let scores = |q: &Linear, k: &Linear, input: &Tensor| -> Result<Tensor> {
-            let (q, k) = (split_heads(&q.forward(input)?, h)?, split_heads(&k.forward(input)?, h)?);
-            q.matmul(&k.transpose(2, 3)?) // [B, H, T, T]
+            layer.heads(q, input)?.matmul(&layer.heads(k, input)?.transpose(2, 3)?)
+            // [B, H, T, T]
         };
         // Stream order as the reference: modalities, item, position.
         let mut all = Vec::with_capacity(streams.len() + 2);
         for ((q, k), s) in self.query_m.iter().zip(&self.key_m).zip(streams) {
             all.push(scores(q, k, s)?);
         }
-        all.push(scores(&self.query, &self.key, x)?);
+        all.push(scores(&layer.query, &layer.key, x)?);
         all.push(scores(&self.query_p, &self.key_p, pos)?);
         let fused = match &self.fuse {
             Fuse::Sum => {
@@ -169,21 +131,16 @@ impl Block {
         };
         let logits = fused.affine(1.0 / (dh as f64).sqrt(), 0.0)?.broadcast_add(mask)?;
         let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
-        let v = split_heads(&self.value.forward(x)?, h)?;
-        let x = self.output.forward(&probs, &v, x, ctx)?;
-        self.feed_forward.forward(&x, ctx)
+        layer.finish(&probs, x, ctx)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct DifSr {
-    item_embedding: Embedding,
-    position_embedding: Tensor,
-    ln: LayerNorm,
+    embeddings: TokenEmbeddings,
     blocks: Vec<Block>,
     /// Attribute predictor and the labels `[N + 1, A]`.
     attributes: Option<(Linear, Tensor, f64)>,
-    hidden_dropout: f64,
     /// Rows are padded to this width (`concat` and `gate` fusions).
     full_width: Option<usize>,
 }
@@ -206,20 +163,15 @@ impl SeqModel for DifSr {
         check_heads(cfg.hidden, cfg.n_heads)
     }
 
-    fn width(cfg: &DifSrConfig) -> usize {
-        cfg.hidden
-    }
-
-    fn set_width(cfg: &mut DifSrConfig, d: usize) {
-        cfg.hidden = d;
+    fn width_mut(cfg: &mut DifSrConfig) -> &mut usize {
+        &mut cfg.hidden
     }
 
     fn new(cfg: &DifSrConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
         let init = Init::Randn { mean: 0.0, stdev: cfg.init_std };
         let d = cfg.hidden;
-        let item_embedding = embedding(dims.n_items + 1, d, init, vb.pp("item_embedding"))?;
-        let position_embedding = vb.pp("position_embedding").get_with_hints((dims.max_len, d), "weight", init)?;
-        let ln = LayerNorm::new(d, cfg.layer_norm_eps, vb.pp("LayerNorm"))?;
+        let embeddings =
+            TokenEmbeddings::new(dims.n_items, dims.max_len, d, cfg.layer_norm_eps, init, cfg.hidden_dropout, &vb)?;
         let enc = vb.pp("trm_encoder").pp("layer");
         let blocks =
             (0..cfg.n_layers).map(|l| Block::new(cfg, dims.streams, dims.max_len, enc.pp(l))).collect::<Result<_>>()?;
@@ -233,15 +185,7 @@ impl SeqModel for DifSr {
             _ => None,
         };
         let full_width = (cfg.fusion != ScoreFusion::Sum).then_some(dims.max_len);
-        Ok(Self {
-            item_embedding,
-            position_embedding,
-            ln,
-            blocks,
-            attributes,
-            hidden_dropout: cfg.hidden_dropout,
-            full_width,
-        })
+        Ok(Self { embeddings, blocks, attributes, full_width })
     }
 
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
@@ -253,7 +197,7 @@ impl SeqModel for DifSr {
         let items = input.items.pad_with_zeros(1, 0, width - t)?; // [B, W]
         let mask = items.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?; // [B, W, 1]
         let padded = |s: &Tensor| s.pad_with_zeros(1, 0, width - t)?.broadcast_mul(&mask);
-        let x = padded(&self.item_embedding.forward(&input.items)?)?;
+        let x = padded(&self.embeddings.items(&input.items)?)?;
         let streams = side.streams.iter().map(padded).collect::<Result<Vec<_>>>()?;
         let items_v = items.flatten_all()?.to_vec1::<u32>()?;
         // A real cell is at its own position; a padding cell at its column (arange positions).
@@ -269,10 +213,8 @@ impl SeqModel for DifSr {
             .collect();
         let mask = attention_mask(&items_v, &pos, width); // [B, 1, W, W]
         let mask = Tensor::from_vec(mask, (b, 1, width, width), dev)?;
-        let d = x.dim(2)?;
-        let ids = Tensor::from_vec(pos, b * width, dev)?;
-        let pos_emb = self.position_embedding.index_select(&ids, 0)?.reshape((b, width, d))?;
-        let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
+        let pos_emb = self.embeddings.positions(&pos, (b, width), dev)?;
+        let mut x = self.embeddings.normalise(&x, ctx)?;
         for block in &self.blocks {
             x = block.forward(&x, &pos_emb, &streams, &mask, ctx)?;
         }
@@ -280,7 +222,7 @@ impl SeqModel for DifSr {
     }
 
     fn item_table(&self) -> &Tensor {
-        self.item_embedding.embeddings()
+        self.embeddings.table()
     }
 
     /// `λ · mean_{m, a} BCE(W_a h_m + b_a, y[target_m, a])`

@@ -109,12 +109,8 @@ impl SeqModel for Gru4Rec {
         Traits::CAUSAL_ID
     }
 
-    fn width(cfg: &Gru4RecConfig) -> usize {
-        cfg.embedding
-    }
-
-    fn set_width(cfg: &mut Gru4RecConfig, d: usize) {
-        cfg.embedding = d;
+    fn width_mut(cfg: &mut Gru4RecConfig) -> &mut usize {
+        &mut cfg.embedding
     }
 
     fn new(cfg: &Gru4RecConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {

@@ -179,6 +179,134 @@ impl AttentionOutput {
     }
 }
 
+/// The input side of RecBole's Transformer recommenders: the item table (`item_embedding`),
+/// learned positions (`position_embedding`, [max_len, D]) and the input `LayerNorm` + dropout.
+#[derive(Debug, Clone)]
+pub struct TokenEmbeddings {
+    items: Embedding,
+    positions: Tensor,
+    ln: LayerNorm,
+    dropout: f64,
+}
+
+impl TokenEmbeddings {
+    /// `n_items` real items (ids 1..=n_items, 0 = padding), positions up to `max_len`.
+    pub fn new(
+        n_items: usize,
+        max_len: usize,
+        d: usize,
+        eps: f64,
+        init: Init,
+        dropout: f64,
+        vb: &VarBuilder,
+    ) -> Result<Self> {
+        Ok(Self {
+            items: embedding(n_items + 1, d, init, vb.pp("item_embedding"))?,
+            positions: vb.pp("position_embedding").get_with_hints((max_len, d), "weight", init)?,
+            ln: LayerNorm::new(d, eps, vb.pp("LayerNorm"))?,
+            dropout,
+        })
+    }
+
+    /// [B, T] -> [B, T, D]
+    pub fn items(&self, items: &Tensor) -> Result<Tensor> {
+        self.items.forward(items)
+    }
+
+    /// Position embeddings of cells at positions `pos` [B * T] -> [B, T, D]
+    pub fn positions(&self, pos: &[u32], (b, t): (usize, usize), device: &candle_core::Device) -> Result<Tensor> {
+        let d = self.positions.dim(1)?;
+        let ids = Tensor::from_slice(pos, b * t, device)?;
+        self.positions.index_select(&ids, 0)?.reshape((b, t, d))
+    }
+
+    /// The position table `[max_len, D]`.
+    pub fn position_table(&self) -> &Tensor {
+        &self.positions
+    }
+
+    /// `dropout(LN(x))`
+    pub fn normalise(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        ctx.dropout(&self.ln.forward(x)?, self.dropout)
+    }
+
+    /// Item table `[n_items + 1, D]`.
+    pub fn table(&self) -> &Tensor {
+        self.items.embeddings()
+    }
+}
+
+/// One post-LN Transformer layer with RecBole's parameter names: `multi_head_attention.{query,
+/// key, value}` projections, the attention output ([`AttentionOutput`]) and `feed_forward`.
+/// Backbones choose what the queries, keys and values are computed from, and the mask.
+#[derive(Debug, Clone)]
+pub struct AttentionLayer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    output: AttentionOutput,
+    feed_forward: FeedForward,
+    pub n_heads: usize,
+}
+
+/// Sizes and regularisation of a Transformer layer.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerShape {
+    pub hidden: usize,
+    pub inner: usize,
+    pub n_heads: usize,
+    pub layer_norm_eps: f64,
+    pub init_std: f64,
+    pub hidden_dropout: f64,
+    pub attn_dropout: f64,
+}
+
+impl AttentionLayer {
+    /// Weights ~ N(0, init_std), biases zero.
+    pub fn new(s: LayerShape, vb: &VarBuilder) -> Result<Self> {
+        let (d, init, zero) = (s.hidden, Init::Randn { mean: 0.0, stdev: s.init_std }, Some(Init::Const(0.0)));
+        let att = vb.pp("multi_head_attention");
+        Ok(Self {
+            query: linear(d, d, init, zero, att.pp("query"))?,
+            key: linear(d, d, init, zero, att.pp("key"))?,
+            value: linear(d, d, init, zero, att.pp("value"))?,
+            output: AttentionOutput::new(d, s.layer_norm_eps, init, (s.hidden_dropout, s.attn_dropout), att)?,
+            feed_forward: FeedForward::new(
+                d,
+                s.inner,
+                s.layer_norm_eps,
+                init,
+                s.hidden_dropout,
+                vb.pp("feed_forward"),
+            )?,
+            n_heads: s.n_heads,
+        })
+    }
+
+    /// `[B, T, D] -> [B, H, T, dh]` through `l`.
+    pub fn heads(&self, l: &Linear, x: &Tensor) -> Result<Tensor> {
+        split_heads(&l.forward(x)?, self.n_heads)
+    }
+
+    /// Queries and keys from `qk` [B, T, D], values from `v` [B, T, D], block-causal softmax
+    /// (each cell sees `starts[c] ..= c`), output and feed-forward sublayers with residual `v`.
+    pub fn attend(&self, qk: &Tensor, v: &Tensor, starts: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        let dh = v.dim(2)? / self.n_heads;
+        let (q, k) = (self.heads(&self.query, qk)?, self.heads(&self.key, qk)?);
+        let scores = q.matmul(&k.transpose(2, 3)?)?; // [B, H, T, T]
+        let probs = crate::ops::causal_softmax(&scores, starts, 1.0 / (dh as f64).sqrt())?;
+        self.finish(&probs, v, ctx)
+    }
+
+    /// The output and feed-forward sublayers for attention probabilities `probs` [B, H, T, T]
+    /// over the values of `x` [B, T, D] (also the residual).
+    pub fn finish(&self, probs: &Tensor, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let v = self.heads(&self.value, x)?;
+        let x = self.output.forward(probs, &v, x, ctx)?;
+        self.feed_forward.forward(&x, ctx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

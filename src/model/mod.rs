@@ -15,6 +15,7 @@ pub mod params;
 pub mod registry;
 pub mod sasrec;
 pub mod sasrm;
+pub mod srgnn;
 
 use crate::data::batch::Batch;
 use candle_core::{Device, Result, Tensor};

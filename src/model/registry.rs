@@ -28,6 +28,8 @@ pub enum Inputs {
 pub enum ModalityUse {
     /// An ID model that can take modality embeddings (`[modality]` in the run file).
     Optional,
+    /// An ID model that takes none.
+    Never,
     /// Needs them; a run file's default `[modality]` uses this mode.
     Required(ModalityMode),
     /// Needs them frozen (the two-stage baselines).
@@ -38,7 +40,7 @@ impl ModalityUse {
     /// The mode of the modality settings a new run of the model gets (None: no modality).
     pub fn default_mode(self) -> Option<ModalityMode> {
         match self {
-            Self::Optional => None,
+            Self::Optional | Self::Never => None,
             Self::Required(m) => Some(m),
             Self::Frozen => Some(ModalityMode::Frozen),
         }
@@ -102,10 +104,11 @@ pub trait SeqModel: Sized {
     fn check(_cfg: &Self::Config) -> std::result::Result<(), String> {
         Ok(())
     }
-    /// Width of the item embeddings.
-    fn width(cfg: &Self::Config) -> usize;
-    /// Sets the embedding width (the paper preset's 128-d); keeps the settings valid.
-    fn set_width(cfg: &mut Self::Config, d: usize);
+    /// The width of the item embeddings (the paper preset sets it to 128).
+    fn width_mut(cfg: &mut Self::Config) -> &mut usize;
+    fn width(cfg: &Self::Config) -> usize {
+        *Self::width_mut(&mut cfg.clone())
+    }
     fn new(cfg: &Self::Config, dims: &Dims, vb: VarBuilder) -> Result<Self>;
     /// [B, T] -> [B, T, D]
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor>;
@@ -192,7 +195,7 @@ macro_rules! register {
             pub fn set_width(&mut self, d: usize) {
                 match self {
                     Self::Pop => {}
-                    $(Self::$variant(c) => <$model>::set_width(c, d),)*
+                    $(Self::$variant(c) => *<$model>::width_mut(c) = d,)*
                 }
             }
         }
@@ -256,6 +259,8 @@ register! {
     Nova(super::nova::Nova) = "nova",
     /// DIF-SR (Xie et al., 2022): decoupled attention per side-information stream.
     Difsr(super::difsr::DifSr) = "difsr",
+    /// SR-GNN (Wu et al., 2019): a gated graph network over each window's session graph.
+    Srgnn(super::srgnn::SrGnn) = "srgnn",
 }
 
 impl Backbone {

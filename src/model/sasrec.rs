@@ -4,93 +4,75 @@
 //! sequences share a row, each with its own positions), GELU feed-forward.
 //! Parameter names follow RecBole's module names, so a RecBole state dict maps one to one.
 
-use super::layers::{embedding, linear, split_heads, AttentionOutput, Ctx, FeedForward, LayerNorm, Linear};
+use super::layers::{AttentionLayer, Ctx, LayerShape, TokenEmbeddings};
 use super::registry::{Dims, SeqModel, Side, Traits};
 use super::SeqBatch;
 use candle_core::{Result, Tensor};
-use candle_nn::{Embedding, Init, Module, VarBuilder};
-use serde::{Deserialize, Serialize};
+use candle_nn::{Init, VarBuilder};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SasRecConfig {
-    pub hidden: usize,
-    pub n_layers: usize,
-    pub n_heads: usize,
-    pub inner: usize,
-    pub hidden_dropout: f64,
-    pub attn_dropout: f64,
-    pub layer_norm_eps: f64,
-    pub init_std: f64,
-}
-
-impl Default for SasRecConfig {
-    /// RecBole's defaults.
-    fn default() -> Self {
-        Self {
-            hidden: 64,
-            n_layers: 2,
-            n_heads: 2,
-            inner: 256,
-            hidden_dropout: 0.5,
-            attn_dropout: 0.5,
-            layer_norm_eps: 1e-12,
-            init_std: 0.02,
+/// Defines the settings of a RecBole-style Transformer backbone: SASRec's fields with RecBole's
+/// defaults (hidden 64, 2 layers, 2 heads, inner 256, dropout 0.5 / 0.5, LayerNorm eps 1e-12,
+/// N(0, 0.02) init), in this order (run ids hash the serialised order), then the backbone's
+/// own fields; and `shape()`, the [`LayerShape`] of its layers.
+macro_rules! transformer_config {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident: $ty:ty = $default:expr,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            pub hidden: usize,
+            pub n_layers: usize,
+            pub n_heads: usize,
+            pub inner: usize,
+            pub hidden_dropout: f64,
+            pub attn_dropout: f64,
+            pub layer_norm_eps: f64,
+            pub init_std: f64,
+            $($(#[$fm])* pub $field: $ty,)*
         }
-    }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self {
+                    hidden: 64,
+                    n_layers: 2,
+                    n_heads: 2,
+                    inner: 256,
+                    hidden_dropout: 0.5,
+                    attn_dropout: 0.5,
+                    layer_norm_eps: 1e-12,
+                    init_std: 0.02,
+                    $($field: $default,)*
+                }
+            }
+        }
+
+        impl $name {
+            pub fn shape(&self) -> $crate::model::layers::LayerShape {
+                $crate::model::layers::LayerShape {
+                    hidden: self.hidden,
+                    inner: self.inner,
+                    n_heads: self.n_heads,
+                    layer_norm_eps: self.layer_norm_eps,
+                    init_std: self.init_std,
+                    hidden_dropout: self.hidden_dropout,
+                    attn_dropout: self.attn_dropout,
+                }
+            }
+        }
+    };
 }
+pub(crate) use transformer_config;
 
-#[derive(Debug, Clone)]
-struct Block {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: AttentionOutput,
-    feed_forward: FeedForward,
-    n_heads: usize,
-}
-
-impl Block {
-    fn new(cfg: &SasRecConfig, vb: VarBuilder) -> Result<Self> {
-        let (d, init, zero) = (cfg.hidden, Init::Randn { mean: 0.0, stdev: cfg.init_std }, Some(Init::Const(0.0)));
-        let att = vb.pp("multi_head_attention");
-        let dropouts = (cfg.hidden_dropout, cfg.attn_dropout);
-        Ok(Self {
-            query: linear(d, d, init, zero, att.pp("query"))?,
-            key: linear(d, d, init, zero, att.pp("key"))?,
-            value: linear(d, d, init, zero, att.pp("value"))?,
-            output: AttentionOutput::new(d, cfg.layer_norm_eps, init, dropouts, att)?,
-            feed_forward: FeedForward::new(
-                d,
-                cfg.inner,
-                cfg.layer_norm_eps,
-                init,
-                cfg.hidden_dropout,
-                vb.pp("feed_forward"),
-            )?,
-            n_heads: cfg.n_heads,
-        })
-    }
-
-    /// `x`: [B, T, D], `starts`: first visible column of every cell [B * T] -> [B, T, D]
-    fn forward(&self, x: &Tensor, starts: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
-        let dh = x.dim(2)? / self.n_heads;
-        let heads = |l: &Linear| split_heads(&l.forward(x)?, self.n_heads); // [B, H, T, dh]
-        let (q, k, v) = (heads(&self.query)?, heads(&self.key)?, heads(&self.value)?);
-        let scores = q.matmul(&k.transpose(2, 3)?)?; // [B, H, T, T]
-        let probs = crate::ops::causal_softmax(&scores, starts, 1.0 / (dh as f64).sqrt())?;
-        let x = self.output.forward(&probs, &v, x, ctx)?;
-        self.feed_forward.forward(&x, ctx)
-    }
+transformer_config! {
+    /// SASRec's settings (RecBole's defaults).
+    SasRecConfig {}
 }
 
 #[derive(Debug, Clone)]
 pub struct SasRec {
-    item_embedding: Embedding,
-    position_embedding: Tensor,
-    ln: LayerNorm,
-    blocks: Vec<Block>,
-    hidden_dropout: f64,
+    embeddings: TokenEmbeddings,
+    layers: Vec<AttentionLayer>,
 }
 
 impl SeqModel for SasRec {
@@ -104,27 +86,14 @@ impl SeqModel for SasRec {
         check_heads(cfg.hidden, cfg.n_heads)
     }
 
-    fn width(cfg: &SasRecConfig) -> usize {
-        cfg.hidden
-    }
-
-    fn set_width(cfg: &mut SasRecConfig, d: usize) {
-        cfg.hidden = d;
+    fn width_mut(cfg: &mut SasRecConfig) -> &mut usize {
+        &mut cfg.hidden
     }
 
     /// `dims.n_items` real items (ids 1..=n_items, 0 = padding), positions up to `max_len`.
     fn new(cfg: &SasRecConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
-        if cfg.hidden % cfg.n_heads != 0 {
-            candle_core::bail!("sasrec: hidden {} is not a multiple of n_heads {}", cfg.hidden, cfg.n_heads);
-        }
-        let init = Init::Randn { mean: 0.0, stdev: cfg.init_std };
-        let item_embedding = embedding(dims.n_items + 1, cfg.hidden, init, vb.pp("item_embedding"))?;
-        let position_embedding =
-            vb.pp("position_embedding").get_with_hints((dims.max_len, cfg.hidden), "weight", init)?;
-        let ln = LayerNorm::new(cfg.hidden, cfg.layer_norm_eps, vb.pp("LayerNorm"))?;
-        let enc = vb.pp("trm_encoder").pp("layer");
-        let blocks = (0..cfg.n_layers).map(|l| Block::new(cfg, enc.pp(l))).collect::<Result<_>>()?;
-        Ok(Self { item_embedding, position_embedding, ln, blocks, hidden_dropout: cfg.hidden_dropout })
+        let (embeddings, layers) = transformer(cfg.shape(), cfg.n_layers, dims, &vb)?;
+        Ok(Self { embeddings, layers })
     }
 
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
@@ -132,8 +101,32 @@ impl SeqModel for SasRec {
     }
 
     fn item_table(&self) -> &Tensor {
-        self.item_embedding.embeddings()
+        self.embeddings.table()
     }
+}
+
+/// The input embeddings and `n_layers` layers (`trm_encoder.layer.<l>`) of a RecBole
+/// Transformer recommender.
+pub fn transformer(
+    shape: LayerShape,
+    n_layers: usize,
+    dims: &Dims,
+    vb: &VarBuilder,
+) -> Result<(TokenEmbeddings, Vec<AttentionLayer>)> {
+    check_heads(shape.hidden, shape.n_heads).map_err(candle_core::Error::Msg)?;
+    let init = Init::Randn { mean: 0.0, stdev: shape.init_std };
+    let embeddings = TokenEmbeddings::new(
+        dims.n_items,
+        dims.max_len,
+        shape.hidden,
+        shape.layer_norm_eps,
+        init,
+        shape.hidden_dropout,
+        vb,
+    )?;
+    let enc = vb.pp("trm_encoder").pp("layer");
+    let layers = (0..n_layers).map(|l| AttentionLayer::new(shape, &enc.pp(l))).collect::<Result<_>>()?;
+    Ok((embeddings, layers))
 }
 
 /// `hidden` must split into `n_heads` heads.
@@ -150,23 +143,21 @@ impl SasRec {
     /// embeddings) is added to the item embeddings.
     pub fn encode(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
         let (b, t) = input.items.dims2()?;
-        let d = self.position_embedding.dim(1)?;
-        let mut x = self.item_embedding.forward(&input.items)?;
+        let mut x = self.embeddings.items(&input.items)?;
         if let Some(e) = extra {
             x = (x + e)?;
         }
         let x = if input.pos.iter().enumerate().all(|(c, &p)| p as usize == c % t) {
             // One left-aligned sequence per row without padding: positions 0..T in every row.
-            crate::ops::add_bias(&x, &self.position_embedding.narrow(0, 0, t)?)?
+            crate::ops::add_bias(&x, &self.embeddings.position_table().narrow(0, 0, t)?)?
         // [B, T, D] + [T, D]
         } else {
-            let ids = Tensor::from_slice(&input.pos, b * t, x.device())?;
-            (x + self.position_embedding.index_select(&ids, 0)?.reshape((b, t, d))?)?
+            (x + self.embeddings.positions(&input.pos, (b, t), input.items.device())?)?
         };
-        let mut x = ctx.dropout(&self.ln.forward(&x)?, self.hidden_dropout)?;
+        let mut x = self.embeddings.normalise(&x, ctx)?;
         let starts = input.starts()?;
-        for block in &self.blocks {
-            x = block.forward(&x, &starts, ctx)?;
+        for layer in &self.layers {
+            x = layer.attend(&x, &x, &starts, ctx)?;
         }
         Ok(x)
     }

@@ -26,12 +26,8 @@ impl SeqModel for Sasrm {
         SasRec::check(cfg)
     }
 
-    fn width(cfg: &SasRecConfig) -> usize {
-        cfg.hidden
-    }
-
-    fn set_width(cfg: &mut SasRecConfig, d: usize) {
-        cfg.hidden = d;
+    fn width_mut(cfg: &mut SasRecConfig) -> &mut usize {
+        &mut cfg.hidden
     }
 
     fn new(cfg: &SasRecConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {

@@ -101,7 +101,7 @@ fn default_figure_metric() -> Metric {
 }
 
 /// Display names of built-in labels (the paper's spelling).
-const NAMES: [(&str, &str); 18] = [
+const NAMES: [(&str, &str); 22] = [
     ("beauty", "Beauty"),
     ("clothing", "Cloth."),
     ("sports", "Sport"),
@@ -111,6 +111,10 @@ const NAMES: [(&str, &str); 18] = [
     ("pop", "Pop"),
     ("sasrec", "SASRec"),
     ("gru4rec", "GRU4Rec"),
+    ("sasrm", "SASRM"),
+    ("nova", "NOVA"),
+    ("difsr", "DIF-SR"),
+    ("srgnn", "SR-GNN"),
     ("frozen", "frozen"),
     ("tuned", "tuned"),
     ("cdl", "tuned + CDL"),
