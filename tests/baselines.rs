@@ -1,0 +1,106 @@
+//! Table 2's baselines beyond SASRec and GRU4Rec (SR-GNN; SASRM, NOVA and DIF-SR with text and
+//! attribute embeddings) train end to end on a real slice of Beauty and beat popularity.
+
+mod common;
+
+use candle_core::Device;
+use kdsr::config::{RunConfig, Selection};
+use kdsr::data::batch::SampleMode;
+use kdsr::data::{DatasetId, DatasetRef};
+use kdsr::model::difsr::{DifSrConfig, ScoreFusion};
+use kdsr::model::{ModalityMode, ModelKind, ModelSpec};
+use kdsr::train::{train_run, RunOptions};
+
+const USERS: usize = 4000;
+
+fn opts() -> RunOptions {
+    RunOptions { device: Device::Cpu, progress: false, paths: common::paths() }
+}
+
+fn config(model: ModelKind, epochs: usize) -> RunConfig {
+    let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), model, 2023);
+    cfg.max_users = Some(USERS);
+    cfg.train.max_epochs = epochs;
+    cfg.train.patience = epochs;
+    cfg.train.lr = 3e-3;
+    cfg.train.selection = Selection::Last;
+    cfg
+}
+
+/// Trains `cfg` and popularity on the slice and compares their test metrics: HR@20 above
+/// popularity's, NDCG@20 above `margin` times popularity's.
+fn beats_popularity(cfg: &RunConfig, margin: f64) {
+    let ds = common::slice(DatasetId::Beauty, USERS);
+    let dir = tempfile::tempdir().unwrap();
+    let pop = train_run(&config(ModelKind::Pop, 1), &ds, dir.path(), &opts()).unwrap();
+    let run = train_run(cfg, &ds, dir.path(), &opts()).unwrap();
+    let name = cfg.model.kind().name();
+    eprintln!(
+        "{name}: test hr@20 {:.3} ndcg@20 {:.3}; pop {:.3} {:.3}",
+        run.test.hr[2], run.test.ndcg[2], pop.test.hr[2], pop.test.ndcg[2]
+    );
+    // 4,000 test instances: HR@20 of ~3-4% is ~150 hits, so the margins are modest.
+    assert!(run.test.hr[2] > pop.test.hr[2], "{name} hr@20 {} vs pop {}", run.test.hr[2], pop.test.hr[2]);
+    assert!(
+        run.test.ndcg[2] > pop.test.ndcg[2] * margin,
+        "{name} ndcg@20 {} vs pop {}",
+        run.test.ndcg[2],
+        pop.test.ndcg[2]
+    );
+    let toml = std::fs::read_to_string(run.dir.join("run.toml")).unwrap();
+    assert!(toml.contains(&format!("kind = \"{name}\"")), "{toml}");
+}
+
+#[test]
+fn sasrm_trains_on_frozen_features_and_beats_popularity() {
+    let cfg = config(ModelKind::Sasrm, 12);
+    assert_eq!(cfg.modality.as_ref().map(|m| m.mode), Some(ModalityMode::Frozen));
+    assert_eq!(cfg.variant_name(), "sasrm");
+    beats_popularity(&cfg, 1.15);
+}
+
+#[test]
+fn nova_beats_popularity() {
+    let cfg = config(ModelKind::Nova, 12);
+    assert_eq!(cfg.modality.as_ref().map(|m| m.mode), Some(ModalityMode::Tuned));
+    beats_popularity(&cfg, 1.15);
+}
+
+#[test]
+fn difsr_beats_popularity() {
+    let gate = config(ModelKind::Difsr, 12);
+    // The default gate fusion is not causal: prefix samples in unpacked rows, and a run file
+    // that asks for sequence samples is refused.
+    assert_eq!((gate.train.sample_mode, gate.train.pack), (SampleMode::Prefix, false));
+    let mut bad = gate.clone();
+    bad.train.sample_mode = SampleMode::Sequence;
+    let err = bad.validate().unwrap_err();
+    assert!(err.contains("not causal") && err.contains("train.sample_mode"), "{err}");
+    // Trained here with the causal sum fusion on packed sequences (about 7x cheaper than the
+    // gate's full-width prefix rows); the gate's forward and gradients are checked against
+    // the reference in tests/parity_side.rs.
+    let mut cfg = gate;
+    cfg.model = ModelSpec::Difsr(DifSrConfig { fusion: ScoreFusion::Sum, ..Default::default() });
+    cfg.train.sample_mode = SampleMode::Sequence;
+    cfg.train.pack = true;
+    cfg.validate().unwrap();
+    beats_popularity(&cfg, 1.15);
+}
+
+#[test]
+fn srgnn_trains_on_prefixes_and_beats_popularity() {
+    let mut cfg = config(ModelKind::Srgnn, 6);
+    // SR-GNN has no dropout and overfits this slice within a few epochs (at lr 3e-3, test
+    // HR@20 1.81 against popularity's 1.97 at epoch 6; at 1e-3, NDCG@20 0.91 at epoch 4 and
+    // 0.82 at epoch 8, popularity 0.82): the default lr and the paper's selection (best
+    // validation epoch), and a smaller NDCG margin than the attention models'.
+    cfg.train.lr = 1e-3;
+    cfg.train.selection = kdsr::config::Selection::BestValid;
+    assert_eq!((cfg.train.sample_mode, cfg.train.pack), (SampleMode::Prefix, false));
+    assert!(cfg.modality.is_none());
+    let mut bad = cfg.clone();
+    bad.modality = Some(bad.default_modality());
+    let err = bad.validate().unwrap_err();
+    assert!(err.contains("takes no modality"), "{err}");
+    beats_popularity(&cfg, 1.05);
+}
