@@ -278,6 +278,13 @@ impl RunConfig {
                 }
                 _ => {}
             }
+            let has_attributes =
+                self.modality.as_ref().is_some_and(|mc| mc.modalities.contains(&crate::modality::Modality::Attributes));
+            if traits.attribute_labels && !has_attributes {
+                return Err(format!(
+                    "model {name}'s attribute loss (model.attribute_loss) needs the attributes modality in modality.modalities"
+                ));
+            }
             if !traits.causal && (t.sample_mode != SampleMode::Prefix || t.pack) {
                 return Err(format!(
                     "model {name} (with these settings) is not causal: it needs train.sample_mode = \"prefix\" and train.pack = false"

@@ -76,6 +76,11 @@ fn difsr_beats_popularity() {
     bad.train.sample_mode = SampleMode::Sequence;
     let err = bad.validate().unwrap_err();
     assert!(err.contains("not causal") && err.contains("train.sample_mode"), "{err}");
+    // The attribute loss needs the attributes modality.
+    let mut text_only = gate.clone();
+    text_only.modality.as_mut().unwrap().modalities = vec![kdsr::modality::Modality::Text];
+    let err = text_only.validate().unwrap_err();
+    assert!(err.contains("model.attribute_loss"), "{err}");
     // Trained here with the causal sum fusion on packed sequences (about 7x cheaper than the
     // gate's full-width prefix rows); the gate's forward and gradients are checked against
     // the reference in tests/parity_side.rs.

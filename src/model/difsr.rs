@@ -153,6 +153,7 @@ impl SeqModel for DifSr {
             causal: cfg.fusion == ScoreFusion::Sum,
             inputs: Inputs::Streams,
             modality: ModalityUse::Required(ModalityMode::Tuned),
+            attribute_labels: cfg.attribute_loss > 0.0,
         }
     }
 

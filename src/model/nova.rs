@@ -82,7 +82,12 @@ impl SeqModel for Nova {
     type Config = NovaConfig;
 
     fn traits(_: &NovaConfig) -> Traits {
-        Traits { causal: true, inputs: Inputs::Streams, modality: ModalityUse::Required(ModalityMode::Tuned) }
+        Traits {
+            causal: true,
+            inputs: Inputs::Streams,
+            modality: ModalityUse::Required(ModalityMode::Tuned),
+            attribute_labels: false,
+        }
     }
 
     fn check(cfg: &NovaConfig) -> std::result::Result<(), String> {

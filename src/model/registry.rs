@@ -57,11 +57,15 @@ pub struct Traits {
     pub causal: bool,
     pub inputs: Inputs,
     pub modality: ModalityUse,
+    /// Needs the items' multi-hot attribute labels ([`Dims::attribute_labels`], from the
+    /// attributes modality) for its auxiliary loss.
+    pub attribute_labels: bool,
 }
 
 impl Traits {
     /// A causal ID backbone that can take summed modality embeddings.
-    pub const CAUSAL_ID: Self = Self { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Optional };
+    pub const CAUSAL_ID: Self =
+        Self { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Optional, attribute_labels: false };
 }
 
 /// Modality inputs of a batch, as [`Traits::inputs`] asks for them.
@@ -83,7 +87,7 @@ pub struct Dims {
     /// Number of modality streams (`Inputs::Streams`).
     pub streams: usize,
     /// Multi-hot attribute labels of every item `[n_items + 1, A]` (row 0 = padding), for
-    /// backbones with an attribute-prediction loss; None when the run has no attributes.
+    /// backbones with an attribute-prediction loss ([`Traits::attribute_labels`]).
     pub attribute_labels: Option<Tensor>,
 }
 

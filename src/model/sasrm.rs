@@ -19,7 +19,7 @@ impl SeqModel for Sasrm {
     type Config = SasRecConfig;
 
     fn traits(_: &SasRecConfig) -> Traits {
-        Traits { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Frozen }
+        Traits { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Frozen, attribute_labels: false }
     }
 
     fn check(cfg: &SasRecConfig) -> std::result::Result<(), String> {

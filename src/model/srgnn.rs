@@ -139,7 +139,7 @@ impl SeqModel for SrGnn {
     type Config = SrGnnConfig;
 
     fn traits(_: &SrGnnConfig) -> Traits {
-        Traits { causal: false, inputs: Inputs::Summed, modality: ModalityUse::Never }
+        Traits { causal: false, inputs: Inputs::Summed, modality: ModalityUse::Never, attribute_labels: false }
     }
 
     fn check(cfg: &SrGnnConfig) -> std::result::Result<(), String> {

@@ -96,7 +96,7 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
             );
             probes.push((m.name().to_string(), probe));
         }
-        if m == Modality::Attributes {
+        if m == Modality::Attributes && cfg.model.traits().is_some_and(|t| t.attribute_labels) {
             let labels = Tensor::from_slice(&feats.data, (ds.n_items + 1, feats.dim), &opts.device)?;
             dims.attribute_labels = Some(labels.ne(0f32)?.to_dtype(candle_core::DType::F32)?);
         }
