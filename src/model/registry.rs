@@ -268,11 +268,6 @@ register! {
 }
 
 impl Backbone {
-    /// Width of the item embeddings (where modality embeddings are fused).
-    pub fn embedding_dim(&self) -> Result<usize> {
-        self.item_table().dim(1)
-    }
-
     /// Candidate item embeddings for ids 1..=N: [N, D]
     pub fn candidates(&self) -> Result<Tensor> {
         let table = self.item_table();
