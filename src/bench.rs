@@ -101,7 +101,7 @@ fn bench_epochs(ds: &Dataset, paths: &DataPaths, epochs: bool, converge: bool) -
         );
         out.insert(
             "sasrec_converge".into(),
-            json!({"seconds": secs, "epochs": r.epochs.len(), "best_epoch": r.best_epoch, "test": r.test.to_json()}),
+            json!({"seconds": secs, "epochs": r.epochs.len(), "best_epoch": r.best_epoch, "test": r.test}),
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -473,7 +473,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         json!({"dataset": "beauty", "windows": batch.rows, "width": batch.width, "targets": n_targets, "n_items": ds.n_items}),
     );
     report.insert("threads".into(), json!(threads));
-    report.insert("code_version".into(), serde_json::to_value(crate::results::CodeVersion::current())?);
+    report.insert("code_version".into(), serde_json::to_value(crate::io::CodeVersion::current())?);
 
     if let Some(python) = &args.python {
         let torch = run_torch(python, &batch, npz, ds.n_items, train.max_len, threads, args.reps)?;
@@ -519,7 +519,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let text = serde_json::to_string_pretty(&Value::Object(report))?;
-    crate::results::write_atomic(&args.out, text.as_bytes())?;
+    crate::io::write_atomic(&args.out, text.as_bytes())?;
     println!("{text}");
     Ok(())
 }

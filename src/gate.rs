@@ -142,7 +142,7 @@ impl Baseline {
         Self {
             grid: grid.into(),
             command: command.into(),
-            commit: crate::results::CodeVersion::current().commit,
+            commit: crate::io::CodeVersion::current().commit,
             cell,
             beat,
         }

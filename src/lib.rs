@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod gate;
 pub mod grid;
+pub mod io;
 pub mod modality;
 pub mod model;
 pub mod ops;

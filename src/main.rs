@@ -511,7 +511,7 @@ fn gate(a: &GateArgs) -> Result<ExitCode> {
         }
         let command = format!("{}; kdsr gate {} --write-baseline", sweep_command(&a.grid, &plan), a.grid.grid);
         let base = Baseline::from_summary(&summary, &a.metrics, TolerancePolicy::default(), &plan.grid.name, &command);
-        kdsr::results::write_atomic(&a.baseline, base.to_toml()?.as_bytes())?;
+        kdsr::io::write_atomic(&a.baseline, base.to_toml()?.as_bytes())?;
         println!("wrote {} ({} cells, {} beat rules)", a.baseline.display(), base.cell.len(), base.beat.len());
         return Ok(ExitCode::SUCCESS);
     }

@@ -42,7 +42,7 @@ fn hr20(model: &str, seed: u64) -> Option<f64> {
 struct Setup {
     dir: tempfile::TempDir,
     grid: PathBuf,
-    runs: Vec<(String, String, u64)>,
+    runs: Vec<(String, String, u64, kdsr::config::RunConfig)>,
 }
 
 impl Setup {
@@ -55,7 +55,9 @@ impl Setup {
             .map(|plan| {
                 plan.all
                     .iter()
-                    .map(|r| (r.run_id.clone(), r.config.model.kind().name().to_string(), r.config.seed))
+                    .map(|r| {
+                        (r.run_id.clone(), r.config.model.kind().name().to_string(), r.config.seed, r.config.clone())
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -67,17 +69,13 @@ impl Setup {
     }
 
     fn write_records(&self, scale_sasrec: f64) {
-        for (id, model, seed) in &self.runs {
+        for (id, model, seed, cfg) in &self.runs {
             let Some(h) = hr20(model, *seed) else { continue };
             let h = if model == "sasrec" { h * scale_sasrec } else { h };
             let d = self.out().join("hand").join("runs").join(id);
             std::fs::create_dir_all(&d).unwrap();
-            let record = serde_json::json!({
-                "run_id": id, "best_epoch": 2, "epochs_run": 3, "seconds_per_epoch": 1.5, "protocol": "paper",
-                "code_version": {"commit": "0123456789abcdef", "dirty": false, "crate_version": "0.1.0"},
-                "test": {"hr@5": h / 2.0, "hr@20": h, "ndcg@20": h / 3.0},
-            });
-            std::fs::write(d.join("metrics.json"), serde_json::to_string(&record).unwrap()).unwrap();
+            let record = common::hand_record(cfg, &[("hr@5", h / 2.0), ("hr@20", h), ("ndcg@20", h / 3.0)]);
+            std::fs::write(d.join("metrics.json"), record).unwrap();
             let mut csv = String::from("epoch,loss,drift_text_original,drift_text_id\n");
             for e in 1..=3 {
                 csv += &format!("{e},9.0,{},\n", 0.8 - 0.1 * e as f64 - 0.01 * *seed as f64);
@@ -212,12 +210,10 @@ fn gate_fails_on_a_planted_regression() {
     assert!(stderr.contains("1 of the grid's runs have no record"), "{stderr}");
 
     // Fill in the missing run, write the baseline, pass.
-    let gru3 = s.runs.iter().find(|r| r.1 == "gru4rec" && r.2 == 3).unwrap().0.clone();
-    let d = s.out().join("hand").join("runs").join(&gru3);
+    let gru3 = s.runs.iter().find(|r| r.1 == "gru4rec" && r.2 == 3).unwrap();
+    let d = s.out().join("hand").join("runs").join(&gru3.0);
     std::fs::create_dir_all(&d).unwrap();
-    let rec = serde_json::json!({"run_id": gru3, "best_epoch": 1, "epochs_run": 1, "protocol": "paper",
-        "code_version": {"commit": "x", "dirty": false, "crate_version": "0"}, "test": {"hr@20": 8.5, "ndcg@20": 2.8}});
-    std::fs::write(d.join("metrics.json"), rec.to_string()).unwrap();
+    std::fs::write(d.join("metrics.json"), common::hand_record(&gru3.3, &[("hr@20", 8.5), ("ndcg@20", 2.8)])).unwrap();
     let (code, stdout, stderr) = s.kdsr(&["gate", "--baseline", b, "--write-baseline"]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     let text = read(&baseline);

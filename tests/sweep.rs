@@ -324,3 +324,84 @@ fn ctrl_c_lets_runs_in_flight_finish() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(s.finished().len(), ids.len());
 }
+
+/// Copies a report folder as a clone of the repository has it: the run records without their
+/// checkpoints (`.gitignore` keeps `best.safetensors`, `.work/`, `plan.json` and `grid.toml`
+/// out of git), and nothing generated.
+fn copy_committed_records(from: &Path, to: &Path) {
+    for run in std::fs::read_dir(from.join("runs")).unwrap().map(|e| e.unwrap().path()) {
+        let dest = to.join("runs").join(run.file_name().unwrap());
+        std::fs::create_dir_all(&dest).unwrap();
+        for f in std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().path()) {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            match name.as_str() {
+                "run.toml" | "epochs.csv" | "metrics.json" | "sweep.json" | "failed.json" => {
+                    std::fs::copy(&f, dest.join(&name)).unwrap();
+                }
+                "best.safetensors" => {}
+                other => panic!("{}: a record file neither committed nor ignored: {other}", run.display()),
+            }
+        }
+    }
+}
+
+/// The generated files of a report folder (everything but the records and the sweep's own
+/// bookkeeping), with the folder's path replaced so that two folders compare.
+fn report_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let root = dir.to_string_lossy().to_string();
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !["plan.json", "grid.toml"].iter().any(|n| p.ends_with(n)))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap();
+            let bytes = match String::from_utf8(bytes) {
+                Ok(text) => text.replace(&root, "<out>").into_bytes(),
+                Err(e) => e.into_bytes(),
+            };
+            (p.file_name().unwrap().to_string_lossy().to_string(), bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn committed_records_rebuild_the_report_and_resume_elsewhere() {
+    let s = Sweep::new("small", SMALL);
+    let (code, _, err) = s.run("run", &["--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let report = |out: &Path| {
+        let o = common::kdsr_bin()
+            .args(["report", s.grid.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    report(&s.out());
+    let first = report_files(s.runs_dir().parent().unwrap());
+    assert!(first.contains_key("report.md") && first.contains_key("summary.parquet"), "{:?}", first.keys());
+
+    // Another machine: a clone has only the committed record files.
+    let other = tempfile::tempdir().unwrap();
+    let grid_dir = other.path().join("small");
+    copy_committed_records(s.runs_dir().parent().unwrap(), &grid_dir);
+    report(other.path());
+    let second = report_files(&grid_dir);
+    assert_eq!(first.keys().collect::<Vec<_>>(), second.keys().collect::<Vec<_>>());
+    for (name, bytes) in &first {
+        assert!(&second[name] == bytes, "{name} differs when rebuilt from the committed records");
+    }
+
+    // A resumed sweep there runs only the missing run, and trains it to the same metrics.
+    let gone = s.plan_ids(&[]).into_iter().find(|i| i.contains("sasrec")).unwrap();
+    std::fs::remove_dir_all(grid_dir.join("runs").join(&gone)).unwrap();
+    let o = common::kdsr_bin()
+        .args(["sweep", "run", s.grid.to_str().unwrap(), "--out", other.path().to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("5 already finished, 1 to run"), "{err}");
+    let read = |dir: &Path| kdsr::results::record::RunRecord::read(&dir.join(&gone)).unwrap();
+    let (a, b) = (read(&s.runs_dir()), read(&grid_dir.join("runs")));
+    assert_eq!((a.test, a.valid, a.best_epoch), (b.test, b.valid, b.best_epoch));
+}

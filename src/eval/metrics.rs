@@ -105,6 +105,15 @@ impl Metrics {
         }
     }
 
+    fn get_mut(&mut self, metric: Metric) -> &mut f64 {
+        let j = KS.iter().position(|&k| k == metric.k).expect("K validated on parse");
+        match metric.kind {
+            MetricKind::Hr => &mut self.hr[j],
+            MetricKind::Mrr => &mut self.mrr[j],
+            MetricKind::Ndcg => &mut self.ndcg[j],
+        }
+    }
+
     /// All metrics in a fixed order: hr@5, hr@10, hr@20, mrr@5, ..., ndcg@20.
     pub fn all() -> Vec<Metric> {
         [MetricKind::Hr, MetricKind::Mrr, MetricKind::Ndcg]
@@ -112,14 +121,38 @@ impl Metrics {
             .flat_map(|&kind| KS.iter().map(move |&k| Metric { kind, k }))
             .collect()
     }
+}
 
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut map = serde_json::Map::new();
-        map.insert("n".into(), self.n.into());
+/// As a JSON object: `{"n": 4, "hr@5": ..., ..., "ndcg@20": ...}`.
+impl Serialize for Metrics {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1 + 3 * KS.len()))?;
+        map.serialize_entry("n", &self.n)?;
         for m in Self::all() {
-            map.insert(m.to_string(), self.get(m).into());
+            map.serialize_entry(&m.to_string(), &self.get(m))?;
         }
-        serde_json::Value::Object(map)
+        map.end()
+    }
+}
+
+/// From the object [`Metrics`] serialises to; every metric must be present.
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            n: usize,
+            #[serde(flatten)]
+            values: std::collections::BTreeMap<String, f64>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let mut out = Metrics { n: raw.n, ..Metrics::default() };
+        for m in Self::all() {
+            let v =
+                raw.values.get(&m.to_string()).ok_or_else(|| serde::de::Error::custom(format!("no `{m}` value")))?;
+            *out.get_mut(m) = *v;
+        }
+        Ok(out)
     }
 }
 

@@ -13,7 +13,7 @@ use super::encoder::{EncoderFiles, TextEncoder};
 use super::{Catalogue, FeatureOptions, Modality};
 use crate::data::{DataPaths, DatasetId};
 use crate::error::bad_input;
-use crate::results::{write_atomic, CodeVersion};
+use crate::io::{write_atomic, CodeVersion};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -219,11 +219,12 @@ pub fn cached_matrix(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let tensor = candle_core::Tensor::from_slice(&rows, (want.rows, dim), &candle_core::Device::Cpu)?;
-    let tmp = dir.join(format!(".{stem}.safetensors.tmp{}", std::process::id()));
-    candle_core::safetensors::save(&std::collections::HashMap::from([("features", tensor)]), &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    want.output_hash = hash_file(&tmp)?;
-    std::fs::rename(&tmp, &matrix).with_context(|| format!("renaming {} to {}", tmp.display(), matrix.display()))?;
+    crate::io::write_atomic_with(&matrix, |tmp| {
+        candle_core::safetensors::save(&std::collections::HashMap::from([("features", tensor)]), tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        want.output_hash = hash_file(tmp)?;
+        Ok(())
+    })?;
     write_atomic(&manifest_path, serde_json::to_string_pretty(&want)?.as_bytes())?;
     Ok(Built { rows, dim, path: matrix, from_cache: false, rebuild_reason: Some(reason), source: String::new() })
 }

@@ -16,9 +16,9 @@ pub mod table;
 pub use spec::ReportSpec;
 
 use crate::error::bad_input;
+use crate::io::write_atomic;
 use crate::results::aggregate::{Reference, Summary};
 use crate::results::collect::Collected;
-use crate::results::write_atomic;
 use crate::sweep::plan::Plan;
 use crate::sweep::store::Store;
 use anyhow::{Context, Result};
@@ -115,7 +115,7 @@ fn render(
     if let Some(d) = &g.description {
         let _ = writeln!(out, "{}\n", d.trim());
     }
-    let distinct = |f: &dyn Fn(&crate::results::collect::RunRecord) -> String| -> String {
+    let distinct = |f: &dyn Fn(&crate::results::collect::CollectedRun) -> String| -> String {
         let set: BTreeSet<String> = c.runs.iter().map(f).collect();
         if set.is_empty() {
             "none".into()
@@ -157,7 +157,7 @@ fn render(
     let _ = writeln!(
         out,
         "- Machine: {} ({} CPUs); median seconds per epoch: {}",
-        crate::sweep::store::hostname(),
+        crate::io::hostname(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         median(c.runs.iter().map(|r| r.seconds_per_epoch)).map_or("n/a".into(), |s| format!("{s:.1}"))
     );

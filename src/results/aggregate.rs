@@ -159,10 +159,10 @@ impl Summary {
         let mut df = self.frame()?;
         let mut csv = Vec::new();
         CsvWriter::new(&mut csv).finish(&mut df).context("writing summary.csv")?;
-        super::write_atomic(&dir.join("summary.csv"), &csv)?;
+        crate::io::write_atomic(&dir.join("summary.csv"), &csv)?;
         let mut pq = Vec::new();
         ParquetWriter::new(&mut pq).finish(&mut df).context("writing summary.parquet")?;
-        super::write_atomic(&dir.join("summary.parquet"), &pq)
+        crate::io::write_atomic(&dir.join("summary.parquet"), &pq)
     }
 }
 
@@ -209,17 +209,18 @@ pub fn paired_t_test(pairs: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::collect::RunRecord;
-    use crate::results::CodeVersion;
+    use crate::io::CodeVersion;
+    use crate::results::collect::CollectedRun;
 
-    fn rec(model: &str, seed: u64, hr20: f64) -> RunRecord {
+    fn rec(model: &str, seed: u64, hr20: f64) -> CollectedRun {
         let mut test = BTreeMap::new();
         test.insert("hr@20".parse().unwrap(), hr20);
-        RunRecord {
+        CollectedRun {
             run_id: format!("beauty-{model}-{seed}"),
             labels: vec!["beauty".into(), model.into()],
             seed,
             test,
+            released: None,
             best_epoch: 1,
             epochs_run: 1,
             seconds_per_epoch: 1.0,

@@ -2,8 +2,9 @@
 //! metrics (at the selected epoch) and provenance; runs without a record are listed as missing
 //! with the reason.
 
-use super::CodeVersion;
+use super::record::RunRecord;
 use crate::eval::{Metric, Metrics};
+use crate::io::CodeVersion;
 use crate::sweep::plan::Plan;
 use crate::sweep::store::{RunStatus, Store};
 use anyhow::{Context, Result};
@@ -13,13 +14,16 @@ use std::path::{Path, PathBuf};
 
 /// One finished run.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunRecord {
+pub struct CollectedRun {
     pub run_id: String,
     /// One label per [`Collected::columns`] entry (`-` where the setting does not apply).
     pub labels: Vec<String>,
     pub seed: u64,
     /// Test metrics at the selected epoch, in percent.
     pub test: BTreeMap<Metric, f64>,
+    /// The released code's selection (each metric's best test value over the epochs), where
+    /// the run evaluated the test set after every epoch.
+    pub released: Option<BTreeMap<Metric, f64>>,
     pub best_epoch: usize,
     pub epochs_run: usize,
     pub seconds_per_epoch: f64,
@@ -44,7 +48,7 @@ pub struct MissingRun {
 pub struct Collected {
     /// Label columns: the grid's plan columns, with `dataset` first when the grid fixes it.
     pub columns: Vec<String>,
-    pub runs: Vec<RunRecord>,
+    pub runs: Vec<CollectedRun>,
     pub missing: Vec<MissingRun>,
 }
 
@@ -102,7 +106,7 @@ impl Collected {
             let v: Vec<Option<f64>> = self.runs.iter().map(|r| r.test.get(&m).copied()).collect();
             cols.push(Series::new(m.to_string().as_str().into(), v).into());
         }
-        let ints = |f: fn(&RunRecord) -> usize| self.runs.iter().map(|r| f(r) as u64).collect::<Vec<u64>>();
+        let ints = |f: fn(&CollectedRun) -> usize| self.runs.iter().map(|r| f(r) as u64).collect::<Vec<u64>>();
         cols.push(Series::new("best_epoch".into(), ints(|r| r.best_epoch)).into());
         cols.push(Series::new("epochs_run".into(), ints(|r| r.epochs_run)).into());
         cols.push(
@@ -120,34 +124,21 @@ impl Collected {
     }
 }
 
-/// Reads `<dir>/metrics.json`.
-pub fn read_record(dir: &Path, labels: Vec<String>, seed: u64) -> Result<RunRecord> {
-    let path = dir.join("metrics.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
-    let field = |k: &str| v.get(k).with_context(|| format!("{}: no `{k}` field", path.display()));
-    let mut test = BTreeMap::new();
-    for m in Metrics::all() {
-        if let Some(x) = field("test")?.get(m.to_string()).and_then(|x| x.as_f64()) {
-            test.insert(m, x);
-        }
-    }
-    let uint = |k: &str| -> Result<usize> {
-        field(k)?.as_u64().map(|x| x as usize).with_context(|| format!("{}: `{k}` is not a count", path.display()))
-    };
-    let code: CodeVersion = serde_json::from_value(field("code_version")?.clone())
-        .with_context(|| format!("{}: bad `code_version`", path.display()))?;
-    Ok(RunRecord {
-        run_id: field("run_id")?.as_str().unwrap_or_default().to_string(),
+/// Reads `<dir>/metrics.json` ([`RunRecord`]).
+pub fn read_record(dir: &Path, labels: Vec<String>, seed: u64) -> Result<CollectedRun> {
+    let rec = RunRecord::read(dir)?;
+    let percent = |m: &Metrics| Metrics::all().into_iter().map(|k| (k, m.get(k))).collect();
+    Ok(CollectedRun {
+        run_id: rec.run_id,
         labels,
         seed,
-        test,
-        best_epoch: uint("best_epoch")?,
-        epochs_run: uint("epochs_run")?,
-        seconds_per_epoch: v.get("seconds_per_epoch").and_then(|x| x.as_f64()).unwrap_or(f64::NAN),
-        protocol: v.get("protocol").and_then(|x| x.as_str()).unwrap_or("?").to_string(),
-        code,
+        test: percent(&rec.test),
+        released: rec.released_selection.map(|r| r.into_iter().map(|(k, v)| (k, v.value)).collect()),
+        best_epoch: rec.best_epoch,
+        epochs_run: rec.epochs_run,
+        seconds_per_epoch: rec.seconds_per_epoch,
+        protocol: rec.protocol,
+        code: rec.code_version,
         dir: dir.to_path_buf(),
     })
 }

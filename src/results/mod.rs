@@ -4,47 +4,17 @@
 //! - `best.safetensors`: the parameters at the best validation epoch,
 //! - `metrics.json`: the final record (written last; its presence marks a finished run).
 //!
-//! Every whole-file write goes to a temporary file in the same folder and is renamed into
-//! place, so a file on disk is always complete even if the process is killed.
+//! Every whole-file write is atomic ([`crate::io::write_atomic`]), so a file on disk is always
+//! complete even if the process is killed.
 
 pub mod aggregate;
 pub mod collect;
+pub mod record;
 
 use crate::eval::Metrics;
 use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-/// Writes `bytes` to `path` atomically (temporary file + fsync + rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
-/// The code that produced a result: git commit and whether the tree had local changes when the
-/// binary was built.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct CodeVersion {
-    pub commit: String,
-    pub dirty: bool,
-    pub crate_version: String,
-}
-
-impl CodeVersion {
-    /// The commit and dirty flag of the tree this binary was built from (see build.rs).
-    pub fn current() -> Self {
-        Self {
-            commit: env!("KDSR_GIT_COMMIT").to_string(),
-            dirty: env!("KDSR_GIT_DIRTY") == "true",
-            crate_version: env!("CARGO_PKG_VERSION").into(),
-        }
-    }
-}
 
 /// One finished epoch (epoch 0: the untrained model, recorded for runs with modality tables;
 /// its loss is NaN and written as an empty cell).
@@ -78,10 +48,10 @@ impl RunDir {
 
     /// Starts (or restarts) a run: writes `run.toml` and an empty `epochs.csv` (its header is
     /// written with the first epoch, whose extra columns fix the run's layout).
-    pub fn create(root: &Path, run_id: &str, run_toml: &str) -> Result<Self> {
-        let dir = root.join(run_id);
+    pub fn create(root: &Path, cfg: &crate::config::RunConfig) -> Result<Self> {
+        let dir = root.join(cfg.run_id());
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        write_atomic(&dir.join("run.toml"), run_toml.as_bytes())?;
+        record::write_run_toml(&dir, cfg)?;
         let _ = std::fs::remove_file(dir.join("metrics.json"));
         let _ = std::fs::remove_file(dir.join("failed.json"));
         let path = dir.join("epochs.csv");
@@ -119,33 +89,6 @@ impl RunDir {
     }
 
     pub fn save_checkpoint(&self, tensors: &std::collections::BTreeMap<String, candle_core::Tensor>) -> Result<()> {
-        let path = self.dir.join("best.safetensors");
-        let tmp = self.dir.join(format!(".best.safetensors.tmp{}", std::process::id()));
-        let map: std::collections::HashMap<String, candle_core::Tensor> =
-            tensors.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        candle_core::safetensors::save(&map, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display()))
-    }
-
-    /// Writes the final record; after this the run counts as finished.
-    pub fn finish(&self, record: &serde_json::Value) -> Result<()> {
-        let text = serde_json::to_string_pretty(record)?;
-        write_atomic(&self.dir.join("metrics.json"), text.as_bytes())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("x.json");
-        write_atomic(&p, b"first").unwrap();
-        write_atomic(&p, b"second").unwrap();
-        assert_eq!(std::fs::read_to_string(&p).unwrap(), "second");
-        let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).collect();
-        assert_eq!(leftovers.len(), 1);
+        crate::io::save_tensors_atomic(&self.dir.join("best.safetensors"), tensors.iter().map(|(k, v)| (k, v.clone())))
     }
 }

@@ -150,7 +150,7 @@ pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>, device:
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
             std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-            crate::results::write_atomic(&path, text.as_bytes())?;
+            crate::io::write_atomic(&path, text.as_bytes())?;
             println!(
                 "wrote {} ({} runs in {tasks} array tasks of {} CPUs); submit with: sbatch {}",
                 path.display(),

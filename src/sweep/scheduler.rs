@@ -19,11 +19,13 @@
 //! first large element-wise op), so both are set before the first run of the process.
 
 use super::plan::Plan;
-use super::store::{hostname, RunStatus, Store};
+use super::store::{RunStatus, Store};
 use crate::data::{DataPaths, Dataset, DatasetRef};
 use crate::error::bad_input;
 use crate::grid::ResolvedRun;
-use crate::results::write_atomic;
+use crate::io::hostname;
+use crate::io::write_atomic;
+use crate::results::record;
 use crate::train::{train_run, RunOptions, RunOutcome};
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -343,12 +345,11 @@ impl Ctx<'_> {
         let dir = self.store.work_dir().join(&run.run_id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         if !dir.join("run.toml").is_file() {
-            write_atomic(&dir.join("run.toml"), run.config.to_toml().as_bytes())?;
+            record::write_run_toml(&dir, &run.config)?;
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = record::unix_now();
         if let Err(reason) = result {
-            let failed = json!({"run_id": run.run_id, "status": "failed", "reason": reason, "failed_at_unix": now});
-            write_atomic(&dir.join("failed.json"), serde_json::to_string_pretty(&failed)?.as_bytes())?;
+            record::write_failed(&dir, &run.run_id, reason)?;
         }
         let point: serde_json::Map<String, serde_json::Value> =
             self.plan.point(run).into_iter().map(|(k, v)| (k, v.into())).collect();

@@ -15,6 +15,8 @@
 //! stale work folder, removed by the next sweep on the same host.
 
 use super::plan::Plan;
+use crate::io::{hostname, write_atomic};
+use crate::results::record::FailedRecord;
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -69,15 +71,12 @@ impl Store {
         if dir.join("metrics.json").is_file() {
             return RunStatus::Finished;
         }
-        match std::fs::read_to_string(dir.join("failed.json")) {
-            Ok(text) => {
-                let reason = serde_json::from_str::<serde_json::Value>(&text)
-                    .ok()
-                    .and_then(|v| v["reason"].as_str().map(String::from))
-                    .unwrap_or_else(|| "unknown".into());
-                RunStatus::Failed(reason)
-            }
-            Err(_) => RunStatus::Pending,
+        if !dir.join("failed.json").is_file() {
+            return RunStatus::Pending;
+        }
+        match FailedRecord::read(&dir) {
+            Ok(f) => RunStatus::Failed(f.reason),
+            Err(e) => RunStatus::Failed(format!("unreadable failure record: {e:#}")),
         }
     }
 
@@ -87,7 +86,7 @@ impl Store {
         std::fs::create_dir_all(self.runs_dir()).with_context(|| format!("creating {}", self.runs_dir().display()))?;
         std::fs::create_dir_all(self.work_root())?;
         self.clean_stale()?;
-        write_shared(&self.root.join("grid.toml"), plan.grid.source.text.as_bytes())?;
+        write_atomic(&self.root.join("grid.toml"), plan.grid.source.text.as_bytes())?;
         let runs: Vec<serde_json::Value> = plan
             .all
             .iter()
@@ -105,7 +104,7 @@ impl Store {
             "scale": plan.scale,
             "runs": runs,
         });
-        write_shared(&self.root.join("plan.json"), serde_json::to_string_pretty(&doc)?.as_bytes())
+        write_atomic(&self.root.join("plan.json"), serde_json::to_string_pretty(&doc)?.as_bytes())
     }
 
     /// Removes `.work/<host>.<pid>` folders of this host whose process is gone.
@@ -148,25 +147,6 @@ impl Store {
     pub fn finish(&self) {
         let _ = std::fs::remove_dir(self.work_dir());
     }
-}
-
-/// Atomic write of a file that sweeps on several machines may write at once (the same
-/// content): the temporary name carries host and pid, so writers never share one.
-fn write_shared(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}.{}.tmp", hostname(), std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
-/// This machine's name (shards on several machines share one reports folder).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().replace(['/', '.'], "_"))
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Whether a process of this host is alive (on systems without /proc: assume it is).

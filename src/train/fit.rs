@@ -18,10 +18,12 @@ use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset};
 use crate::distill::cdl::Cdl;
 use crate::eval::{rank_instances, EvalOptions, Metric, Metrics, Scorer};
+use crate::io::CodeVersion;
 use crate::model::fusion::TABLE_PREFIX;
 use crate::model::ModalityMode;
 use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
-use crate::results::{CodeVersion, EpochLog, RunDir};
+use crate::results::record::{self, EpochValue, RecordStatus, RunRecord};
+use crate::results::{EpochLog, RunDir};
 use crate::train::diagnose::CdlProbe;
 use crate::train::optim::Adam;
 use anyhow::{bail, Context, Result};
@@ -30,6 +32,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -82,18 +85,17 @@ fn seed_for(seed: u64, stream: u64) -> u64 {
 /// Trains `cfg` on `ds` and writes `<root>/<run_id>/`.
 pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) -> Result<RunOutcome> {
     let run_id = cfg.run_id();
-    let mut dir = RunDir::create(root, &run_id, &cfg.to_toml())?;
+    let mut dir = RunDir::create(root, cfg)?;
     let started = Instant::now();
     match fit(cfg, ds, &mut dir, opts) {
         Ok((mut out, info, sizes)) => {
             out.run_id = run_id;
             let record = final_record(cfg, ds, &out, info, sizes, started.elapsed().as_secs_f64());
-            dir.finish(&record)?;
+            record.write(&dir.dir)?;
             Ok(out)
         }
         Err(e) => {
-            let failed = json!({"run_id": run_id, "status": "failed", "reason": format!("{e:#}")});
-            let _ = crate::results::write_atomic(&dir.dir.join("failed.json"), failed.to_string().as_bytes());
+            let _ = record::write_failed(&dir.dir, &run_id, &format!("{e:#}"));
             Err(e)
         }
     }
@@ -106,14 +108,10 @@ fn fit(
     ds: &Dataset,
     dir: &mut RunDir,
     opts: &RunOptions,
-) -> Result<(RunOutcome, serde_json::Value, serde_json::Value)> {
+) -> Result<(RunOutcome, serde_json::Value, SplitSizes)> {
     let t = &cfg.train;
     let split = Split::new(&ds.sequences, cfg.protocol);
-    let sizes = json!({
-        "n_train_targets": split.n_train_targets(),
-        "n_valid": split.valid.len(),
-        "n_test": split.test.len(),
-    });
+    let sizes = SplitSizes { train_targets: split.n_train_targets(), valid: split.valid.len(), test: split.test.len() };
     let layout = if t.pack { Layout::Packed } else { Layout::Padded };
     let merge = cfg.model.traits().is_none_or(|tr| tr.causal);
     let eval_opts =
@@ -326,21 +324,28 @@ fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::Prog
     Some(bar)
 }
 
+/// The size of each part of the split, for the record.
+struct SplitSizes {
+    train_targets: usize,
+    valid: usize,
+    test: usize,
+}
+
 /// The released code's model selection: the best test value of each metric over all epochs
 /// (each metric may come from a different epoch). Recorded for comparison, never as our result;
-/// null unless every epoch's test set was evaluated.
-fn test_best_per_metric(epochs: &[EpochLog]) -> serde_json::Value {
+/// None unless every epoch's test set was evaluated.
+fn test_best_per_metric(epochs: &[EpochLog]) -> Option<BTreeMap<Metric, EpochValue>> {
     if epochs.iter().any(|e| e.test.is_none()) {
-        return serde_json::Value::Null;
+        return None;
     }
-    let mut map = serde_json::Map::new();
-    for m in Metrics::all() {
-        let value = |e: &EpochLog| e.test.as_ref().map_or(f64::NEG_INFINITY, |t| t.get(m));
-        if let Some(e) = epochs.iter().max_by(|a, b| value(a).total_cmp(&value(b))) {
-            map.insert(m.to_string(), json!({"value": value(e), "epoch": e.epoch}));
-        }
-    }
-    serde_json::Value::Object(map)
+    let value = |e: &EpochLog, m: Metric| e.test.as_ref().map_or(f64::NEG_INFINITY, |t| t.get(m));
+    Metrics::all()
+        .into_iter()
+        .map(|m| {
+            let e = epochs.iter().max_by(|a, b| value(a, m).total_cmp(&value(b, m)))?;
+            Some((m, EpochValue { value: value(e, m), epoch: e.epoch }))
+        })
+        .collect()
 }
 
 fn final_record(
@@ -348,41 +353,39 @@ fn final_record(
     ds: &Dataset,
     out: &RunOutcome,
     modality: serde_json::Value,
-    sizes: serde_json::Value,
+    sizes: SplitSizes,
     total_seconds: f64,
-) -> serde_json::Value {
+) -> RunRecord {
     let eval_seconds = out.epochs.iter().map(|e| e.eval_seconds).sum::<f64>() / out.epochs.len().max(1) as f64;
-    let finished_at =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    json!({
-        "run_id": out.run_id,
-        "status": "finished",
-        "dataset": ds.name,
-        "model": cfg.model.kind().name(),
-        "variant": cfg.variant_name(),
-        "protocol": cfg.protocol.name(),
-        "selection": match cfg.train.selection {
+    RunRecord {
+        run_id: out.run_id.clone(),
+        status: RecordStatus::Finished,
+        dataset: ds.name.clone(),
+        model: cfg.model.kind().name().to_string(),
+        variant: cfg.variant_name(),
+        protocol: cfg.protocol.name().to_string(),
+        selection: match cfg.train.selection {
             Selection::BestValid => format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
             Selection::Last => "test metrics at the last epoch trained".to_string(),
         },
-        "seed": cfg.seed,
-        "config": serde_json::to_value(cfg).expect("config serialises"),
-        "code_version": CodeVersion::current(),
-        "threads": rayon::current_num_threads(),
-        "finished_at_unix": finished_at,
-        "n_users": ds.sequences.len(),
-        "n_items": ds.n_items,
-        "n_train_targets": sizes["n_train_targets"],
-        "n_valid": sizes["n_valid"],
-        "n_test": sizes["n_test"],
-        "modality": modality,
-        "epochs_run": out.epochs.len(),
-        "best_epoch": out.best_epoch,
-        "seconds_per_epoch": out.seconds_per_epoch,
-        "eval_seconds_per_epoch": eval_seconds,
-        "total_seconds": total_seconds,
-        "valid": out.valid.to_json(),
-        "test": out.test.to_json(),
-        "test_best_per_metric_released_code_selection": test_best_per_metric(&out.epochs),
-    })
+        seed: cfg.seed,
+        config: cfg.clone(),
+        code_version: CodeVersion::current(),
+        threads: rayon::current_num_threads(),
+        finished_at_unix: record::unix_now(),
+        n_users: ds.sequences.len(),
+        n_items: ds.n_items,
+        n_train_targets: sizes.train_targets,
+        n_valid: sizes.valid,
+        n_test: sizes.test,
+        modality,
+        epochs_run: out.epochs.len(),
+        best_epoch: out.best_epoch,
+        seconds_per_epoch: out.seconds_per_epoch,
+        eval_seconds_per_epoch: eval_seconds,
+        total_seconds,
+        valid: out.valid.clone(),
+        test: out.test.clone(),
+        released_selection: test_best_per_metric(&out.epochs),
+    }
 }

@@ -162,9 +162,7 @@ fn teacher_codes(
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tensor =
         candle_core::Tensor::from_slice(&trained.codes, (ds.n_items + 1, cfg.hidden), &candle_core::Device::Cpu)?;
-    let tmp = dir.join(format!(".{key}.tmp{}", std::process::id()));
-    candle_core::safetensors::save(&std::collections::HashMap::from([("codes".to_string(), tensor)]), &tmp)?;
-    std::fs::rename(&tmp, &path)?;
+    crate::io::save_tensors_atomic(&path, [("codes", tensor)])?;
     let info = json!({
         "cache": path.display().to_string(),
         "from_cache": false,

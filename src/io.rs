@@ -1,0 +1,109 @@
+//! File output every stage shares: atomic whole-file writes (a file on disk is always complete,
+//! even if the process is killed mid-write) and the code version stamped on every result.
+//!
+//! A write goes to a temporary file in the target's folder, named after the host and process
+//! (so sweeps on several machines sharing one folder never share a temporary), is synced, and
+//! is renamed over the target.
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))
+    })
+}
+
+/// Atomic write through a writer that takes a path (safetensors, parquet): `write` fills the
+/// temporary file, which is then renamed to `path`; on error the temporary is removed.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = temp_path(path);
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Atomic save of named tensors as safetensors.
+pub fn save_tensors_atomic<S: AsRef<str> + Ord>(
+    path: &Path,
+    tensors: impl IntoIterator<Item = (S, candle_core::Tensor)>,
+) -> Result<()> {
+    let map: std::collections::HashMap<String, candle_core::Tensor> =
+        tensors.into_iter().map(|(k, v)| (k.as_ref().to_string(), v)).collect();
+    write_atomic_with(path, |tmp| {
+        candle_core::safetensors::save(&map, tmp).with_context(|| format!("writing {}", tmp.display()))
+    })
+}
+
+/// `<folder>/.<name>.<host>.<pid>.tmp`: unique per writer, hidden, in the target's folder (so
+/// the rename stays on one file system).
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    path.with_file_name(format!(".{name}.{}.{}.tmp", hostname(), std::process::id()))
+}
+
+/// This machine's name (shards on several machines share one reports folder).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().replace(['/', '.'], "_"))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The code that produced a result: git commit and whether the tree had local changes when the
+/// binary was built.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct CodeVersion {
+    pub commit: String,
+    pub dirty: bool,
+    pub crate_version: String,
+}
+
+impl CodeVersion {
+    /// The commit and dirty flag of the tree this binary was built from (see build.rs).
+    pub fn current() -> Self {
+        Self {
+            commit: env!("KDSR_GIT_COMMIT").to_string(),
+            dirty: env!("KDSR_GIT_DIRTY") == "true",
+            crate_version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.json");
+        write_atomic(&p, b"first").unwrap();
+        write_atomic(&p, b"second").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "second");
+        let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).collect();
+        assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn failed_writer_leaves_target_and_no_temporary() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.bin");
+        write_atomic(&p, b"kept").unwrap();
+        let err = write_atomic_with(&p, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            anyhow::bail!("writer failed")
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "kept");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,203 @@
+//! The small files of a run's record, each one type that the writer (training, sweep) and the
+//! readers (collect, report, gate) share:
+//! - `run.toml`: the resolved [`RunConfig`] ([`write_run_toml`]),
+//! - `metrics.json`: [`RunRecord`], written last; its presence marks a finished run,
+//! - `failed.json`: [`FailedRecord`], for a run that failed (the next sweep retries it).
+
+use crate::config::RunConfig;
+use crate::eval::{Metric, Metrics};
+use crate::io::{write_atomic, CodeVersion};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// What a record says of its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordStatus {
+    Finished,
+    Failed,
+}
+
+/// `metrics.json`: the final record of a finished run. Test metrics are those of the selected
+/// epoch ([`RunRecord::selection`] says which); percentages throughout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub status: RecordStatus,
+    pub dataset: String,
+    pub model: String,
+    /// `sasrec`, `sasrec+tuned`, `sasrec+cdl`, ...
+    pub variant: String,
+    /// The evaluation protocol's name (also in `config.protocol`).
+    pub protocol: String,
+    /// How the reported epoch was chosen, in words.
+    pub selection: String,
+    pub seed: u64,
+    pub config: RunConfig,
+    pub code_version: CodeVersion,
+    pub threads: usize,
+    pub finished_at_unix: u64,
+    pub n_users: usize,
+    pub n_items: usize,
+    pub n_train_targets: usize,
+    pub n_valid: usize,
+    pub n_test: usize,
+    /// What the setup built for each modality (feature source and cache, autoencoder and
+    /// codebook fit); free-form, for provenance only; null for a run without modality tables.
+    pub modality: serde_json::Value,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub seconds_per_epoch: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub eval_seconds_per_epoch: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub total_seconds: f64,
+    pub valid: Metrics,
+    pub test: Metrics,
+    /// The released code's model selection, recorded for the protocol-bias comparison and never
+    /// reported as our result: each metric's best test value over all epochs (each from its own
+    /// epoch). Absent unless the test set was evaluated after every epoch.
+    #[serde(rename = "test_best_per_metric_released_code_selection")]
+    pub released_selection: Option<BTreeMap<Metric, EpochValue>>,
+}
+
+/// One metric's value at one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochValue {
+    pub value: f64,
+    pub epoch: usize,
+}
+
+impl RunRecord {
+    /// Reads `<dir>/metrics.json`; errors name the file and the field.
+    pub fn read(dir: &Path) -> Result<Self> {
+        read_json(&dir.join("metrics.json"), "a run record")
+    }
+
+    /// Writes `<dir>/metrics.json` (atomically: after this the run counts as finished).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(self)?.as_bytes())
+    }
+}
+
+/// `failed.json`: why a run failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailedRecord {
+    pub run_id: String,
+    pub status: RecordStatus,
+    pub reason: String,
+    #[serde(default)]
+    pub failed_at_unix: u64,
+}
+
+impl FailedRecord {
+    pub fn read(dir: &Path) -> Result<Self> {
+        read_json(&dir.join("failed.json"), "a failure record")
+    }
+}
+
+/// Writes `<dir>/failed.json` for `run_id`.
+pub fn write_failed(dir: &Path, run_id: &str, reason: &str) -> Result<()> {
+    let rec = FailedRecord {
+        run_id: run_id.to_string(),
+        status: RecordStatus::Failed,
+        reason: reason.to_string(),
+        failed_at_unix: unix_now(),
+    };
+    write_atomic(&dir.join("failed.json"), serde_json::to_string_pretty(&rec)?.as_bytes())
+}
+
+/// Writes `<dir>/run.toml`.
+pub fn write_run_toml(dir: &Path, cfg: &RunConfig) -> Result<()> {
+    write_atomic(&dir.join("run.toml"), cfg.to_toml().as_bytes())
+}
+
+/// Reads a JSON record; errors name the file and what it should have been.
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not {what}", path.display()))
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// JSON has no NaN (serde_json writes it as null): read null back as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::DatasetRef;
+    use crate::model::ModelKind;
+
+    fn example() -> RunRecord {
+        let cfg = RunConfig::new(DatasetRef::Named(crate::data::DatasetId::Beauty), ModelKind::Sasrec, 7);
+        let test = Metrics::from_ranks([1, 4, 9, 30]);
+        RunRecord {
+            run_id: cfg.run_id(),
+            status: RecordStatus::Finished,
+            dataset: "beauty".into(),
+            model: "sasrec".into(),
+            variant: cfg.variant_name(),
+            protocol: "paper".into(),
+            selection: "test metrics at the best validation ndcg@20 epoch".into(),
+            seed: 7,
+            config: cfg,
+            code_version: CodeVersion::current(),
+            threads: 2,
+            finished_at_unix: 1,
+            n_users: 10,
+            n_items: 20,
+            n_train_targets: 30,
+            n_valid: 10,
+            n_test: 4,
+            modality: serde_json::Value::Null,
+            epochs_run: 3,
+            best_epoch: 2,
+            seconds_per_epoch: f64::NAN,
+            eval_seconds_per_epoch: 0.5,
+            total_seconds: 4.0,
+            valid: Metrics::from_ranks([2, 3]),
+            released_selection: Some(
+                Metrics::all().into_iter().map(|m| (m, EpochValue { value: test.get(m) + 1.0, epoch: 3 })).collect(),
+            ),
+            test,
+        }
+    }
+
+    #[test]
+    fn record_round_trips_through_its_file() {
+        let d = tempfile::tempdir().unwrap();
+        let rec = example();
+        rec.write(d.path()).unwrap();
+        let back = RunRecord::read(d.path()).unwrap();
+        assert!(back.seconds_per_epoch.is_nan());
+        let same = |r: &RunRecord| RunRecord { seconds_per_epoch: 0.0, ..r.clone() };
+        assert_eq!(same(&back), same(&rec));
+    }
+
+    #[test]
+    fn a_record_missing_a_metric_is_refused_naming_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mut v = serde_json::to_value(example()).unwrap();
+        v["test"].as_object_mut().unwrap().remove("mrr@10");
+        std::fs::write(d.path().join("metrics.json"), v.to_string()).unwrap();
+        let err = format!("{:#}", RunRecord::read(d.path()).unwrap_err());
+        assert!(err.contains("metrics.json") && err.contains("mrr@10"), "{err}");
+    }
+
+    #[test]
+    fn failure_record_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        write_failed(d.path(), "r1", "out of memory").unwrap();
+        let f = FailedRecord::read(d.path()).unwrap();
+        assert_eq!((f.run_id.as_str(), f.status, f.reason.as_str()), ("r1", RecordStatus::Failed, "out of memory"));
+    }
+}
