@@ -230,3 +230,45 @@ fn gate_fails_on_a_planted_regression() {
     assert!(!failing.is_empty() && failing.iter().all(|l| l.contains("sasrec")), "{stdout}");
     assert!(stderr.contains("checks failed"), "{stderr}");
 }
+
+#[test]
+fn protocol_bias_and_gradient_share_sections() {
+    use kdsr::eval::{Metric, Metrics};
+    use kdsr::results::record::{EpochValue, RunRecord};
+    let s = Setup::new(GRID);
+    s.write_records(1.0);
+    // Give every run the released code's selection (hr@20 one point higher, hr@5 unchanged) and
+    // the SASRec runs a gradient probe: CE 3, holistic 1, dissected 0 on text at epoch 1; 1 / 1
+    // / 2 at epoch 3 (the last).
+    for (id, model, _, _) in &s.runs {
+        let d = s.out().join("hand").join("runs").join(id);
+        let Ok(mut rec) = RunRecord::read(&d) else { continue };
+        let bump = |m: Metric| if m.to_string() == "hr@20" { 1.0 } else { 0.0 };
+        rec.released_selection = Some(
+            Metrics::all()
+                .into_iter()
+                .map(|m| (m, EpochValue { value: rec.test.get(m) + bump(m), epoch: 3 }))
+                .collect(),
+        );
+        rec.write(&d).unwrap();
+        if model == "sasrec" {
+            let csv = "epoch,loss,grad_text_ce,grad_text_holistic,grad_text_dissected\n\
+                       1,9.0,3.0,1.0,0.0\n2,8.0,2.0,1.0,1.0\n3,7.0,1.0,1.0,2.0\n";
+            std::fs::write(d.join("epochs.csv"), csv).unwrap();
+        }
+    }
+    let (code, stdout, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report = read(&s.out().join("hand").join("report.md"));
+    // SASRec hr@20: 12.00 ours, 13.00 released; p against pop under both selections.
+    assert!(report.contains("## Protocol bias"), "{report}");
+    let line = report.lines().find(|l| l.starts_with("| sasrec | 3 | hr@20 |")).unwrap_or_else(|| panic!("{report}"));
+    assert!(line.contains("| 12.00 | 13.00 | +1.00 |"), "{line}");
+    let line = report.lines().find(|l| l.starts_with("| sasrec | 3 | hr@5 |")).unwrap();
+    assert!(line.contains("| 6.00 | 6.00 | +0.00 |"), "{line}");
+    // Shares: 75 / 25 / 0 at epoch 1, no epoch 5, 25 / 25 / 50 at the last.
+    assert!(report.contains("## Gradient shares"), "{report}");
+    let line = report.lines().find(|l| l.starts_with("| sasrec | text |")).unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(line, "| sasrec | text | 75 / 25 / 0 (3.0e0) | - | 25 / 25 / 50 (1.0e0) |");
+    assert!(!report.contains("| pop | text |"), "runs without the probe have no rows");
+}

@@ -7,6 +7,7 @@
 //! - `report.md`: provenance (runs, seeds, protocol, machine, code version), the table, the
 //!   figures, and every missing run with the reason.
 
+pub mod diagnostics;
 pub mod figures;
 pub mod paper;
 pub mod plot;
@@ -92,11 +93,21 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
     remove_old_figures(&dir)?;
     let figs = figures::draw(&spec, &collected, &summary, &dir)?;
     files.extend(figs.iter().flat_map(|f| [f.stem.with_extension("png"), f.stem.with_extension("svg")]));
-    let text = render(plan, store, &spec, &collected, &summary, &table, &figs, command);
+    let sections = Sections {
+        protocol_bias: diagnostics::protocol_bias(&collected, summary.reference.clone(), &spec.metrics)?,
+        gradient_shares: diagnostics::gradient_shares(&collected, &summary)?,
+    };
+    let text = render(plan, store, &spec, &collected, &summary, &table, &figs, &sections, command);
     let path = dir.join("report.md");
     write_atomic(&path, text.as_bytes())?;
     files.push(path);
     Ok(Written { dir, files, finished: collected.runs.len(), missing: collected.missing.len() })
+}
+
+/// The report's optional sections ([`diagnostics`]).
+struct Sections {
+    protocol_bias: Option<String>,
+    gradient_shares: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -108,6 +119,7 @@ fn render(
     summary: &Summary,
     table: &table::Table,
     figs: &[figures::Figure],
+    sections: &Sections,
     command: &str,
 ) -> String {
     let g = &plan.grid;
@@ -191,6 +203,12 @@ fn render(
                 let _ = writeln!(out, "- {kind:?}: nothing to draw ({})\n", figures::why_empty(*kind));
             }
         }
+    }
+    if let Some(text) = &sections.protocol_bias {
+        let _ = writeln!(out, "## Protocol bias: our selection against the released code's\n\n{text}");
+    }
+    if let Some(text) = &sections.gradient_shares {
+        let _ = writeln!(out, "## Gradient shares on the modality tables\n\n{text}");
     }
     let _ = writeln!(out, "## Missing runs\n");
     if c.missing.is_empty() {

@@ -86,6 +86,25 @@ impl Collected {
         Ok(out)
     }
 
+    /// The runs that kept every epoch's test metrics, each with its test metrics replaced by the
+    /// released code's selection (each metric's best test value over the epochs); None when no
+    /// run did.
+    pub fn with_released_selection(&self) -> Option<Self> {
+        let runs: Vec<CollectedRun> =
+            self.runs.iter().filter_map(|r| Some(CollectedRun { test: r.released.clone()?, ..r.clone() })).collect();
+        (!runs.is_empty()).then(|| Self { columns: self.columns.clone(), runs, missing: Vec::new() })
+    }
+
+    /// These records restricted to the runs (by id) of `other`.
+    pub fn only_runs_of(&self, other: &Self) -> Self {
+        let keep = |r: &&CollectedRun| other.runs.iter().any(|o| o.run_id == r.run_id);
+        Self {
+            columns: self.columns.clone(),
+            runs: self.runs.iter().filter(keep).cloned().collect(),
+            missing: Vec::new(),
+        }
+    }
+
     /// The index of a label column.
     pub fn column(&self, name: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == name)
