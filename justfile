@@ -87,3 +87,7 @@ build-cuda cap="90":
         export PATH="$root/bin:$PATH" CUDA_ROOT="$root" CUDA_PATH="$root"
     fi
     CUDA_COMPUTE_CAP={{cap}} CARGO_TARGET_DIR=target/cuda cargo build --release --features cuda
+
+# One-node Slurm cluster on this machine (installs slurm-wlm and munge if missing; root): submits a small grid as an array job, checks the merged report against a one-machine run, cancels and resubmits (scripts/slurm_check.sh).
+slurm-check: build
+    bash scripts/slurm_check.sh {{kdsr}}

@@ -48,6 +48,31 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{}.tmp", hostname(), std::process::id()))
 }
 
+/// An exclusive lock on a file, held until dropped, that other processes on this machine (and
+/// on others, where the shared file system supports `flock`) respect: sweep processes that
+/// share a cache take turns building it.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: std::fs::File,
+}
+
+impl FileLock {
+    /// Blocks until the lock on `path` (created if missing, with its folder) is this process's.
+    pub fn exclusive(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("opening lock file {}", path.display()))?;
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+}
+
 /// This machine's name (shards on several machines share one reports folder).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -91,6 +116,18 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "second");
         let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).collect();
         assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn file_lock_excludes_other_holders_until_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("locks").join("beauty-text.lock");
+        let held = FileLock::exclusive(&p).unwrap();
+        // Another open file description (as another process would have) cannot take it.
+        let other = std::fs::File::open(&p).unwrap();
+        assert!(other.try_lock().is_err(), "a second holder got the lock");
+        drop(held);
+        other.try_lock().expect("free once the holder is dropped");
     }
 
     #[test]

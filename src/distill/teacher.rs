@@ -77,7 +77,7 @@ impl Teacher {
     /// Builds the teacher from representations `repr` ([rows, dim]) and fits its codebook on
     /// pairs of distinct items drawn from the training inputs `seqs`.
     pub fn fit(repr: Vec<f32>, dim: usize, cfg: &TeacherConfig, seqs: &[&[u32]], seed: u64) -> anyhow::Result<Self> {
-        if cfg.subvectors == 0 || dim % cfg.subvectors != 0 {
+        if cfg.subvectors == 0 || !dim.is_multiple_of(cfg.subvectors) {
             anyhow::bail!("teacher: dimension {dim} is not divisible into {} sub-vectors", cfg.subvectors);
         }
         let mut t = Self {

@@ -131,7 +131,7 @@ pub fn transformer(
 
 /// `hidden` must split into `n_heads` heads.
 pub fn check_heads(hidden: usize, n_heads: usize) -> std::result::Result<(), String> {
-    if n_heads == 0 || hidden % n_heads != 0 {
+    if n_heads == 0 || !hidden.is_multiple_of(n_heads) {
         return Err(format!("model.hidden ({hidden}) must be a multiple of model.n_heads ({n_heads})"));
     }
     Ok(())

@@ -58,15 +58,20 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     let mut probes = Vec::new();
     let mut info = serde_json::Map::new();
     for &m in &mc.modalities {
-        // Parallel runs of a sweep that need the same inputs take turns: the first builds and
-        // caches the features and teacher codes, the others then read the caches.
-        let lock = input_lock(format!("{}/{}", ds.name, m.name()));
+        // Parallel runs that need the same inputs take turns, in this process and across the
+        // processes sharing the cache (array tasks on one node): the first builds and caches
+        // the features and teacher codes, the others then read the caches.
+        let key = format!("{}-{}", ds.name.replace(['/', ':'], "_"), m.name());
+        let lock = input_lock(key.clone());
         let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let file_lock =
+            crate::io::FileLock::exclusive(&opts.paths.cache_dir.join("locks").join(format!("{key}.lock")))?;
         let loaded = load_features(ds, m, &opts.paths, &mc.features)
             .with_context(|| format!("loading {} features of {}", m.name(), ds.name))?;
         let feats = &loaded.matrix;
         let (mut codes, ae_info) =
             teacher_codes(ds, m, feats, &mc.autoencoder, mc.teacher_seed, &opts.paths.cache_dir)?;
+        drop(file_lock);
         drop(guard);
         if mc.teacher.centre {
             crate::distill::teacher::centre_codes(&mut codes, mc.autoencoder.hidden);
