@@ -10,8 +10,8 @@ use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
 use crate::eval::{rank_instances, EvalOptions, Scorer};
 use crate::model::params::ParamStore;
 use crate::model::{Backbone, Ctx, Dims, ModelKind, ModelSpec};
+use crate::optim::Adam;
 use crate::train::fit::batch_loss;
-use crate::train::optim::Adam;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -348,9 +348,9 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
     // One Adam update of an item table [n_items + 1, 64] (no backward: the update itself).
     let table = randn(&[n_items + 1, 64], 0.02)?;
     let grads = table.as_tensor().sqr()?.sum_all()?.backward()?;
-    let mut adam = crate::train::optim::Adam::new(vec![("t".into(), table.clone())], 1e-3, 0.0)?;
+    let mut adam = crate::optim::Adam::new(vec![("t".into(), table.clone())], 1e-3, 0.0)?;
     let fused = time_ms(reps, || adam.step(&grads))?;
-    let mut adam = crate::train::optim::Adam::new_composite(vec![("t".into(), table.clone())], 1e-3, 0.0)?;
+    let mut adam = crate::optim::Adam::new_composite(vec![("t".into(), table.clone())], 1e-3, 0.0)?;
     let composite = time_ms(reps, || adam.step(&grads))?;
     out.insert("adam".into(), json!({"shape": [n_items + 1, 64], "composite_ms": composite, "fused_ms": fused}));
     for (k, v) in &out {

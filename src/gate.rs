@@ -9,8 +9,8 @@
 //! group and gate metric with `tolerance = max(rel * mean, k * std, floor)`, and a beat rule
 //! for each group that beats the grid's report reference by more than the tolerances of both.
 
+use crate::analysis::aggregate::Summary;
 use crate::eval::Metric;
-use crate::results::aggregate::Summary;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -182,7 +182,7 @@ impl Baseline {
             }
         }
         for rule in &self.beat {
-            let matches = |g: &&crate::results::aggregate::Group| {
+            let matches = |g: &&crate::analysis::aggregate::Group| {
                 rule.model
                     .iter()
                     .all(|(k, v)| summary.columns.iter().position(|c| c == k).is_some_and(|i| &g.labels[i] == v))
@@ -238,7 +238,7 @@ pub fn render(checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::results::aggregate::{Group, Reference, Stat};
+    use crate::analysis::aggregate::{Group, Reference, Stat};
 
     fn summary(sasrec: f64, pop: f64) -> Summary {
         let m: Metric = "ndcg@20".parse().unwrap();

@@ -197,6 +197,13 @@ fn bad_report_section_names_the_line() {
     let (code, _, stderr) = s.kdsr(&["report"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("hand.toml:13") && stderr.contains("hr@7"), "{stderr}");
+    // The sweep checks the section before it plans or trains anything.
+    for sub in ["plan", "run"] {
+        let (code, _, stderr) = s.kdsr(&["sweep", sub]);
+        assert_eq!(code, 2, "sweep {sub}: {stderr}");
+        assert!(stderr.contains("hand.toml:13") && stderr.contains("hr@7"), "sweep {sub}: {stderr}");
+    }
+    assert!(!s.out().join("hand").join("runs").exists(), "nothing was run");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! sequence file, or a raw ratings CSV with iterative k-core.
 
 pub mod batch;
+pub mod cli;
 pub mod kcore;
 pub mod sources;
 pub mod split;

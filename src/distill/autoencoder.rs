@@ -14,7 +14,7 @@
 //! weights, so it ends with the last ones).
 
 use crate::model::params::ParamStore;
-use crate::train::optim::Adam;
+use crate::optim::Adam;
 use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, Module};
 use rand::seq::SliceRandom;

@@ -36,9 +36,10 @@ pub struct GridFile {
     /// Extra grid points (RunConfig fields on top of `fixed`), added after `exclude`.
     #[serde(default)]
     pub include: Vec<Spanned<Node>>,
-    /// How `kdsr report` lays out this grid's tables and figures.
+    /// How `kdsr report` lays out this grid's tables and figures: parsed by the report stage
+    /// (`report::spec`), from the file's text so that its errors name their lines.
     #[serde(default)]
-    pub report: Option<Spanned<crate::report::ReportSpec>>,
+    pub report: Option<toml::Value>,
 }
 
 /// A TOML value that keeps the span of every key and value below it.
@@ -156,6 +157,12 @@ impl Source {
     /// Parses the top level; TOML syntax errors, unknown top-level keys and wrong types
     /// become `path:line: message` followed by the offending line.
     pub fn parse(&self) -> anyhow::Result<GridFile> {
+        self.parse_as()
+    }
+
+    /// Parses the file as `T` (a view of some of its sections); errors name the file and line
+    /// and quote the line.
+    pub fn parse_as<T: serde::de::DeserializeOwned>(&self) -> anyhow::Result<T> {
         toml::from_str(&self.text).map_err(|e| {
             let mut msg = e.message().trim_end().to_string();
             if msg.contains("dotted key") {

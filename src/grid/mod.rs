@@ -110,8 +110,6 @@ pub struct Grid {
     pub include: Vec<Include>,
     /// Plan table columns: the axes, then keys that only includes set.
     pub columns: Vec<String>,
-    /// The `[report]` section and its span.
-    pub report: Option<Spanned<crate::report::ReportSpec>>,
 }
 
 /// `quick` -> `experiments/quick.toml` (relative to the working directory, else the crate);
@@ -209,21 +207,8 @@ impl Grid {
             }
             include.push(Include { span: node.span(), assigns });
         }
-        let report = file.report;
         let preset = file.preset.unwrap_or_default();
-        Ok(Self {
-            name,
-            description: file.description,
-            preset,
-            seeds,
-            fixed,
-            axes,
-            exclude,
-            include,
-            columns,
-            source,
-            report,
-        })
+        Ok(Self { name, description: file.description, preset, seeds, fixed, axes, exclude, include, columns, source })
     }
 }
 

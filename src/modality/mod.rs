@@ -32,6 +32,7 @@
 pub mod align;
 pub mod attributes;
 pub mod cache;
+pub mod cli;
 pub mod encoder;
 pub mod file;
 pub mod text;

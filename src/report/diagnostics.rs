@@ -6,9 +6,9 @@
 //!   (recommendation CE, holistic, dissected; the per-epoch probe in `epochs.csv`), at epochs
 //!   1, 5 and the last one trained.
 
+use crate::analysis::aggregate::{Group, Reference, Summary};
+use crate::analysis::collect::{read_epochs, Collected};
 use crate::eval::Metric;
-use crate::results::aggregate::{Group, Reference, Summary};
-use crate::results::collect::{read_epochs, Collected};
 use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

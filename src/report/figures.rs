@@ -13,8 +13,8 @@
 use super::plot::{self, Bars, Line};
 use super::spec::{FigureKind, ReportSpec};
 use super::table::distinct;
-use crate::results::aggregate::Summary;
-use crate::results::collect::{read_epochs, Collected};
+use crate::analysis::aggregate::Summary;
+use crate::analysis::collect::{read_epochs, Collected};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

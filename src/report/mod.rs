@@ -1,12 +1,13 @@
 //! The "report" stage: a grid's records -> `reports/<grid>/`:
 //! - `summary.csv`, `summary.parquet`: mean, std, n, 95% CI and paired p-value per group and
-//!   metric ([`crate::results::aggregate`]);
+//!   metric ([`crate::analysis::aggregate`]);
 //! - `table.md`, `table.tex`, `table.csv`: the summary in the paper's layout ([`table`]),
 //!   with the paper's numbers beside ours ([`paper`]);
 //! - `figure*.png` / `.svg`: the figures the grid's `[report]` asks for ([`figures`]);
 //! - `report.md`: provenance (runs, seeds, protocol, machine, code version), the table, the
 //!   figures, and every missing run with the reason.
 
+pub mod cli;
 pub mod diagnostics;
 pub mod figures;
 pub mod paper;
@@ -16,10 +17,10 @@ pub mod table;
 
 pub use spec::ReportSpec;
 
+use crate::analysis::aggregate::{Reference, Summary};
+use crate::analysis::collect::Collected;
 use crate::error::bad_input;
 use crate::io::write_atomic;
-use crate::results::aggregate::{Reference, Summary};
-use crate::results::collect::Collected;
 use crate::sweep::plan::Plan;
 use crate::sweep::store::Store;
 use anyhow::{Context, Result};
@@ -36,18 +37,35 @@ pub struct Written {
     pub missing: usize,
 }
 
-/// The grid's `[report]` section (defaults without one).
-pub fn spec_of(plan: &Plan) -> ReportSpec {
-    plan.grid.report.as_ref().map(|s| s.get_ref().clone()).unwrap_or_default()
+/// A grid's `[report]` section (defaults where the grid has none) and where it is written.
+#[derive(Debug, Clone)]
+pub struct Section {
+    pub spec: ReportSpec,
+    span: Option<std::ops::Range<usize>>,
+}
+
+impl Section {
+    /// Parses the section from the grid's file; a bad section names its line.
+    pub fn of(plan: &Plan) -> Result<Self> {
+        Ok(match spec::parse(&plan.grid.source)? {
+            Some(s) => Self { span: Some(s.span()), spec: s.into_inner() },
+            None => Self { spec: ReportSpec::default(), span: None },
+        })
+    }
+
+    /// A bad-input error at the section's line.
+    fn error(&self, plan: &Plan, msg: impl std::fmt::Display) -> anyhow::Error {
+        match &self.span {
+            Some(span) => plan.grid.source.error(span, msg),
+            None => bad_input(format!("{}: {msg}", plan.grid.source.path.display())),
+        }
+    }
 }
 
 /// The reference of the paired tests, checked against the label columns.
-pub fn reference_of(plan: &Plan, spec: &ReportSpec, c: &Collected) -> Result<Option<Reference>> {
-    let Some(table) = &spec.reference else { return Ok(None) };
-    let at = |msg: String| match &plan.grid.report {
-        Some(s) => plan.grid.source.error(&s.span(), msg),
-        None => bad_input(msg),
-    };
+pub fn reference_of(plan: &Plan, section: &Section, c: &Collected) -> Result<Option<Reference>> {
+    let Some(table) = &section.spec.reference else { return Ok(None) };
+    let at = |msg: String| section.error(plan, msg);
     if table.len() != 1 {
         return Err(at("report.reference: expected one `column = \"label\"` pair, e.g. { model = \"sasrec\" }".into()));
     }
@@ -74,30 +92,28 @@ pub fn reference_of(plan: &Plan, spec: &ReportSpec, c: &Collected) -> Result<Opt
 /// Aggregates the grid's records and writes the summary, tables, figures and report.
 pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
     let collected = Collected::from_store(plan, store)?;
-    let spec = spec_of(plan);
-    let reference = reference_of(plan, &spec, &collected)?;
+    let section = Section::of(plan)?;
+    let reference = reference_of(plan, &section, &collected)?;
+    let spec = &section.spec;
     let summary = Summary::compute(&collected, reference)?;
     let dir = store.root.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     summary.write(&dir)?;
     let mut files = vec![dir.join("summary.csv"), dir.join("summary.parquet")];
-    let table = table::Table::build(&spec, &summary).map_err(|e| match &plan.grid.report {
-        Some(s) => plan.grid.source.error(&s.span(), e),
-        None => bad_input(format!("{}: {e}", plan.grid.source.path.display())),
-    })?;
+    let table = table::Table::build(spec, &summary).map_err(|e| section.error(plan, e))?;
     for (ext, text) in [("md", table.markdown()), ("tex", table.latex()), ("csv", table.csv())] {
         let path = dir.join(format!("table.{ext}"));
         write_atomic(&path, text.as_bytes())?;
         files.push(path);
     }
     remove_old_figures(&dir)?;
-    let figs = figures::draw(&spec, &collected, &summary, &dir)?;
+    let figs = figures::draw(spec, &collected, &summary, &dir)?;
     files.extend(figs.iter().flat_map(|f| [f.stem.with_extension("png"), f.stem.with_extension("svg")]));
     let sections = Sections {
         protocol_bias: diagnostics::protocol_bias(&collected, summary.reference.clone(), &spec.metrics)?,
         gradient_shares: diagnostics::gradient_shares(&collected, &summary)?,
     };
-    let text = render(plan, store, &spec, &collected, &summary, &table, &figs, &sections, command);
+    let text = render(plan, store, spec, &collected, &summary, &table, &figs, &sections, command);
     let path = dir.join("report.md");
     write_atomic(&path, text.as_bytes())?;
     files.push(path);
@@ -127,7 +143,7 @@ fn render(
     if let Some(d) = &g.description {
         let _ = writeln!(out, "{}\n", d.trim());
     }
-    let distinct = |f: &dyn Fn(&crate::results::collect::CollectedRun) -> String| -> String {
+    let distinct = |f: &dyn Fn(&crate::analysis::collect::CollectedRun) -> String| -> String {
         let set: BTreeSet<String> = c.runs.iter().map(f).collect();
         if set.is_empty() {
             "none".into()

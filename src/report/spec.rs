@@ -15,7 +15,21 @@
 //! ```
 
 use crate::eval::Metric;
+use crate::grid::file::Source;
+use anyhow::Result;
 use serde::Deserialize;
+use toml::Spanned;
+
+/// A grid file's `[report]` section with its span (None: the file has none). Errors name the
+/// file and line.
+pub fn parse(source: &Source) -> Result<Option<Spanned<ReportSpec>>> {
+    #[derive(Deserialize)]
+    struct View {
+        #[serde(default)]
+        report: Option<Spanned<ReportSpec>>,
+    }
+    Ok(source.parse_as::<View>()?.report)
+}
 
 /// The paper's tables whose numbers a report can show beside ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

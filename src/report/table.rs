@@ -9,8 +9,8 @@
 
 use super::paper;
 use super::spec::ReportSpec;
+use crate::analysis::aggregate::{Stat, Summary};
 use crate::eval::Metric;
-use crate::results::aggregate::{Stat, Summary};
 use anyhow::{bail, Result};
 use std::fmt::Write as _;
 

@@ -7,8 +7,6 @@
 //! Every whole-file write is atomic ([`crate::io::write_atomic`]), so a file on disk is always
 //! complete even if the process is killed.
 
-pub mod aggregate;
-pub mod collect;
 pub mod record;
 
 use crate::eval::Metrics;

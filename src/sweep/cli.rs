@@ -115,20 +115,32 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// A check of the grid by a later stage, run before anything is planned or trained (the
+/// report's layout: a typo in `[report]` is reported before a long sweep, not after it).
+pub type GridCheck<'a> = &'a dyn Fn(&Plan) -> Result<()>;
+
 /// Runs a sweep subcommand. `threads` is the global `--threads` (the total thread budget).
-pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>, device: DeviceSpec) -> Result<Outcome> {
+pub fn run(
+    cmd: SweepCommand,
+    paths: &DataPaths,
+    threads: Option<usize>,
+    device: DeviceSpec,
+    check: GridCheck,
+) -> Result<Outcome> {
     match cmd {
         SweepCommand::Plan(a) => {
             let (plan, store) = a.grid.plan()?;
+            check(&plan)?;
             print!("{}", plan.render(&store));
             Ok(Outcome::Done)
         }
-        SweepCommand::Run(a) => sweep_run(a, paths, threads, device),
+        SweepCommand::Run(a) => sweep_run(a, paths, threads, device, check),
         SweepCommand::Slurm(a) => {
             if a.grid.shard.is_some() {
                 return Err(bad_input("--shard: the script gives every array task its own shard"));
             }
             let (plan, store) = a.grid.plan()?;
+            check(&plan)?;
             let abs = |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
             let workdir = std::env::current_dir().context("reading the working directory")?;
             let binary = std::env::current_exe().context("locating the kdsr binary")?;
@@ -163,8 +175,15 @@ pub fn run(cmd: SweepCommand, paths: &DataPaths, threads: Option<usize>, device:
     }
 }
 
-fn sweep_run(a: RunArgs, paths: &DataPaths, threads: Option<usize>, device: DeviceSpec) -> Result<Outcome> {
+fn sweep_run(
+    a: RunArgs,
+    paths: &DataPaths,
+    threads: Option<usize>,
+    device: DeviceSpec,
+    check: GridCheck,
+) -> Result<Outcome> {
     let (plan, store) = a.grid.plan()?;
+    check(&plan)?;
     let pending = plan.runs.iter().filter(|r| store.status(&r.run_id) != RunStatus::Finished).count();
     let mut workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
     if device.is_gpu() {
@@ -225,4 +244,11 @@ fn install_interrupt_handler(stop: Arc<AtomicBool>) -> Result<()> {
         }
     })
     .context("installing the Ctrl-C handler")
+}
+
+/// `just sweep <grid> <flags>`: the command that (re)produces a grid's records.
+pub fn reproduce_command(a: &GridArgs, plan: &Plan) -> String {
+    let mut parts = vec!["just sweep".to_string(), a.grid.clone()];
+    parts.extend(plan.scale.to_flags());
+    parts.join(" ")
 }

@@ -209,8 +209,8 @@ pub fn paired_t_test(pairs: &[(f64, f64)]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::collect::CollectedRun;
     use crate::io::CodeVersion;
-    use crate::results::collect::CollectedRun;
 
     fn rec(model: &str, seed: u64, hr20: f64) -> CollectedRun {
         let mut test = BTreeMap::new();

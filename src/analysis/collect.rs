@@ -2,9 +2,9 @@
 //! metrics (at the selected epoch) and provenance; runs without a record are listed as missing
 //! with the reason.
 
-use super::record::RunRecord;
 use crate::eval::{Metric, Metrics};
 use crate::io::CodeVersion;
+use crate::results::record::RunRecord;
 use crate::sweep::plan::Plan;
 use crate::sweep::store::{RunStatus, Store};
 use anyhow::{Context, Result};
