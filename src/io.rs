@@ -30,7 +30,7 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
 }
 
 /// Atomic save of named tensors as safetensors.
-pub fn save_tensors_atomic<S: AsRef<str> + Ord>(
+pub fn save_tensors_atomic<S: AsRef<str>>(
     path: &Path,
     tensors: impl IntoIterator<Item = (S, candle_core::Tensor)>,
 ) -> Result<()> {

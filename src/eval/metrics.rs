@@ -97,21 +97,24 @@ impl Metrics {
     }
 
     pub fn get(&self, metric: Metric) -> f64 {
-        let j = KS.iter().position(|&k| k == metric.k).expect("K validated on parse");
-        match metric.kind {
-            MetricKind::Hr => self.hr[j],
-            MetricKind::Mrr => self.mrr[j],
-            MetricKind::Ndcg => self.ndcg[j],
-        }
+        let (kind, j) = Self::slot(metric);
+        [&self.hr, &self.mrr, &self.ndcg][kind][j]
     }
 
     fn get_mut(&mut self, metric: Metric) -> &mut f64 {
+        let (kind, j) = Self::slot(metric);
+        &mut [&mut self.hr, &mut self.mrr, &mut self.ndcg][kind][j]
+    }
+
+    /// (array index: hr 0, mrr 1, ndcg 2; position of K in [`KS`]).
+    fn slot(metric: Metric) -> (usize, usize) {
         let j = KS.iter().position(|&k| k == metric.k).expect("K validated on parse");
-        match metric.kind {
-            MetricKind::Hr => &mut self.hr[j],
-            MetricKind::Mrr => &mut self.mrr[j],
-            MetricKind::Ndcg => &mut self.ndcg[j],
-        }
+        let kind = match metric.kind {
+            MetricKind::Hr => 0,
+            MetricKind::Mrr => 1,
+            MetricKind::Ndcg => 2,
+        };
+        (kind, j)
     }
 
     /// All metrics in a fixed order: hr@5, hr@10, hr@20, mrr@5, ..., ndcg@20.
