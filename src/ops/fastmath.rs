@@ -12,11 +12,17 @@
 
 use std::f32::consts::{FRAC_1_SQRT_2, LOG2_E};
 
-/// Round-to-nearest by the 1.5 · 2^23 trick (valid for |v| < 2^22).
+/// 1.5 · 2^23: adding it to `v` (|v| < 2^22) rounds `v` to the nearest integer, which then
+/// sits in the low mantissa bits of the sum.
+const MAGIC: f32 = 12_582_912.0;
+
+/// Round-to-nearest by the [`MAGIC`] trick (valid for |v| < 2^22): the rounded value as f32,
+/// and as an integer read from the sum's bits (`v as i32` is a saturating cast that the
+/// compiler does not vectorise; this is plain integer arithmetic and does).
 #[inline(always)]
-fn round(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0;
-    (v + MAGIC) - MAGIC
+fn round(v: f32) -> (f32, i32) {
+    let shifted = v + MAGIC;
+    (shifted - MAGIC, shifted.to_bits().wrapping_sub(MAGIC.to_bits()) as i32)
 }
 
 /// `e^x` (see the module docs for accuracy).
@@ -26,7 +32,7 @@ pub fn exp(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let x = x.clamp(-87.336_55, 88.0);
-    let k = round(x * LOG2_E);
+    let (k, ki) = round(x * LOG2_E);
     let r = x - k * LN2_HI - k * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -35,7 +41,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    er * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    er * f32::from_bits(((ki + 127) as u32) << 23)
 }
 
 /// `(Φ(x), e^{-x²/2})` for the standard normal CDF `Φ`.
