@@ -67,11 +67,26 @@ type Operand<'a> = (&'a [f32], isize, isize);
 /// `dst = lhs · rhs` for `lhs` [m, k] and `rhs` [k, n] into the row-major `dst` [m, n], or
 /// `dst += lhs · rhs` when `accumulate`, with `gemm` (threads as rayon's pool).
 fn product(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Operand, rhs: Operand, accumulate: bool) {
+    product_into(m, n, k, (dst, 1, n as isize), lhs, rhs, accumulate);
+}
+
+/// [`product`] into a `dst` [m, n] with any column and row strides.
+fn product_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: (&mut [f32], isize, isize),
+    lhs: Operand,
+    rhs: Operand,
+    accumulate: bool,
+) {
+    let (dst, dst_cs, dst_rs) = dst;
     let last = |(v, cs, rs): Operand, rows: usize, cols: usize| {
         let end = (rows - 1) * (rs as usize) + (cols - 1) * (cs as usize);
         assert!(end < v.len(), "operand out of bounds");
     };
-    assert!(dst.len() >= m * n && m > 0 && n > 0 && k > 0, "product: bad shapes");
+    assert!(m > 0 && n > 0 && k > 0, "product: bad shapes");
+    last((&*dst, dst_cs, dst_rs), m, n);
     last(lhs, m, k);
     last(rhs, k, n);
     // SAFETY: the asserts above keep every element gemm reads or writes inside its slice.
@@ -81,8 +96,8 @@ fn product(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Operand, rhs: Ope
             n,
             k,
             dst.as_mut_ptr(),
-            1,
-            n as isize,
+            dst_cs,
+            dst_rs,
             accumulate,
             lhs.0.as_ptr(),
             lhs.1,
@@ -122,8 +137,10 @@ fn loss_and_grads(h: &[f32], e: &[f32], targets: &[u32], m: usize, n: usize, d: 
         loss += partial.iter().sum::<f64>();
         // dH_b = P_b E: [rows, n] x [n, d]
         product(rows, d, n, &mut dh[start * d..(start + rows) * d], (zb, 1, n as isize), (e, 1, d as isize), false);
-        // dE += P_bᵀ H_b: [n, rows] x [rows, d]
-        product(n, d, rows, &mut de, (zb, n as isize, 1), (hb, 1, d as isize), block > 0);
+        // dE += P_bᵀ H_b, computed as its transpose dEᵀ += H_bᵀ P_b: [d, rows] x [rows, n] into
+        // dE read column-major. The same product, but gemm's kernels run it 1.5-2x faster in
+        // this orientation (measured at rows = 64: 2.4 -> 1.6 ms).
+        product_into(d, n, rows, (&mut de, d as isize, 1), (hb, d as isize, 1), (zb, 1, n as isize), block > 0);
     }
     (loss / m.max(1) as f64, dh, de)
 }
