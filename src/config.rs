@@ -46,8 +46,9 @@ pub struct TrainConfig {
     /// Remove history items from the ranking (off in the paper).
     pub mask_history: bool,
     /// Evaluate the test set after every epoch (needed for the released code's per-metric
-    /// best-test selection, recorded in metrics.json) instead of only at the epochs that become
-    /// the selected one. Reported metrics are the same either way. Written only when on.
+    /// best-test selection, recorded in metrics.json) instead of once, with the selected
+    /// epoch's weights, after training. Reported metrics are the same either way. Written only
+    /// when on.
     #[serde(skip_serializing_if = "is_false")]
     pub test_every_epoch: bool,
     /// Which epoch's test metrics the run reports (default: the best validation epoch). Left out

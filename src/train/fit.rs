@@ -5,11 +5,13 @@
 //! without padding) and `L_CDL` the correlation losses when the run uses KDSR
 //! ([`crate::distill::cdl`]). An epoch is a pass over the shuffled training windows in steps of
 //! `train.batch_size` targets (or windows, [`crate::data::batch::BatchUnit`]), packed several sequences per row
-//! unless `train.pack = false`. After each epoch the validation instances are ranked; the test
-//! instances are ranked when the epoch becomes the selected one (the best validation epoch, or
-//! every epoch under `train.selection = "last"`; early stopping follows validation either way),
-//! or after every epoch with `train.test_every_epoch`, which also records the released code's
-//! selection (the best test value of each metric over epochs) for comparison only.
+//! unless `train.pack = false`. After each epoch the validation instances are ranked. The
+//! selected epoch (the best validation epoch, or the last under `train.selection = "last"`;
+//! early stopping follows validation either way) keeps a copy of the weights, and the test
+//! instances are ranked once, with those weights, after training. With
+//! `train.test_every_epoch` they are also ranked after every epoch, in the same pass as the
+//! validation instances (one forward per user for causal backbones), which records the released
+//! code's selection (the best test value of each metric over epochs) for comparison only.
 
 use super::setup::{self, Setup};
 use crate::config::{ModelSpec, RunConfig, Selection};
@@ -120,6 +122,14 @@ fn fit(
         let ranks = rank_instances(scorer, &ds.sequences, instances, &eval_opts, &opts.device)?;
         Ok(Metrics::from_ranks(ranks))
     };
+    // Validation and test instances ranked in one pass (a user's validation instance is a
+    // prefix of its test windows, so a causal backbone reads both from one forward pass).
+    let both: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
+    let evaluate_both = |scorer: &Scorer| -> Result<(Metrics, Metrics)> {
+        let mut ranks = rank_instances(scorer, &ds.sequences, &both, &eval_opts, &opts.device)?;
+        let test = ranks.split_off(split.valid.len());
+        Ok((Metrics::from_ranks(ranks), Metrics::from_ranks(test)))
+    };
     let mut out = RunOutcome {
         run_id: String::new(),
         dir: dir.dir.clone(),
@@ -133,7 +143,7 @@ fn fit(
     if let ModelSpec::Pop = cfg.model {
         let pop = Popularity::fit(&ds.sequences, &split.train_end, ds.n_items);
         let t0 = Instant::now();
-        let (valid, test) = (evaluate(&Scorer::Pop(&pop), &split.valid)?, evaluate(&Scorer::Pop(&pop), &split.test)?);
+        let (valid, test) = evaluate_both(&Scorer::Pop(&pop))?;
         let log = EpochLog {
             epoch: 0,
             loss: 0.0,
@@ -162,6 +172,8 @@ fn fit(
     let metric: Metric = t.valid_metric;
     let mut best = f64::NEG_INFINITY;
     let mut bad_epochs = 0;
+    // The selected epoch's weights, and its test metrics where they were measured.
+    let mut selected_weights: Option<std::collections::BTreeMap<String, Tensor>> = None;
     let tables: Vec<Tensor> = model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
     let names: Vec<String> =
         cfg.modality.iter().flat_map(|m| m.modalities.iter().map(|x| x.name().to_string())).collect();
@@ -253,12 +265,15 @@ fn fit(
         }
         extra.extend(diagnostics(&model, cdl.as_mut())?);
         let t1 = Instant::now();
-        let valid = evaluate(&Scorer::Model(&model), &split.valid)?;
+        let (valid, test) = if t.test_every_epoch {
+            let (valid, test) = evaluate_both(&Scorer::Model(&model))?;
+            (valid, Some(test))
+        } else {
+            (evaluate(&Scorer::Model(&model), &split.valid)?, None)
+        };
         let score = valid.get(metric);
         let improved = score > best;
         let selected = improved || t.selection == Selection::Last;
-        let test =
-            if selected || t.test_every_epoch { Some(evaluate(&Scorer::Model(&model), &split.test)?) } else { None };
         let log = EpochLog {
             epoch,
             loss: loss_sum / n_targets as f64,
@@ -279,7 +294,7 @@ fn fit(
                         m.hr[0], m.mrr[0], m.hr[2], m.mrr[2]
                     )
                 }
-                None => "test not evaluated".into(),
+                None => "test after training".into(),
             };
             eprintln!(
                 "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | {test} | {n_batches} steps, {train_seconds:.1}s train, {:.1}s eval{}",
@@ -298,14 +313,38 @@ fn fit(
         if selected {
             out.best_epoch = epoch;
             out.valid = log.valid.clone();
-            out.test = log.test.clone().context("the selected epoch's test metrics")?;
-            dir.save_checkpoint(&params.tensors()).context("saving the selected checkpoint")?;
+            selected_weights = Some(params.tensors());
         }
         out.epochs.push(log);
         if bad_epochs >= t.patience {
             break;
         }
     }
+    let weights = selected_weights.context("no epoch was selected (is train.max_epochs 0?)")?;
+    params
+        .load(&weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .context("restoring the selected weights")?;
+    dir.save_checkpoint(&weights).context("saving the selected checkpoint")?;
+    let measured = out.epochs.iter().find(|e| e.epoch == out.best_epoch).and_then(|e| e.test.clone());
+    out.test = match measured {
+        Some(test) => test,
+        None => {
+            let t1 = Instant::now();
+            let test = evaluate(&Scorer::Model(&model), &split.test)?;
+            if opts.progress {
+                eprintln!(
+                    "test at epoch {} (the selected weights): hr@5 {:.4} mrr@5 {:.4} hr@20 {:.4} mrr@20 {:.4} | {:.1}s eval",
+                    out.best_epoch,
+                    test.hr[0],
+                    test.mrr[0],
+                    test.hr[2],
+                    test.mrr[2],
+                    t1.elapsed().as_secs_f64()
+                );
+            }
+            test
+        }
+    };
     out.seconds_per_epoch = out.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / out.epochs.len() as f64;
     Ok((out, info, sizes))
 }
