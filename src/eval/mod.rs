@@ -1,9 +1,10 @@
 //! The "eval" stage: full-ranking evaluation over all items.
 //!
 //! Instances are grouped into windows (one forward pass per user where the history fits, see
-//! [`crate::data::batch`]), packed several per row by default, scored in batches against every
-//! item (`[M, D] x [D, N]`, read in place: the `[M, N]` scores exist once), and each row's
-//! target rank is counted in parallel with rayon.
+//! [`crate::data::batch`]), packed several per row by default, scored against every item
+//! (`[M, D] x [D, N]`; on CPU a block of rows at a time into one reused buffer, ranked while in
+//! cache, so the `[M, N]` scores never exist), and each row's target rank is counted in
+//! parallel with rayon.
 
 pub mod metrics;
 pub mod rank;
@@ -60,27 +61,34 @@ pub fn rank_instances(
             });
         }
         Scorer::Model(model) => {
-            let cand_t = model.candidates()?.t()?.contiguous()?; // [D, N]
-            let n_items = cand_t.dim(1)?;
+            let cand = model.candidates()?.contiguous()?; // [N, D]
+            let (n_items, d) = cand.dims2()?;
+            let fused = cand.device().is_cpu() && cand.dtype() == candle_core::DType::F32;
+            let cand_t = if fused { None } else { Some(cand.t()?.contiguous()?) }; // [D, N]
             let windows = eval_windows(instances, opts.max_len, opts.merge);
             for chunk in windows.chunks(opts.batch_size.max(1)) {
                 let (batch, reads) = eval_batch(seqs, chunk, opts.layout);
                 let hidden = model.forward(&SeqBatch::new(&batch, device)?, &mut Ctx::eval())?; // [B, T, D]
-                let d = hidden.dim(2)?;
                 let (cells, inst_idx): (Vec<u32>, Vec<u32>) = reads.into_iter().unzip();
                 let cells = Tensor::from_vec(cells, inst_idx.len(), device)?;
                 let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&cells, 0)?; // [M, D]
-                let scores = h.matmul(&cand_t)?.to_device(&Device::Cpu)?; // [M, N]
-                let got: Vec<u32> = crate::ops::with_f32(&scores, "rank", |scores| {
-                    scores
-                        .par_chunks(n_items)
-                        .zip(inst_idx.par_iter())
-                        .map(|(row, &k)| {
-                            let inst = &instances[k as usize];
-                            rank::rank_of(row, target(inst), &history(inst))
+                let rank_row = |i: usize, row: &[f32]| {
+                    let inst = &instances[inst_idx[i] as usize];
+                    rank::rank_of(row, target(inst), &history(inst))
+                };
+                let got: Vec<u32> = match &cand_t {
+                    None => crate::ops::with_f32(&h, "rank", |h| {
+                        crate::ops::with_f32(&cand, "rank", |e| {
+                            crate::ops::catalogue::for_each_score_row(h, e, (inst_idx.len(), n_items, d), rank_row)
                         })
-                        .collect()
-                })?;
+                    })??,
+                    Some(cand_t) => {
+                        let scores = h.matmul(cand_t)?.to_device(&Device::Cpu)?; // [M, N]
+                        crate::ops::with_f32(&scores, "rank", |scores| {
+                            scores.par_chunks(n_items).enumerate().map(|(i, row)| rank_row(i, row)).collect()
+                        })?
+                    }
+                };
                 for (&k, r) in inst_idx.iter().zip(got) {
                     ranks[k as usize] = r;
                 }

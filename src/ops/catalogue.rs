@@ -145,6 +145,32 @@ fn loss_and_grads(h: &[f32], e: &[f32], targets: &[u32], m: usize, n: usize, d: 
     (loss / m.max(1) as f64, dh, de)
 }
 
+/// `f(i, z_i)` for every row `z_i = h_i Eᵀ` [n] of the scores of `h` [m, d] against `e` [n, d],
+/// in row order. The scores are computed `BLOCK_ROWS` rows at a time into one reused buffer and
+/// handed to `f` (in parallel over the block's rows) while they are in cache: the `[m, n]`
+/// score matrix never exists.
+pub fn for_each_score_row<R: Send>(
+    h: &[f32],
+    e: &[f32],
+    (m, n, d): (usize, usize, usize),
+    f: impl Fn(usize, &[f32]) -> R + Sync,
+) -> Vec<R> {
+    assert!(h.len() == m * d && e.len() == n * d, "for_each_score_row: bad shapes");
+    let mut out = Vec::with_capacity(m);
+    if m == 0 || n == 0 || d == 0 {
+        return out;
+    }
+    let mut z = vec![0f32; BLOCK_ROWS.min(m) * n];
+    for start in (0..m).step_by(BLOCK_ROWS) {
+        let rows = BLOCK_ROWS.min(m - start);
+        let zb = &mut z[..rows * n];
+        product(rows, n, d, zb, (&h[start * d..(start + rows) * d], 1, d as isize), (e, d as isize, 1), false);
+        let part: Vec<R> = zb.par_chunks(n).enumerate().map(|(i, row)| f(start + i, row)).collect();
+        out.extend(part);
+    }
+    out
+}
+
 impl CustomOp2 for CatalogueCrossEntropy {
     fn name(&self) -> &'static str {
         "catalogue-cross-entropy"
@@ -230,6 +256,22 @@ mod tests {
         let g3 = (fused * 3.0).unwrap().backward().unwrap();
         let (a, b) = (g3.get(h.as_tensor()).unwrap(), (g1.get(h.as_tensor()).unwrap() * 3.0).unwrap());
         assert!(rel_err(a, &b) < 1e-6);
+    }
+
+    #[test]
+    fn score_rows_match_the_product() {
+        let (m, n, d) = (BLOCK_ROWS + 5, 31, 7);
+        let h: Vec<f32> = (0..m * d).map(|i| ((i * 7919) % 1000) as f32 / 400.0 - 1.2).collect();
+        let e: Vec<f32> = (0..n * d).map(|i| ((i * 104_729) % 997) as f32 / 350.0 - 1.4).collect();
+        let rows = for_each_score_row(&h, &e, (m, n, d), |i, row| (i, row.to_vec()));
+        assert_eq!(rows.len(), m);
+        for (k, (i, row)) in rows.into_iter().enumerate() {
+            assert_eq!(i, k);
+            for (j, &z) in row.iter().enumerate() {
+                let want: f32 = (0..d).map(|c| h[i * d + c] * e[j * d + c]).sum();
+                assert!((z - want).abs() < 1e-4, "row {i} item {j}: {z} vs {want}");
+            }
+        }
     }
 
     #[test]
