@@ -38,9 +38,9 @@ pub struct BenchArgs {
     /// built into the cache on first use) against the same model without the CDL losses.
     #[arg(long)]
     cdl: bool,
-    /// Also train one full-Beauty epoch (and rank every validation and test instance) of
-    /// SASRec, GRU4Rec and SASRec + CDL at 64-d and 128-d, with the default training settings
-    /// (batch of 256 targets, packed).
+    /// Also train one full-Beauty epoch (and rank the validation instances, as every epoch
+    /// does) of SASRec, GRU4Rec and SASRec + CDL at 64-d and 128-d, with the default training
+    /// settings (batch of 256 targets, packed).
     #[arg(long)]
     epochs: bool,
     /// Also train SASRec on full Beauty to early stopping (paper protocol) and report the
@@ -59,9 +59,9 @@ fn epoch_config(kind: ModelKind, dim: usize, cdl: bool) -> crate::config::RunCon
     cfg
 }
 
-/// Seconds per full-Beauty epoch (training, steps, and one ranking of all validation and test
+/// Seconds per full-Beauty epoch (training, steps, and the epoch's ranking of the validation
 /// instances) for each model at 64-d and 128-d; and, with `converge`, a SASRec run to early
-/// stopping.
+/// stopping (the test set ranked once at the end).
 fn bench_epochs(ds: &Dataset, paths: &DataPaths, epochs: bool, converge: bool) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("kdsr-bench-epochs-{}", std::process::id()));
     let opts = crate::train::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone() };
