@@ -233,7 +233,7 @@ fn cdl_reference_inputs(
     let names: Vec<String> = mc.modalities.iter().map(|m| m.name().to_string()).collect();
     let settings = json!({
         "n_items": n_items, "max_len": cfg.train.max_len, "threads": rayon::current_num_threads(),
-        "modalities": names, "scoring": cdl.teachers[0].scoring.name(), "alpha": cdl.cfg.alpha,
+        "modalities": names, "scoring": cdl.teachers[0].scoring().name(), "alpha": cdl.cfg.alpha,
         "beta": cdl.cfg.beta, "tau": if cdl.cfg.soft_match { cdl.cfg.tau } else { 1.0 },
         "rows_with_pairs": pairs.rows_with_pairs, "lr": cfg.train.lr,
     });

@@ -56,7 +56,7 @@ impl Cdl {
         let vb = params.var_builder(device);
         let (mut heads, mut ts, mut names) = (Vec::new(), Vec::new(), Vec::new());
         for (name, t) in teachers {
-            heads.push(CdlHead::new(t.dim, t.codebook.k, code_faithful, vb.pp(format!("cdl.{name}")))?);
+            heads.push(CdlHead::new(t.dim(), t.codebook.k, code_faithful, vb.pp(format!("cdl.{name}")))?);
             ts.push(t);
             names.push(name);
         }

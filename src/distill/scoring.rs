@@ -39,14 +39,7 @@ impl Scoring {
     pub fn score(self, a: &[f32], b: &[f32]) -> f32 {
         match self {
             Self::Dot => dot(a, b),
-            Self::Cos => {
-                let n = (dot(a, a) * dot(b, b)).sqrt();
-                if n > 0.0 {
-                    dot(a, b) / n
-                } else {
-                    0.0
-                }
-            }
+            Self::Cos => cos_from_parts(dot(a, b), dot(a, a), dot(b, b)),
             Self::Euclidean => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>().sqrt(),
             Self::Manhattan => a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum(),
         }
@@ -71,8 +64,18 @@ impl Scoring {
     }
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `cos(a, b)` from `a · b`, `|a|²` and `|b|²`; 0 when either vector is zero.
+pub(crate) fn cos_from_parts(ab: f32, aa: f32, bb: f32) -> f32 {
+    let n = (aa * bb).sqrt();
+    if n > 0.0 {
+        ab / n
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]

@@ -291,7 +291,7 @@ impl CdlHead {
         code_faithful: bool,
     ) -> Result<(Tensor, Tensor)> {
         let p = self.project(e)?;
-        let s = teacher.scoring.paired(&p, &index.a, &index.b)?; // [P]
+        let s = teacher.scoring().paired(&p, &index.a, &index.b)?; // [P]
         let target = Tensor::from_slice(&t.holistic, t.holistic.len(), e.device())?;
         let tau = if cfg.soft_match || code_faithful { cfg.tau } else { 1.0 };
         let sq = ((&s - target)? / tau)?.sqr()?; // [P]
@@ -358,14 +358,7 @@ mod tests {
     fn teacher(scoring: Scoring) -> Teacher {
         // Items 1..3 with 2-d representations; codebook of 2 codes on 1 sub-vector.
         let repr = vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0];
-        Teacher {
-            repr,
-            dim: 2,
-            scoring,
-            subvectors: 1,
-            codebook: Codebook { k: 2, dim: 1, centroids: vec![0.0, 1.0] },
-            fit_mse: 0.0,
-        }
+        Teacher::new(repr, 2, scoring, 1, Codebook { k: 2, dim: 1, centroids: vec![0.0, 1.0] })
     }
 
     fn head(dim: usize, identity: bool) -> (ParamStore, CdlHead) {
@@ -454,7 +447,7 @@ mod tests {
             for &i in &u {
                 for &j in &u {
                     if i != j {
-                        let s = t.scoring.score(&proj(&repr[i as usize]), &proj(&repr[j as usize]));
+                        let s = t.scoring().score(&proj(&repr[i as usize]), &proj(&repr[j as usize]));
                         row_sum += ((s - t.holistic(i, j)) / tau).powi(2);
                     }
                 }
@@ -480,11 +473,9 @@ mod tests {
         let e_rows: Vec<f32> = pairs.items.iter().flat_map(|&i| repr[i as usize].clone()).collect();
         let e = Tensor::from_vec(e_rows, (pairs.items.len(), d), &dev).unwrap();
         for scoring in [Scoring::Cos, Scoring::Dot, Scoring::Euclidean, Scoring::Manhattan] {
-            let mut t = teacher(scoring);
-            t.repr = (0..=n).flat_map(|_| (0..d).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>()).collect();
-            t.dim = d;
-            t.codebook = Codebook { k: 2, dim: 1, centroids: vec![0.0, 1.0] };
-            t.subvectors = 1;
+            let teacher_repr =
+                (0..=n).flat_map(|_| (0..d).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>()).collect();
+            let t = Teacher::new(teacher_repr, d, scoring, 1, Codebook { k: 2, dim: 1, centroids: vec![0.0, 1.0] });
             let targets = PairTargets::new(&pairs, &t, 1000, &mut ChaCha8Rng::seed_from_u64(0));
             let (params, head) = head(d, false);
             let get = |k: &str| params.vars().into_iter().find(|(name, _)| name == k).unwrap().1;

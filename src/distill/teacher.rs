@@ -62,15 +62,19 @@ pub fn centre_codes(codes: &mut [f32], dim: usize) {
     }
 }
 
+/// Fields that the scores depend on are private: the squared-norm cache must match them.
 pub struct Teacher {
     /// [rows, dim] item representations (row = item id; row 0 padding).
-    pub repr: Vec<f32>,
-    pub dim: usize,
-    pub scoring: Scoring,
-    pub subvectors: usize,
+    repr: Vec<f32>,
+    dim: usize,
+    scoring: Scoring,
+    subvectors: usize,
     pub codebook: Codebook,
     /// Mean squared quantisation error on the fitting sample.
     pub fit_mse: f64,
+    /// Per row, `|z|²` of the whole row and of each sub-vector (`1 + subvectors` values), for
+    /// cos scoring; empty for the other scorings. See [`Teacher::index_norms`].
+    sq_norms: Vec<f32>,
 }
 
 impl Teacher {
@@ -87,7 +91,9 @@ impl Teacher {
             subvectors: cfg.subvectors,
             codebook: Codebook { k: 0, dim: cfg.subvectors, centroids: Vec::new() },
             fit_mse: 0.0,
+            sq_norms: Vec::new(),
         };
+        t.index_norms();
         let pairs = sample_pairs(seqs, cfg.fit_pairs, seed);
         if pairs.is_empty() {
             anyhow::bail!("teacher: no co-occurring item pairs in the training sequences");
@@ -101,25 +107,80 @@ impl Teacher {
         Ok(t)
     }
 
+    /// Width of the item representations.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The score function `φ`.
+    pub fn scoring(&self) -> Scoring {
+        self.scoring
+    }
+
+    /// A teacher from its parts (the codebook already fitted).
+    pub fn new(repr: Vec<f32>, dim: usize, scoring: Scoring, subvectors: usize, codebook: Codebook) -> Self {
+        let mut t = Self { repr, dim, scoring, subvectors, codebook, fit_mse: 0.0, sq_norms: Vec::new() };
+        t.index_norms();
+        t
+    }
+
+    /// Fills the squared-norm cache for cos scoring: the training step scores every pair of a
+    /// batch, and cos needs `|a|²` and `|b|²` besides `a · b`. The cached values are computed
+    /// by the same function as [`Scoring::score`], so scores are bit-identical with or without it.
+    fn index_norms(&mut self) {
+        if self.scoring != Scoring::Cos || self.dim == 0 || self.subvectors == 0 {
+            return;
+        }
+        let (sub, stride) = (self.dim / self.subvectors, 1 + self.subvectors);
+        let rows = self.repr.len() / self.dim;
+        let mut norms = vec![0f32; rows * stride];
+        for (r, n) in norms.chunks_mut(stride).enumerate() {
+            let z = &self.repr[r * self.dim..(r + 1) * self.dim];
+            n[0] = super::scoring::dot(z, z);
+            for k in 0..self.subvectors {
+                let zk = &z[k * sub..(k + 1) * sub];
+                n[1 + k] = super::scoring::dot(zk, zk);
+            }
+        }
+        self.sq_norms = norms;
+    }
+
     fn row(&self, i: u32) -> &[f32] {
         &self.repr[i as usize * self.dim..(i as usize + 1) * self.dim]
     }
 
+    /// `φ(a, b)` for part `part` (0 = the whole row, 1 + k = sub-vector k) of rows `i` and `j`.
+    fn score_part(&self, i: u32, j: u32, part: usize, a: &[f32], b: &[f32]) -> f32 {
+        if self.sq_norms.is_empty() {
+            return self.scoring.score(a, b);
+        }
+        let stride = 1 + self.subvectors;
+        let (na, nb) = (self.sq_norms[i as usize * stride + part], self.sq_norms[j as usize * stride + part]);
+        super::scoring::cos_from_parts(super::scoring::dot(a, b), na, nb)
+    }
+
     /// Holistic score `φ(z_i, z_j)`.
     pub fn holistic(&self, i: u32, j: u32) -> f32 {
-        self.scoring.score(self.row(i), self.row(j))
+        self.score_part(i, j, 0, self.row(i), self.row(j))
     }
 
     /// Correlation vector `v_ij` (length m) into `out`.
     pub fn corr_vector(&self, i: u32, j: u32, out: &mut [f32]) {
         let sub = self.dim / self.subvectors;
+        let (zi, zj) = (self.row(i), self.row(j));
         for (k, o) in out.iter_mut().enumerate() {
-            *o = self.scoring.score(&self.row(i)[k * sub..(k + 1) * sub], &self.row(j)[k * sub..(k + 1) * sub]);
+            *o = self.score_part(i, j, 1 + k, &zi[k * sub..(k + 1) * sub], &zj[k * sub..(k + 1) * sub]);
         }
     }
 
     /// Dissected correlation code `c_ij` in `0..K`.
     pub fn code(&self, i: u32, j: u32) -> u32 {
+        const STACK: usize = 64;
+        if self.subvectors <= STACK {
+            let mut v = [0f32; STACK];
+            self.corr_vector(i, j, &mut v[..self.subvectors]);
+            return self.codebook.nearest(&v[..self.subvectors]).0;
+        }
         let mut v = vec![0f32; self.subvectors];
         self.corr_vector(i, j, &mut v);
         self.codebook.nearest(&v).0
@@ -190,6 +251,24 @@ mod tests {
         assert!((v[0] - Scoring::Cos.score(&t.row(1)[..4], &t.row(2)[..4])).abs() < 1e-6);
         assert!((v[1] - Scoring::Cos.score(&t.row(1)[4..], &t.row(2)[4..])).abs() < 1e-6);
         assert!((t.holistic(1, 2) - Scoring::Cos.score(t.row(1), t.row(2))).abs() < 1e-6);
+    }
+
+    #[test]
+    fn cached_norms_give_the_same_scores_bit_for_bit() {
+        let t = toy_teacher(Quantizer::Kmeans, 1);
+        assert!(!t.sq_norms.is_empty());
+        let mut plain = Teacher::new(t.repr.clone(), t.dim, t.scoring, t.subvectors, t.codebook.clone());
+        plain.sq_norms.clear();
+        for i in 0..=6 {
+            for j in 0..=6 {
+                assert_eq!(t.holistic(i, j).to_bits(), plain.holistic(i, j).to_bits(), "({i}, {j})");
+                let (mut a, mut b) = ([0f32; 2], [0f32; 2]);
+                t.corr_vector(i, j, &mut a);
+                plain.corr_vector(i, j, &mut b);
+                assert_eq!(a.map(f32::to_bits), b.map(f32::to_bits));
+                assert_eq!(t.code(i, j), plain.code(i, j));
+            }
+        }
     }
 
     #[test]
