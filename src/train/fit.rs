@@ -172,7 +172,7 @@ fn fit(
     let metric: Metric = t.valid_metric;
     let mut best = f64::NEG_INFINITY;
     let mut bad_epochs = 0;
-    // The selected epoch's weights, and its test metrics where they were measured.
+    // A copy of the selected epoch's weights (the test set is ranked with them after training).
     let mut selected_weights: Option<std::collections::BTreeMap<String, Tensor>> = None;
     let tables: Vec<Tensor> = model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
     let names: Vec<String> =
