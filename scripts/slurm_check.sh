@@ -33,10 +33,19 @@ fi
 w="$(mktemp -d /tmp/kdsr-slurm.XXXXXX)"
 chmod 700 "$w"
 cleanup() {
+    local pids=() d p
     for d in slurmd slurmctld munged; do
-        [[ -f "$w/$d.pid" ]] && kill "$(cat "$w/$d.pid")" 2>/dev/null || true
+        [[ -f "$w/$d.pid" ]] && p=$(cat "$w/$d.pid") && kill "$p" 2>/dev/null && pids+=("$p")
     done
-    if [[ "${KEEP:-0}" == 1 ]]; then echo "slurm-check: kept $w"; else rm -rf "$w"; fi
+    # The daemons save their state into $w as they shut down: removing $w before they exit
+    # races with those writes ("Directory not empty"). Wait for them (at most 20 s).
+    for _ in $(seq 100); do
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && { sleep 0.2; continue 2; }; done
+        break
+    done
+    if [[ "${KEEP:-0}" == 1 ]]; then echo "slurm-check: kept $w"; return; fi
+    for _ in 1 2 3; do rm -rf "$w" 2>/dev/null && return; sleep 1; done
+    echo "slurm-check: warning: could not remove $w" >&2
 }
 trap cleanup EXIT
 
