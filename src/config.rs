@@ -200,7 +200,11 @@ impl RunConfig {
     /// A short name of the model variant: `sasrec`, `sasrec+frozen`, `sasrec+tuned`,
     /// `sasrec+cdl`.
     pub fn variant_name(&self) -> String {
-        let base = self.model.kind().name();
+        let base = match &self.model {
+            // MMSR with per-item modality nodes is its own model in tables (KDSR's backbone).
+            ModelSpec::Mmsr(c) if c.modality_nodes == crate::model::mmsr::ModalityNodes::Items => "mmsr-items",
+            m => m.kind().name(),
+        };
         let implied = self.model.traits().and_then(|t| t.modality.default_mode());
         match &self.modality {
             None => base.to_string(),
@@ -264,7 +268,7 @@ impl RunConfig {
         let name = self.model.kind().name();
         if let Some(traits) = self.model.traits() {
             match (traits.modality, &self.modality) {
-                (ModalityUse::Required(_) | ModalityUse::Frozen, None) => {
+                (ModalityUse::Required(_) | ModalityUse::Frozen | ModalityUse::Codes, None) => {
                     return Err(format!(
                         "model {name} needs modality embeddings: add [modality] (e.g. modality.modalities = [\"text\", \"attributes\"])"
                     ));
@@ -276,6 +280,21 @@ impl RunConfig {
                     return Err(format!(
                         "model {name} uses frozen modality features (modality.mode = \"frozen\"); for tuned tables or CDL use sasrec with modality.mode"
                     ));
+                }
+                (ModalityUse::Codes, Some(mc)) if mc.mode != crate::model::ModalityMode::Frozen => {
+                    return Err(format!(
+                        "model {name} (with these settings) reads only the autoencoder codes, not trainable modality tables: set modality.mode = \"frozen\"{}",
+                        if name == "mmsr" { ", or model.modality_nodes = \"items\" for tuned tables or CDL (KDSR on MMSR)" } else { "" }
+                    ));
+                }
+                (ModalityUse::Codes, Some(mc)) => {
+                    let width = self.model.width().unwrap_or(0);
+                    if traits.clusters.is_some() && mc.autoencoder.hidden != width {
+                        return Err(format!(
+                            "model {name} initialises nodes from the autoencoder codes: modality.autoencoder.hidden ({}) must equal the model width ({width})",
+                            mc.autoencoder.hidden
+                        ));
+                    }
                 }
                 _ => {}
             }

@@ -1,5 +1,5 @@
-//! Table 2's baselines beyond SASRec and GRU4Rec (SR-GNN; SASRM, NOVA and DIF-SR with text and
-//! attribute embeddings) train end to end on a real slice of Beauty and beat popularity.
+//! Table 2's baselines beyond SASRec and GRU4Rec (SR-GNN; SASRM, NOVA, DIF-SR and MMSR with text
+//! and attribute embeddings) train end to end on a real slice of Beauty and beat popularity.
 
 mod common;
 
@@ -108,4 +108,23 @@ fn srgnn_trains_on_prefixes_and_beats_popularity() {
     let err = bad.validate().unwrap_err();
     assert!(err.contains("takes no modality"), "{err}");
     beats_popularity(&cfg, 1.05);
+}
+
+#[test]
+fn mmsr_trains_on_cluster_graphs_and_beats_popularity() {
+    let cfg = config(ModelKind::Mmsr, 3);
+    // Not causal, and it reads only the autoencoder codes: prefix samples and frozen modality
+    // settings by default; tuned tables need per-item modality nodes.
+    assert_eq!((cfg.train.sample_mode, cfg.train.pack), (SampleMode::Prefix, false));
+    assert_eq!(cfg.modality.as_ref().map(|m| m.mode), Some(ModalityMode::Frozen));
+    let mut bad = cfg.clone();
+    bad.modality.as_mut().unwrap().mode = ModalityMode::Cdl;
+    let err = bad.validate().unwrap_err();
+    assert!(err.contains("modality.mode") && err.contains("modality_nodes"), "{err}");
+    if let ModelSpec::Mmsr(m) = &mut bad.model {
+        m.modality_nodes = kdsr::model::mmsr::ModalityNodes::Items;
+    }
+    bad.validate().unwrap();
+    assert_eq!(bad.variant_name(), "mmsr-items+cdl");
+    beats_popularity(&cfg, 1.15);
 }

@@ -25,7 +25,13 @@ fn check(spec: ModelSpec, key: &str, width: usize) {
     let fx = common::fixture("parity_side.json");
     let dev = Device::Cpu;
     let labels = Tensor::from_vec(floats(&fx["labels"]), (N_ITEMS + 1, ATTRS), &dev).unwrap();
-    let dims = Dims { n_items: N_ITEMS, max_len: MAX_LEN, streams: STREAMS, attribute_labels: Some(labels) };
+    let dims = Dims {
+        n_items: N_ITEMS,
+        max_len: MAX_LEN,
+        streams: STREAMS,
+        attribute_labels: Some(labels),
+        clusters: Vec::new(),
+    };
     let params = ParamStore::new(0);
     let model = Backbone::new(&spec, &dims, params.var_builder(&dev)).unwrap().unwrap();
     let want = &fx[key];

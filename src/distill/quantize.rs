@@ -55,6 +55,14 @@ impl Codebook {
         best
     }
 
+    /// The `k` nearest codewords of `v`, nearest first (ties to the lower index).
+    pub fn nearest_k(&self, v: &[f32], k: usize) -> Vec<u32> {
+        let mut d: Vec<(f32, u32)> =
+            self.centroids.chunks(self.dim).enumerate().map(|(c, w)| (sq_dist(v, w), c as u32)).collect();
+        d.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        d.into_iter().take(k).map(|(_, c)| c).collect()
+    }
+
     /// Codes of all vectors in `data` (row-major, `dim` columns).
     pub fn assign(&self, data: &[f32]) -> Vec<u32> {
         data.par_chunks(self.dim).map(|v| self.nearest(v).0).collect()
@@ -216,6 +224,13 @@ pub fn vq_ema(data: &[f32], dim: usize, k: usize, cfg: &VqConfig, seed: u64) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nearest_k_in_order() {
+        let book = Codebook { k: 3, dim: 1, centroids: vec![0.0, 10.0, 4.0] };
+        assert_eq!(book.nearest_k(&[9.0], 2), vec![1, 2]);
+        assert_eq!(book.nearest_k(&[2.0], 3), vec![0, 2, 1], "a tie goes to the lower index");
+    }
 
     /// Four well-separated 2-d clusters.
     fn clusters(n_per: usize, seed: u64) -> Vec<f32> {

@@ -154,6 +154,7 @@ impl SeqModel for DifSr {
             inputs: Inputs::Streams,
             modality: ModalityUse::Required(ModalityMode::Tuned),
             attribute_labels: cfg.attribute_loss > 0.0,
+            clusters: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod difsr;
 pub mod fusion;
 pub mod gru4rec;
 pub mod layers;
+pub mod mmsr;
 pub mod nova;
 pub mod params;
 pub mod registry;
@@ -23,7 +24,9 @@ use candle_core::{Device, Result, Tensor};
 pub use fusion::{ModalityEmbeddings, ModalityMode, Recommender};
 pub use gru4rec::{Gru4Rec, Gru4RecConfig};
 pub use layers::Ctx;
-pub use registry::{Backbone, Dims, Inputs, ModalityUse, ModelKind, ModelSpec, SeqModel, Side, Traits};
+pub use registry::{
+    Backbone, Clustering, Dims, Inputs, ModalityClusters, ModalityUse, ModelKind, ModelSpec, SeqModel, Side, Traits,
+};
 pub use sasrec::{SasRec, SasRecConfig};
 
 /// A batch as the backbones see it (see [`Batch`] for the layout).

@@ -87,6 +87,7 @@ impl SeqModel for Nova {
             inputs: Inputs::Streams,
             modality: ModalityUse::Required(ModalityMode::Tuned),
             attribute_labels: false,
+            clusters: None,
         }
     }
 

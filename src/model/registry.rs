@@ -34,6 +34,9 @@ pub enum ModalityUse {
     Required(ModalityMode),
     /// Needs them frozen (the two-stage baselines).
     Frozen,
+    /// Reads only the items' autoencoder codes ([`Dims::clusters`]), not modality tables: a run
+    /// file needs `[modality]` (which features, which autoencoder) with `mode = "frozen"`.
+    Codes,
 }
 
 impl ModalityUse {
@@ -42,7 +45,7 @@ impl ModalityUse {
         match self {
             Self::Optional | Self::Never => None,
             Self::Required(m) => Some(m),
-            Self::Frozen => Some(ModalityMode::Frozen),
+            Self::Frozen | Self::Codes => Some(ModalityMode::Frozen),
         }
     }
 }
@@ -60,12 +63,40 @@ pub struct Traits {
     /// Needs the items' multi-hot attribute labels ([`Dims::attribute_labels`], from the
     /// attributes modality) for its auxiliary loss.
     pub attribute_labels: bool,
+    /// Needs each modality's autoencoder codes clustered by k-means ([`Dims::clusters`]).
+    pub clusters: Option<Clustering>,
+}
+
+/// The k-means clustering of each modality's autoencoder codes that a backbone asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clustering {
+    /// Clusters per modality.
+    pub clusters: usize,
+    /// Nearest clusters each item links to.
+    pub link_k: usize,
+    pub seed: u64,
+}
+
+/// One modality's clusters ([`Traits::clusters`]).
+#[derive(Debug, Clone)]
+pub struct ModalityClusters {
+    pub name: String,
+    pub dim: usize,
+    /// [clusters * dim], row-major.
+    pub centroids: Vec<f32>,
+    /// `[(n_items + 1) * link_k]`: each item's nearest clusters, nearest first (row 0 = padding).
+    pub links: Vec<u32>,
 }
 
 impl Traits {
     /// A causal ID backbone that can take summed modality embeddings.
-    pub const CAUSAL_ID: Self =
-        Self { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Optional, attribute_labels: false };
+    pub const CAUSAL_ID: Self = Self {
+        causal: true,
+        inputs: Inputs::Summed,
+        modality: ModalityUse::Optional,
+        attribute_labels: false,
+        clusters: None,
+    };
 }
 
 /// Modality inputs of a batch, as [`Traits::inputs`] asks for them.
@@ -89,12 +120,15 @@ pub struct Dims {
     /// Multi-hot attribute labels of every item `[n_items + 1, A]` (row 0 = padding), for
     /// backbones with an attribute-prediction loss ([`Traits::attribute_labels`]).
     pub attribute_labels: Option<Tensor>,
+    /// Per modality: k-means clusters of the teacher's autoencoder codes, for backbones that
+    /// ask for them ([`Traits::clusters`]).
+    pub clusters: Vec<ModalityClusters>,
 }
 
 impl Dims {
     /// Sizes of an ID-only model.
     pub fn ids(n_items: usize, max_len: usize) -> Self {
-        Self { n_items, max_len, streams: 0, attribute_labels: None }
+        Self { n_items, max_len, streams: 0, attribute_labels: None, clusters: Vec::new() }
     }
 }
 
@@ -122,6 +156,12 @@ pub trait SeqModel: Sized {
     /// targets are `targets` [M] (item ids, 1-based); added to the cross-entropy.
     fn aux_loss(&self, _h: &Tensor, _targets: &Tensor) -> Result<Option<Tensor>> {
         Ok(None)
+    }
+    /// Initial values computed from the data (e.g. cluster centroids) for some of the
+    /// parameters created in [`SeqModel::new`], by parameter name; the caller writes them into
+    /// its parameter store.
+    fn data_init(&self) -> Vec<(String, Tensor)> {
+        Vec::new()
     }
 }
 
@@ -241,6 +281,13 @@ macro_rules! register {
                 }
             }
 
+            /// See [`SeqModel::data_init`].
+            pub fn data_init(&self) -> Vec<(String, Tensor)> {
+                match &self.net {
+                    $(Net::$variant(m) => m.data_init(),)*
+                }
+            }
+
             /// See [`SeqModel::aux_loss`].
             pub fn aux_loss(&self, h: &Tensor, targets: &Tensor) -> Result<Option<Tensor>> {
                 match &self.net {
@@ -265,6 +312,8 @@ register! {
     Difsr(super::difsr::DifSr) = "difsr",
     /// SR-GNN (Wu et al., 2019): a gated graph network over each window's session graph.
     Srgnn(super::srgnn::SrGnn) = "srgnn",
+    /// MMSR (Hu et al., 2023): typed attention over a heterogeneous item and modality graph.
+    Mmsr(super::mmsr::Mmsr) = "mmsr",
 }
 
 impl Backbone {

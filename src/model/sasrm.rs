@@ -19,7 +19,13 @@ impl SeqModel for Sasrm {
     type Config = SasRecConfig;
 
     fn traits(_: &SasRecConfig) -> Traits {
-        Traits { causal: true, inputs: Inputs::Summed, modality: ModalityUse::Frozen, attribute_labels: false }
+        Traits {
+            causal: true,
+            inputs: Inputs::Summed,
+            modality: ModalityUse::Frozen,
+            attribute_labels: false,
+            clusters: None,
+        }
     }
 
     fn check(cfg: &SasRecConfig) -> std::result::Result<(), String> {

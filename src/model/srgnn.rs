@@ -139,7 +139,13 @@ impl SeqModel for SrGnn {
     type Config = SrGnnConfig;
 
     fn traits(_: &SrGnnConfig) -> Traits {
-        Traits { causal: false, inputs: Inputs::Summed, modality: ModalityUse::Never, attribute_labels: false }
+        Traits {
+            causal: false,
+            inputs: Inputs::Summed,
+            modality: ModalityUse::Never,
+            attribute_labels: false,
+            clusters: None,
+        }
     }
 
     fn check(cfg: &SrGnnConfig) -> std::result::Result<(), String> {

@@ -115,7 +115,7 @@ fn default_figure_metric() -> Metric {
 }
 
 /// Display names of built-in labels (the paper's spelling).
-const NAMES: [(&str, &str); 22] = [
+const NAMES: [(&str, &str); 25] = [
     ("beauty", "Beauty"),
     ("clothing", "Cloth."),
     ("sports", "Sport"),
@@ -129,6 +129,11 @@ const NAMES: [(&str, &str); 22] = [
     ("nova", "NOVA"),
     ("difsr", "DIF-SR"),
     ("srgnn", "SR-GNN"),
+    ("mmsr", "MMSR"),
+    ("mmsr-items", "MMSR (item nodes)"),
+    // KDSR as the paper's Table 2 runs it: CDL on an MMSR backbone whose modality nodes are the
+    // items' modality embeddings (the tables CDL supervises).
+    ("mmsr-items+cdl", "KDSR"),
     ("frozen", "frozen"),
     ("tuned", "tuned"),
     ("cdl", "tuned + CDL"),

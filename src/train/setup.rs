@@ -11,7 +11,7 @@ use crate::distill::Teacher;
 use crate::error::bad_input;
 use crate::modality::{load_features, FeatureMatrix, Modality};
 use crate::model::params::ParamStore;
-use crate::model::{Backbone, Dims, ModalityEmbeddings, ModalityMode, Recommender};
+use crate::model::{Backbone, Dims, ModalityClusters, ModalityEmbeddings, ModalityMode, ModalityUse, Recommender};
 use crate::train::RunOptions;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -105,6 +105,11 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
             let labels = Tensor::from_slice(&feats.data, (ds.n_items + 1, feats.dim), &opts.device)?;
             dims.attribute_labels = Some(labels.ne(0f32)?.to_dtype(candle_core::DType::F32)?);
         }
+        if let Some(c) = cfg.model.traits().and_then(|t| t.clusters) {
+            let book = crate::distill::quantize::kmeans(&codes[dim..], dim, c.clusters, 100, c.seed);
+            let links = codes.chunks(dim).flat_map(|v| book.nearest_k(v, c.link_k)).collect();
+            dims.clusters.push(ModalityClusters { name: m.name().to_string(), dim, centroids: book.centroids, links });
+        }
         inits.push((m.name().to_string(), codes, dim));
         teachers.push((m.name().to_string(), teacher));
     }
@@ -112,14 +117,21 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     let backbone = Backbone::new(&cfg.model, &dims, params.var_builder(&opts.device))
         .with_context(|| format!("building {}", cfg.model.kind().name()))?
         .context("neural backbone")?;
-    let modality = ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, &params, &opts.device)?;
+    for (name, value) in backbone.data_init() {
+        params.set(&name, &value)?;
+    }
+    // A backbone that reads only the codes gets no modality tables.
+    let modality = match backbone.traits.modality {
+        ModalityUse::Codes => None,
+        _ => Some(ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, &params, &opts.device)?),
+    };
     let cdl = match mc.mode {
         ModalityMode::Cdl => {
             Some(Cdl::new(teachers, mc.student.clone(), mc.code_faithful, &params, &opts.device, cfg.seed)?)
         }
         _ => None,
     };
-    Ok(Setup { params, model: Recommender { backbone, modality: Some(modality) }, cdl, probes, info: info.into() })
+    Ok(Setup { params, model: Recommender { backbone, modality }, cdl, probes, info: info.into() })
 }
 
 /// One lock per dataset and modality in this process (taken in [`build`]).
