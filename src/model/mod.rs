@@ -67,6 +67,21 @@ impl SeqBatch {
     }
 }
 
+/// A non-causal backbone's output laid out as `[B, T, D]`: row `r`'s state `out[r]` ([B, D]) at
+/// its cell `cells[r]` (an index into the row, `None` for an empty row), zero elsewhere.
+pub(crate) fn at_cells(out: &Tensor, cells: &[Option<usize>], t: usize) -> Result<Tensor> {
+    let (b, d) = out.dims2()?;
+    let zero = Tensor::zeros((1, d), out.dtype(), out.device())?;
+    let padded = Tensor::cat(&[out, &zero], 0)?; // [B + 1, D]
+    let mut pick = vec![b as u32; b * t];
+    for (r, c) in cells.iter().enumerate() {
+        if let Some(c) = c {
+            pick[r * t + c] = r as u32;
+        }
+    }
+    padded.index_select(&Tensor::from_vec(pick, b * t, out.device())?, 0)?.reshape((b, t, d))
+}
+
 /// Popularity: every user gets the same scores, the item's count among training inputs and
 /// targets.
 #[derive(Debug, Clone)]

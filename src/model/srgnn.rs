@@ -202,21 +202,15 @@ impl SeqModel for SrGnn {
         let alias = Tensor::from_vec(g.alias, b * t, dev)?;
         let seq_hidden = h.reshape((b * t, d))?.index_select(&alias, 0)?.reshape((b, t, d))?;
         let last: Vec<u32> = g.last.iter().enumerate().map(|(r, &c)| (r * t + c) as u32).collect();
-        let ht = seq_hidden.reshape((b * t, d))?.index_select(&Tensor::from_vec(last.clone(), b, dev)?, 0)?; // [B, D]
+        let ht = seq_hidden.reshape((b * t, d))?.index_select(&Tensor::from_vec(last, b, dev)?, 0)?; // [B, D]
         let q1 = self.linear_one.forward(&ht)?.unsqueeze(1)?; // [B, 1, D]
         let q2 = self.linear_two.forward(&seq_hidden)?; // [B, T, D]
         let alpha = self.linear_three.forward(&candle_nn::ops::sigmoid(&q2.broadcast_add(&q1)?)?)?; // [B, T, 1]
         let cell_mask = input.items.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?;
         let a = seq_hidden.broadcast_mul(&alpha)?.broadcast_mul(&cell_mask)?.sum(1)?; // [B, D]
         let out = self.linear_transform.forward(&Tensor::cat(&[a, ht], 1)?)?; // [B, D]
-                                                                              // Row r's output at its last cell, zero elsewhere.
-        let zero = Tensor::zeros((1, d), out.dtype(), dev)?;
-        let padded = Tensor::cat(&[out, zero], 0)?; // [B + 1, D]
-        let mut pick = vec![b as u32; b * t];
-        for (r, &c) in last.iter().enumerate() {
-            pick[c as usize] = r as u32;
-        }
-        padded.index_select(&Tensor::from_vec(pick, b * t, dev)?, 0)?.reshape((b, t, d))
+        let cells: Vec<Option<usize>> = g.last.iter().map(|&c| Some(c)).collect();
+        super::at_cells(&out, &cells, t)
     }
 
     fn item_table(&self) -> &Tensor {

@@ -472,15 +472,8 @@ impl SeqModel for Mmsr {
         outs.push(Tensor::zeros((1, d), DType::F32, dev)?);
         let nodes = Tensor::cat(&outs, 0)?; // [total + 1, D]
         let out = nodes.index_select(&Tensor::from_vec(last, b, dev)?, 0)?; // [B, D]
-                                                                            // Row r's output at its last cell, zero elsewhere.
-        let padded = Tensor::cat(&[out, Tensor::zeros((1, d), DType::F32, dev)?], 0)?;
-        let mut pick = vec![b as u32; b * t];
-        for (r, &len) in lens.iter().enumerate() {
-            if len > 0 {
-                pick[r * t + len - 1] = r as u32;
-            }
-        }
-        padded.index_select(&Tensor::from_vec(pick, b * t, dev)?, 0)?.reshape((b, t, d))
+        let cells: Vec<Option<usize>> = lens.iter().map(|&len| len.checked_sub(1)).collect();
+        super::at_cells(&out, &cells, t)
     }
 
     fn item_table(&self) -> &Tensor {
