@@ -200,11 +200,7 @@ impl RunConfig {
     /// A short name of the model variant: `sasrec`, `sasrec+frozen`, `sasrec+tuned`,
     /// `sasrec+cdl`.
     pub fn variant_name(&self) -> String {
-        let base = match &self.model {
-            // MMSR with per-item modality nodes is its own model in tables (KDSR's backbone).
-            ModelSpec::Mmsr(c) if c.modality_nodes == crate::model::mmsr::ModalityNodes::Items => "mmsr-items",
-            m => m.kind().name(),
-        };
+        let base = self.model.variant();
         let implied = self.model.traits().and_then(|t| t.modality.default_mode());
         match &self.modality {
             None => base.to_string(),

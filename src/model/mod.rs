@@ -17,6 +17,7 @@ pub mod registry;
 pub mod sasrec;
 pub mod sasrm;
 pub mod srgnn;
+pub mod trans2d;
 
 use crate::data::batch::Batch;
 use candle_core::{Device, Result, Tensor};

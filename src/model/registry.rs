@@ -142,6 +142,11 @@ pub trait SeqModel: Sized {
     fn check(_cfg: &Self::Config) -> std::result::Result<(), String> {
         Ok(())
     }
+    /// The model's name in tables when these settings make it a variant of its own (e.g. MMSR
+    /// with per-item modality nodes); None: the registered name.
+    fn variant(_cfg: &Self::Config) -> Option<&'static str> {
+        None
+    }
     /// The width of the item embeddings (the paper preset sets it to 128).
     fn width_mut(cfg: &mut Self::Config) -> &mut usize;
     fn width(cfg: &Self::Config) -> usize {
@@ -218,6 +223,14 @@ macro_rules! register {
                 match self {
                     Self::Pop => None,
                     $(Self::$variant(c) => Some(<$model>::traits(c)),)*
+                }
+            }
+
+            /// The model's name in tables: [`SeqModel::variant`], else the registered name.
+            pub fn variant(&self) -> &'static str {
+                match self {
+                    Self::Pop => "pop",
+                    $(Self::$variant(c) => <$model>::variant(c).unwrap_or($name),)*
                 }
             }
 
@@ -314,6 +327,8 @@ register! {
     Srgnn(super::srgnn::SrGnn) = "srgnn",
     /// MMSR (Hu et al., 2023): typed attention over a heterogeneous item and modality graph.
     Mmsr(super::mmsr::Mmsr) = "mmsr",
+    /// Trans2D (Singer et al., 2022): 2D attention over (position, channel) cells.
+    Trans2d(super::trans2d::Trans2d) = "trans2d",
 }
 
 impl Backbone {

@@ -308,6 +308,11 @@ impl SeqModel for Mmsr {
         Ok(())
     }
 
+    /// With per-item modality nodes MMSR is its own model in tables (KDSR's backbone).
+    fn variant(cfg: &MmsrConfig) -> Option<&'static str> {
+        (cfg.modality_nodes == ModalityNodes::Items).then_some("mmsr-items")
+    }
+
     fn width_mut(cfg: &mut MmsrConfig) -> &mut usize {
         &mut cfg.embedding
     }
