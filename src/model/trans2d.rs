@@ -241,7 +241,7 @@ impl SeqModel for Trans2d {
         if cfg.n_layers == 0 {
             return Err("model.n_layers must be at least 1".into());
         }
-        if cfg.n_heads == 0 || (cfg.head_width == HeadWidth::Split && cfg.hidden % cfg.n_heads != 0) {
+        if cfg.n_heads == 0 || (cfg.head_width == HeadWidth::Split && !cfg.hidden.is_multiple_of(cfg.n_heads)) {
             return Err(format!(
                 "model.n_heads = {} must be positive and, with head_width = \"split\", divide model.hidden = {}",
                 cfg.n_heads, cfg.hidden
