@@ -14,12 +14,13 @@ all-ones mask) and left out of the feature term; BERT's token-type row is left o
 without padding is unaffected by either. Every parameter p (sorted by name), element j:
 0.5 * sin(0.37 * (j + 1) + 1.3 * p).
 """
-import json
 import math
 import sys
 
 import torch
 import torch.nn.functional as F
+
+import fixture
 
 N_ITEMS, D, L, C, INNER = 10, 8, 6, 3, 16
 ITEMS = [[3, 1, 4, 1, 5, 9], [9, 2, 6, 0, 0, 0], [2, 2, 7, 3, 2, 0], [8, 0, 0, 0, 0, 0]]
@@ -131,17 +132,11 @@ def run(layers, heads, dh):
 
 
 if __name__ == "__main__":
-    fixture = {
-        "items": ITEMS,
-        "targets": TARGETS,
-        "n_items": N_ITEMS,
-        "dim": D,
-        "inner": INNER,
-        "streams": [s.flatten().tolist() for s in streams()],
-        # The reference's full-width heads (d_h = D), one layer; split heads, two layers.
-        "full": run(1, 2, D),
-        "split": run(2, 2, D // 2),
-        "torch": torch.__version__,
-    }
-    with open(sys.argv[1], "w") as f:
-        json.dump(fixture, f)
+    # The reference's full-width heads (d_h = D), one layer; split heads, two layers.
+    fixture.write(
+        sys.argv[1], ITEMS, TARGETS, N_ITEMS, D,
+        inner=INNER,
+        streams=[s.flatten().tolist() for s in streams()],
+        full=run(1, 2, D),
+        split=run(2, 2, D // 2),
+    )

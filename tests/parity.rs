@@ -38,7 +38,7 @@ fn outputs(kind: ModelKind) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let scores = h
         .matmul(
             &model
-                .candidates()
+                .candidates(&[], &mut Ctx::eval())
                 .unwrap()
                 .t()
                 .unwrap()

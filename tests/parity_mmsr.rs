@@ -97,7 +97,7 @@ fn check(variant: &str, kv_equal_q: bool) {
     assert!((total - at_last).abs() < 1e-5 * total, "only the last cells carry the output");
 
     let targets: Vec<u32> = fx["targets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32 - 1).collect();
-    let candidates = model.item_table().i(1..n_items + 1).unwrap();
+    let candidates = model.item_table().unwrap().i(1..n_items + 1).unwrap();
     let loss = kdsr::ops::catalogue_cross_entropy(&out, &candidates, &targets).unwrap();
     assert_close(&[loss.to_scalar::<f32>().unwrap()], &[want["loss"].as_f64().unwrap() as f32], "loss");
     let grads = loss.backward().unwrap();

@@ -69,7 +69,9 @@ fn check(spec: ModelSpec, key: &str, width: usize) {
     let last = h.reshape((b * width, D)).unwrap().index_select(&Tensor::new(cells, &dev).unwrap(), 0).unwrap();
     let targets: Vec<u32> = fx["targets"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let zero_based: Vec<u32> = targets.iter().map(|t| t - 1).collect();
-    let mut loss = kdsr::ops::catalogue_cross_entropy(&last, &model.candidates().unwrap(), &zero_based).unwrap();
+    let mut loss =
+        kdsr::ops::catalogue_cross_entropy(&last, &model.candidates(&[], &mut Ctx::eval()).unwrap(), &zero_based)
+            .unwrap();
     if let Some(aux) = model.aux_loss(&last, &Tensor::new(targets, &dev).unwrap()).unwrap() {
         loss = (loss + aux).unwrap();
     }

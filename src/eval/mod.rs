@@ -61,7 +61,7 @@ pub fn rank_instances(
             });
         }
         Scorer::Model(model) => {
-            let cand = model.candidates()?.contiguous()?; // [N, D]
+            let cand = model.candidates(&mut crate::model::Ctx::eval())?.contiguous()?; // [N, D]
             let (n_items, d) = cand.dims2()?;
             let fused = cand.device().is_cpu() && cand.dtype() == candle_core::DType::F32;
             let cand_t = if fused { None } else { Some(cand.t()?.contiguous()?) }; // [D, N]

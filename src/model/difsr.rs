@@ -155,6 +155,7 @@ impl SeqModel for DifSr {
             modality: ModalityUse::Required(ModalityMode::Tuned),
             attribute_labels: cfg.attribute_loss > 0.0,
             clusters: None,
+            item_tower: false,
         }
     }
 
@@ -223,8 +224,8 @@ impl SeqModel for DifSr {
         x.narrow(1, 0, t)
     }
 
-    fn item_table(&self) -> &Tensor {
-        self.embeddings.table()
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(self.embeddings.table())
     }
 
     /// `λ · mean_{m, a} BCE(W_a h_m + b_a, y[target_m, a])`

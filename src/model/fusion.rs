@@ -115,8 +115,18 @@ impl Recommender {
         self.backbone.forward(input, &side, ctx)
     }
 
-    /// Candidate item embeddings for ids 1..=N: [N, D]
-    pub fn candidates(&self) -> Result<Tensor> {
-        self.backbone.candidates()
+    /// Candidate item embeddings for ids 1..=N: [N, D] (`ctx`: the training step's or
+    /// evaluation's, for item towers with dropout).
+    pub fn candidates(&self, ctx: &mut Ctx) -> Result<Tensor> {
+        let all = match (&self.modality, self.backbone.traits.item_tower) {
+            (Some(m), true) => {
+                let rows = m.tables.first().map(|t| t.dim(0)).transpose()?.unwrap_or(1);
+                let ids = Tensor::arange(1u32, rows as u32, m.tables[0].device())?.unsqueeze(1)?; // [N, 1]
+                m.streams(&ids)?.iter().map(|s| s.squeeze(1)).collect::<Result<Vec<_>>>()?
+            }
+            (None, true) => candle_core::bail!("an item-tower model needs modality embeddings"),
+            _ => Vec::new(),
+        };
+        self.backbone.candidates(&all, ctx)
     }
 }

@@ -148,8 +148,8 @@ impl SeqModel for Gru4Rec {
         self.dense.forward(&x)
     }
 
-    fn item_table(&self) -> &Tensor {
-        self.item_embedding.embeddings()
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(self.item_embedding.embeddings())
     }
 }
 

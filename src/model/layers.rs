@@ -171,11 +171,45 @@ impl AttentionOutput {
 
     /// `probs` [B, H, T, T], `v` [B, H, T, dh], residual `x` [B, T, D] -> [B, T, D]
     pub fn forward(&self, probs: &Tensor, v: &Tensor, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.forward_with(probs, v, x, ctx, Product::Matmul)
+    }
+
+    /// As [`AttentionOutput::forward`], with `P V` computed by `product`.
+    pub fn forward_with(
+        &self,
+        probs: &Tensor,
+        v: &Tensor,
+        x: &Tensor,
+        ctx: &mut Ctx,
+        product: Product,
+    ) -> Result<Tensor> {
         let (b, t, d) = x.dims3()?;
         let probs = ctx.dropout(probs, self.attn_dropout)?;
-        let att = probs.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
+        let att = product.apply(&probs, v)?.transpose(1, 2)?.reshape((b, t, d))?; // [B, T, D]
         let att = ctx.dropout(&self.dense.forward(&att)?, self.hidden_dropout)?;
         self.ln.forward(&(att + x)?)
+    }
+}
+
+/// How a batch of small matrix products `[.., T, K] · [.., K, N]` is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Product {
+    Matmul,
+    /// Broadcast multiply and sum: cheaper than a batched matmul when `T`, `K`, `N` are a few
+    /// (e.g. attention within one item's modality tokens, over millions of batch entries).
+    Elementwise,
+}
+
+impl Product {
+    /// `a` [.., T, K], `b` [.., K, N] -> [.., T, N]
+    pub fn apply(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Matmul => a.matmul(b),
+            Self::Elementwise => {
+                let r = a.rank();
+                a.unsqueeze(r)?.broadcast_mul(&b.unsqueeze(r - 2)?)?.sum(r - 1)
+            }
+        }
     }
 }
 
@@ -301,8 +335,13 @@ impl AttentionLayer {
     /// The output and feed-forward sublayers for attention probabilities `probs` [B, H, T, T]
     /// over the values of `x` [B, T, D] (also the residual).
     pub fn finish(&self, probs: &Tensor, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        self.finish_with(probs, x, ctx, Product::Matmul)
+    }
+
+    /// As [`AttentionLayer::finish`], with `P V` computed by `product`.
+    pub fn finish_with(&self, probs: &Tensor, x: &Tensor, ctx: &mut Ctx, product: Product) -> Result<Tensor> {
         let v = self.heads(&self.value, x)?;
-        let x = self.output.forward(probs, &v, x, ctx)?;
+        let x = self.output.forward_with(probs, &v, x, ctx, product)?;
         self.feed_forward.forward(&x, ctx)
     }
 }

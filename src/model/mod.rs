@@ -11,6 +11,7 @@ pub mod fusion;
 pub mod gru4rec;
 pub mod layers;
 pub mod mmsr;
+pub mod mmsrec;
 pub mod nova;
 pub mod params;
 pub mod registry;

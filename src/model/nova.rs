@@ -88,6 +88,7 @@ impl SeqModel for Nova {
             modality: ModalityUse::Required(ModalityMode::Tuned),
             attribute_labels: false,
             clusters: None,
+            item_tower: false,
         }
     }
 
@@ -133,7 +134,7 @@ impl SeqModel for Nova {
         Ok(r)
     }
 
-    fn item_table(&self) -> &Tensor {
-        self.embeddings.table()
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(self.embeddings.table())
     }
 }

@@ -65,6 +65,9 @@ pub struct Traits {
     pub attribute_labels: bool,
     /// Needs each modality's autoencoder codes clustered by k-means ([`Dims::clusters`]).
     pub clusters: Option<Clustering>,
+    /// Scores items against embeddings it computes from every item's modality streams
+    /// ([`SeqModel::candidates`]) instead of an ID table.
+    pub item_tower: bool,
 }
 
 /// The k-means clustering of each modality's autoencoder codes that a backbone asks for.
@@ -89,6 +92,18 @@ pub struct ModalityClusters {
 }
 
 impl Traits {
+    /// A bidirectional backbone over each modality as its own stream (prefix samples).
+    pub const fn bidirectional_streams(modality: ModalityUse) -> Self {
+        Self {
+            causal: false,
+            inputs: Inputs::Streams,
+            modality,
+            attribute_labels: false,
+            clusters: None,
+            item_tower: false,
+        }
+    }
+
     /// A causal ID backbone that can take summed modality embeddings.
     pub const CAUSAL_ID: Self = Self {
         causal: true,
@@ -96,6 +111,7 @@ impl Traits {
         modality: ModalityUse::Optional,
         attribute_labels: false,
         clusters: None,
+        item_tower: false,
     };
 }
 
@@ -155,8 +171,19 @@ pub trait SeqModel: Sized {
     fn new(cfg: &Self::Config, dims: &Dims, vb: VarBuilder) -> Result<Self>;
     /// [B, T] -> [B, T, D]
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor>;
-    /// Item table `[n_items + 1, D]` (row 0 = padding) used for output scores.
-    fn item_table(&self) -> &Tensor;
+    /// The ID table `[n_items + 1, D]` (row 0 = padding) that scores items by dot products;
+    /// None for an ID-free model, which overrides [`SeqModel::candidates`].
+    fn item_table(&self) -> Option<&Tensor>;
+    /// Candidate embeddings for ids 1..=N, `[N, D]`, scored against the hidden states by dot
+    /// products. `all` holds every item's modality streams (M × `[N, D]`) when
+    /// [`Traits::item_tower`] is set, else nothing; `ctx` is the training step's (dropout) or
+    /// evaluation's. Default: the ID table's rows 1..=N.
+    fn candidates(&self, _all: &[Tensor], _ctx: &mut Ctx) -> Result<Tensor> {
+        let Some(table) = self.item_table() else {
+            candle_core::bail!("a model without an item table must compute its candidates")
+        };
+        table.narrow(0, 1, table.dim(0)? - 1)
+    }
     /// An auxiliary training loss on the hidden states `h` [M, D] of the target cells, whose
     /// targets are `targets` [M] (item ids, 1-based); added to the cross-entropy.
     fn aux_loss(&self, _h: &Tensor, _targets: &Tensor) -> Result<Option<Tensor>> {
@@ -287,10 +314,17 @@ macro_rules! register {
                 }
             }
 
-            /// Item table `[n_items + 1, D]`.
-            pub fn item_table(&self) -> &Tensor {
+            /// The ID table `[n_items + 1, D]`, if the model has one.
+            pub fn item_table(&self) -> Option<&Tensor> {
                 match &self.net {
                     $(Net::$variant(m) => m.item_table(),)*
+                }
+            }
+
+            /// Candidate item embeddings for ids 1..=N: [N, D] (see [`SeqModel::candidates`]).
+            pub fn candidates(&self, all: &[Tensor], ctx: &mut Ctx) -> Result<Tensor> {
+                match &self.net {
+                    $(Net::$variant(m) => m.candidates(all, ctx),)*
                 }
             }
 
@@ -329,14 +363,9 @@ register! {
     Mmsr(super::mmsr::Mmsr) = "mmsr",
     /// Trans2D (Singer et al., 2022): 2D attention over (position, channel) cells.
     Trans2d(super::trans2d::Trans2d) = "trans2d",
-}
-
-impl Backbone {
-    /// Candidate item embeddings for ids 1..=N: [N, D]
-    pub fn candidates(&self) -> Result<Tensor> {
-        let table = self.item_table();
-        table.narrow(0, 1, table.dim(0)? - 1)
-    }
+    /// MMSRec (Song et al., 2023): an ID-free two-tower Transformer over frozen modality
+    /// features, cosine scores against an item tower.
+    Mmsrec(super::mmsrec::Mmsrec) = "mmsrec",
 }
 
 #[cfg(test)]

@@ -100,8 +100,8 @@ impl SeqModel for SasRec {
         self.encode(input, side.summed.as_ref(), ctx)
     }
 
-    fn item_table(&self) -> &Tensor {
-        self.embeddings.table()
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(self.embeddings.table())
     }
 }
 

@@ -25,6 +25,7 @@ impl SeqModel for Sasrm {
             modality: ModalityUse::Frozen,
             attribute_labels: false,
             clusters: None,
+            item_tower: false,
         }
     }
 
@@ -47,7 +48,7 @@ impl SeqModel for Sasrm {
         self.0.encode(input, Some(fused), ctx)
     }
 
-    fn item_table(&self) -> &Tensor {
+    fn item_table(&self) -> Option<&Tensor> {
         self.0.item_table()
     }
 }

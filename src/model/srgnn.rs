@@ -145,6 +145,7 @@ impl SeqModel for SrGnn {
             modality: ModalityUse::Never,
             attribute_labels: false,
             clusters: None,
+            item_tower: false,
         }
     }
 
@@ -213,8 +214,8 @@ impl SeqModel for SrGnn {
         super::at_cells(&out, &cells, t)
     }
 
-    fn item_table(&self) -> &Tensor {
-        self.item_embedding.embeddings()
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(self.item_embedding.embeddings())
     }
 }
 

@@ -30,7 +30,7 @@
 
 use super::fusion::ModalityMode;
 use super::layers::{Ctx, LayerNorm};
-use super::registry::{Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
+use super::registry::{Dims, ModalityUse, SeqModel, Side, Traits};
 use super::SeqBatch;
 use candle_core::{Device, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -228,13 +228,7 @@ impl SeqModel for Trans2d {
     type Config = Trans2dConfig;
 
     fn traits(_: &Trans2dConfig) -> Traits {
-        Traits {
-            causal: false,
-            inputs: Inputs::Streams,
-            modality: ModalityUse::Required(ModalityMode::Tuned),
-            attribute_labels: false,
-            clusters: None,
-        }
+        Traits::bidirectional_streams(ModalityUse::Required(ModalityMode::Tuned))
     }
 
     fn check(cfg: &Trans2dConfig) -> std::result::Result<(), String> {
@@ -308,8 +302,8 @@ impl SeqModel for Trans2d {
         super::at_cells(&out, &cells, t)
     }
 
-    fn item_table(&self) -> &Tensor {
-        &self.item_embedding
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(&self.item_embedding)
     }
 }
 

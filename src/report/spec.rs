@@ -115,7 +115,7 @@ fn default_figure_metric() -> Metric {
 }
 
 /// Display names of built-in labels (the paper's spelling).
-const NAMES: [(&str, &str); 26] = [
+const NAMES: [(&str, &str); 27] = [
     ("beauty", "Beauty"),
     ("clothing", "Cloth."),
     ("sports", "Sport"),
@@ -132,6 +132,7 @@ const NAMES: [(&str, &str); 26] = [
     ("mmsr", "MMSR"),
     ("mmsr-items", "MMSR (item nodes)"),
     ("trans2d", "Trans2D"),
+    ("mmsrec", "MMSRec"),
     // KDSR as the paper's Table 2 runs it: CDL on an MMSR backbone whose modality nodes are the
     // items' modality embeddings (the tables CDL supervises).
     ("mmsr-items+cdl", "KDSR"),

@@ -71,7 +71,7 @@ pub fn batch_loss(
     let m = rows.len();
     let rows = Tensor::from_vec(rows, m, device)?;
     let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
-    let loss = crate::ops::catalogue_cross_entropy(&h, &model.candidates()?, &targets)?;
+    let loss = crate::ops::catalogue_cross_entropy(&h, &model.candidates(ctx)?, &targets)?;
     let ids: Vec<u32> = targets.iter().map(|&t| t + 1).collect();
     let loss = match model.backbone.aux_loss(&h, &Tensor::from_vec(ids, m, device)?)? {
         Some(aux) => (loss + aux)?,

@@ -97,3 +97,27 @@ pub fn hand_record(cfg: &kdsr::config::RunConfig, test: &[(&str, f64)]) -> Strin
     };
     serde_json::to_string_pretty(&rec).unwrap()
 }
+
+/// Compares the gradient of every parameter of `params` under `loss` with the reference's
+/// `want[name]` (a JSON array; a parameter without a gradient counts as zeros) and checks that
+/// more than `min_nonzero` reference entries are non-zero.
+pub fn assert_grads(
+    params: &kdsr::model::params::ParamStore,
+    loss: &candle_core::Tensor,
+    want: &serde_json::Value,
+    min_nonzero: usize,
+    what: &str,
+) {
+    let grads = loss.backward().unwrap();
+    let mut checked = 0;
+    for (name, var) in params.vars() {
+        let w = floats(&want[&name]);
+        let g = grads
+            .get(var.as_tensor())
+            .map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
+            .unwrap_or_else(|| vec![0.0; w.len()]);
+        assert_close(&g, &w, &format!("{what}: grad {name}"));
+        checked += w.iter().filter(|v| **v != 0.0).count();
+    }
+    assert!(checked > min_nonzero, "{what}: the gradients are mostly non-zero ({checked})");
+}

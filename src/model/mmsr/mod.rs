@@ -287,7 +287,14 @@ impl SeqModel for Mmsr {
             ),
             ModalityNodes::Items => (ModalityUse::Required(ModalityMode::Tuned), None),
         };
-        Traits { causal: false, inputs: Inputs::Streams, modality, attribute_labels: false, clusters }
+        Traits {
+            causal: false,
+            inputs: Inputs::Streams,
+            modality,
+            attribute_labels: false,
+            clusters,
+            item_tower: false,
+        }
     }
 
     fn check(cfg: &MmsrConfig) -> std::result::Result<(), String> {
@@ -481,8 +488,8 @@ impl SeqModel for Mmsr {
         super::at_cells(&out, &cells, t)
     }
 
-    fn item_table(&self) -> &Tensor {
-        &self.item_embedding
+    fn item_table(&self) -> Option<&Tensor> {
+        Some(&self.item_embedding)
     }
 
     fn data_init(&self) -> Vec<(String, Tensor)> {
