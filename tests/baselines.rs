@@ -1,5 +1,6 @@
-//! Table 2's baselines beyond SASRec and GRU4Rec (SR-GNN; SASRM, NOVA, DIF-SR, MMSR and Trans2D with text
-//! and attribute embeddings) train end to end on a real slice of Beauty and beat popularity.
+//! Table 2's baselines beyond SASRec and GRU4Rec (SR-GNN; SASRM, NOVA, DIF-SR, MMSR and Trans2D
+//! with text and attribute embeddings) train end to end on a real slice of Beauty and beat
+//! popularity; MMSRec (ID-free, from scratch) trains end to end and learns.
 
 mod common;
 
@@ -147,4 +148,32 @@ fn trans2d_trains_on_prefixes_and_beats_popularity() {
     assert!(err.contains("not causal") && err.contains("train.sample_mode"), "{err}");
     // After 3 epochs (commit b426a4d): test HR@20 2.43, NDCG@20 0.938; popularity 1.97, 0.823.
     beats_popularity(&cfg, 1.1);
+}
+
+/// MMSRec trains from scratch here (no pretraining corpus) and learns slowly: on 2,000 users at
+/// lr 3e-3 with dropout 0.1, validation NDCG@20 0.57, 0.62, 0.70, 1.04 in epochs 1-4, and only
+/// after six epochs does it pass popularity (test HR@20 2.34 vs 2.22, NDCG@20 1.06 vs 0.97;
+/// commit f012771), six epochs too many for a test. Checked here: the ID-free, item-tower
+/// model trains end to end and learns (validation improves; test HR@20 well above a random
+/// ranking's).
+#[test]
+fn mmsrec_trains_its_item_tower_and_learns() {
+    const SLICE: usize = 2000;
+    let mut cfg = config(ModelKind::Mmsrec, 2);
+    cfg.max_users = Some(SLICE);
+    // ID-free over frozen features; prefix samples; candidates from the item tower.
+    assert_prefix_defaults(&cfg, ModalityMode::Frozen);
+    assert!(cfg.model.traits().is_some_and(|t| t.item_tower));
+    if let ModelSpec::Mmsrec(m) = &mut cfg.model {
+        m.dropout = 0.1;
+        m.embedding_dropout = 0.1;
+    }
+    let ds = common::slice(DatasetId::Beauty, SLICE);
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_run(&cfg, &ds, dir.path(), &opts()).unwrap();
+    let valid: Vec<f64> = run.epochs.iter().map(|e| e.valid.ndcg[2]).collect();
+    let random = 100.0 * 20.0 / ds.n_items as f64;
+    eprintln!("mmsrec: valid ndcg@20 by epoch {valid:?}; test hr@20 {:.3} (random {random:.3})", run.test.hr[2]);
+    assert!(valid[1] > valid[0], "validation NDCG@20 improves: {valid:?}");
+    assert!(run.test.hr[2] > 3.0 * random, "test HR@20 {} vs a random ranking's {random}", run.test.hr[2]);
 }
