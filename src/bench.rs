@@ -302,6 +302,21 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
         "causal_softmax".into(),
         json!({"shape": [256, 2, 50, 50], "composite_ms": composite, "fused_ms": fused}),
     );
+    // Softmax under a key-padding bias over [128, 4, 100, 100] (Trans2D's 50 positions × 2
+    // channels, MMSRec's windows): row r has 1 + r % 100 real keys.
+    let s = randn(&[128, 4, 100, 100], 1.0)?;
+    let bias: Vec<f32> = (0..128 * 100).map(|i| if i % 100 <= (i / 100) % 100 { 0.0 } else { -10000.0 }).collect();
+    let bias = Tensor::from_vec(bias, (128, 1, 1, 100), &dev)?;
+    let composite = time_ms(reps, || {
+        let logits = s.as_tensor().affine(0.125, 0.0)?.broadcast_add(&bias)?;
+        candle_nn::ops::softmax(&logits, D::Minus1)?.sum_all()?.backward().map(|_| ())
+    })?;
+    let fused =
+        time_ms(reps, || crate::ops::biased_softmax(s.as_tensor(), 0.125, &bias)?.sum_all()?.backward().map(|_| ()))?;
+    out.insert(
+        "biased_softmax".into(),
+        json!({"shape": [128, 4, 100, 100], "composite_ms": composite, "fused_ms": fused}),
+    );
     // GELU over the feed-forward activations [256, 50, 256].
     let x = randn(&[256, 50, 256], 1.0)?;
     let composite = time_ms(reps, || x.as_tensor().gelu_erf()?.sum_all()?.backward().map(|_| ()))?;

@@ -129,8 +129,7 @@ impl Block {
                 stack.broadcast_mul(&w.unsqueeze(4)?)?.sum(3)? // [B, H, T, T]
             }
         };
-        let logits = fused.affine(1.0 / (dh as f64).sqrt(), 0.0)?.broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let probs = crate::ops::biased_softmax(&fused, 1.0 / (dh as f64).sqrt(), mask)?;
         layer.finish(&probs, x, ctx)
     }
 }

@@ -27,7 +27,7 @@
 use super::layers::{linear, AttentionLayer, Ctx, LayerNorm, LayerShape, Linear, Product};
 use super::registry::{Dims, ModalityUse, SeqModel, Side, Traits};
 use super::SeqBatch;
-use candle_core::{Result, Tensor, D};
+use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -215,7 +215,7 @@ impl SeqModel for Mmsrec {
                 valid.iter().flat_map(|&v| std::iter::repeat_n(if v { 0.0 } else { MASKED }, m)).collect();
             let key_bias = Tensor::from_vec(key_bias, (k, 1, 1, w * m), dev)?;
             let read: Vec<u32> = rows.iter().enumerate().map(|(i, &r)| (i * w + lens[r]) as u32).collect();
-            let h = self.encode(&tokens, &pos, Some(&key_bias), &Tensor::from_vec(read, k, dev)?, ctx)?;
+            let h = self.encode(&tokens, &pos, &key_bias, &Tensor::from_vec(read, k, dev)?, ctx)?;
             outs.push(h);
         }
         let mut place = vec![0u32; b];
@@ -245,22 +245,16 @@ impl SeqModel for Mmsrec {
         let tokens = all.iter().zip(&self.input_norms).map(|(s, ln)| ln.forward(s)).collect::<Result<Vec<_>>>()?;
         let tokens = Tensor::stack(&tokens, 1)?.reshape((n, 1, all.len(), d))?;
         let read = Tensor::arange(0u32, n as u32, tokens.device())?;
-        normalise(&self.encode(&tokens, &vec![0; n], None, &read, ctx)?)
+        let no_bias = Tensor::zeros((n, 1, 1, all.len()), DType::F32, tokens.device())?;
+        normalise(&self.encode(&tokens, &vec![0; n], &no_bias, &read, ctx)?)
     }
 }
 
 impl Mmsrec {
-    /// `tokens` [K, W, M, D] at positions `pos` [K·W] (padding keys biased by `key_bias`
-    /// [K, 1, 1, W·M]) -> the fused output of each row's cell `read[k]` (flat index into K·W):
+    /// `tokens` [K, W, M, D] at positions `pos` [K·W] (padding keys masked by the additive
+    /// `key_bias` [K, 1, 1, W·M]) -> the fused output of each row's cell `read[k]` (flat index into K·W):
     /// [K, D].
-    fn encode(
-        &self,
-        tokens: &Tensor,
-        pos: &[u32],
-        key_bias: Option<&Tensor>,
-        read: &Tensor,
-        ctx: &mut Ctx,
-    ) -> Result<Tensor> {
+    fn encode(&self, tokens: &Tensor, pos: &[u32], key_bias: &Tensor, read: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let (k, w, m, d) = tokens.dims4()?;
         let dev = tokens.device();
         let pos = self.position.index_select(&Tensor::from_slice(pos, k * w, dev)?, 0)?.reshape((k, w, 1, d))?;
@@ -271,12 +265,8 @@ impl Mmsrec {
         let product = if w * m <= SMALL_WINDOW { Product::Elementwise } else { Product::Matmul };
         for layer in &self.layers {
             let (q, key) = (layer.heads(&layer.query, &x)?, layer.heads(&layer.key, &x)?);
-            let scores = product.apply(&q, &key.t()?)?.affine(scale, 0.0)?; // [K, H, W·M, W·M]
-            let scores = match key_bias {
-                Some(bias) => scores.broadcast_add(bias)?,
-                None => scores,
-            };
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+            let scores = product.apply(&q, &key.t()?)?; // [K, H, W·M, W·M]
+            let probs = crate::ops::biased_softmax(&scores, scale, key_bias)?;
             x = layer.finish_with(&probs, &x, ctx, product)?;
         }
         let at = self.final_norm.forward(&x.reshape((k * w, m, d))?.index_select(read, 0)?)?; // [K, M, D]

@@ -141,7 +141,7 @@ struct Layer {
 struct Cells {
     /// [B, 1, L, 1, 1]: 1 at real cells, 0 at padding.
     real: Tensor,
-    /// [B, 1, 1, 1, L, 1]: 0 at real keys, -10000 at padding.
+    /// [B, 1, 1, L·C]: 0 at real keys, -10000 at padding (key cell `(l, c)` at `l·C + c`).
     key_bias: Tensor,
 }
 
@@ -199,8 +199,8 @@ impl Layer {
             .broadcast_mul(&alpha(0)?)?
             .broadcast_add(&feature.reshape((b, h, 1, c, 1, c))?.broadcast_mul(&alpha(1)?)?)?
             .broadcast_add(&time.reshape((b, h, lq, 1, l, 1))?.broadcast_mul(&alpha(2)?)?)?;
-        let scores = scores.affine(1.0 / (dh as f64).sqrt(), 0.0)?.broadcast_add(&cells.key_bias)?;
-        let probs = candle_nn::ops::softmax(&scores.reshape((b, h, lq * c, l * c))?, candle_core::D::Minus1)?;
+        let scores = scores.reshape((b, h, lq * c, l * c))?;
+        let probs = crate::ops::biased_softmax(&scores, 1.0 / (dh as f64).sqrt(), &cells.key_bias)?;
         let probs = ctx.dropout(&probs, self.dropout)?;
         let context = probs.matmul(&v.reshape((b, h, l * c, dh))?)?; // [B, H, Lq·C, dh]
         let context = context.reshape((b, h, lq, c, dh))?.permute((0, 2, 3, 1, 4))?.reshape((b * lq, c, h * dh))?;
@@ -322,7 +322,7 @@ impl Trans2d {
         let pick: Vec<u32> = rows.iter().flat_map(|&row| (0..w).map(move |col| (row * t + col) as u32)).collect();
         let x = x.index_select(&Tensor::from_vec(pick, r * w, dev)?, 0)?; // [R·W, C, D]
         let mut h = ctx.dropout(&norm_2d(&self.ln, &x)?, self.dropout)?.reshape((r, w, c, d))?;
-        let cells = cells(rows.iter().map(|&row| lens[row]), w, dev)?;
+        let cells = cells(rows.iter().map(|&row| lens[row]), (w, c), dev)?;
         let last: Vec<u32> = rows.iter().enumerate().map(|(k, &row)| (k * w + lens[row].max(1) - 1) as u32).collect();
         let last = Tensor::from_vec(last, r, dev)?;
         let n = self.layers.len();
@@ -333,13 +333,13 @@ impl Trans2d {
     }
 }
 
-/// The masks of rows with `lens` real cells each, padded to width `w`.
-fn cells(lens: impl Iterator<Item = usize>, w: usize, dev: &Device) -> Result<Cells> {
+/// The masks of rows with `lens` real cells each, padded to width `w`, with `c` channels.
+fn cells(lens: impl Iterator<Item = usize>, (w, c): (usize, usize), dev: &Device) -> Result<Cells> {
     let real: Vec<f32> = lens.flat_map(|len| (0..w).map(move |col| if col < len { 1.0 } else { 0.0 })).collect();
     let r = real.len() / w;
-    let real = Tensor::from_vec(real, (r, 1, w, 1, 1), dev)?;
-    let key_bias = real.affine(10000.0, -10000.0)?.reshape((r, 1, 1, 1, w, 1))?;
-    Ok(Cells { real, key_bias })
+    let key_bias: Vec<f32> = real.iter().flat_map(|&v| std::iter::repeat_n(10000.0 * v - 10000.0, c)).collect();
+    let key_bias = Tensor::from_vec(key_bias, (r, 1, 1, w * c), dev)?;
+    Ok(Cells { real: Tensor::from_vec(real, (r, 1, w, 1, 1), dev)?, key_bias })
 }
 
 #[cfg(test)]

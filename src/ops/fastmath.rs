@@ -91,20 +91,40 @@ pub fn max(row: &[f32]) -> f32 {
 /// Replaces every `v` of `row` by `exp(v - shift)` and returns their sum.
 #[inline(always)]
 pub fn exp_in_place(row: &mut [f32], shift: f32) -> f32 {
+    map_sum_in_place(row, |v| exp(v - shift))
+}
+
+/// Replaces every `v` of `row` by `f(v)` and returns their sum, in [`LANES`] partial sums.
+#[inline(always)]
+pub fn map_sum_in_place(row: &mut [f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0f32; LANES];
     let mut chunks = row.chunks_exact_mut(LANES);
     for c in &mut chunks {
         for (a, v) in acc.iter_mut().zip(c.iter_mut()) {
-            *v = exp(*v - shift);
+            *v = f(*v);
             *a += *v;
         }
     }
     let mut sum = acc.iter().sum::<f32>();
     for v in chunks.into_remainder() {
-        *v = exp(*v - shift);
+        *v = f(*v);
         sum += *v;
     }
     sum
+}
+
+/// `Σ_j a_j b_j` in [`LANES`] partial sums.
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = a.len() - ca.remainder().len();
+    for (x, y) in ca.zip(cb) {
+        for ((s, &u), &v) in acc.iter_mut().zip(x).zip(y) {
+            *s += u * v;
+        }
+    }
+    acc.iter().sum::<f32>() + a[tail..].iter().zip(&b[tail..]).map(|(u, v)| u * v).sum::<f32>()
 }
 
 /// Writes `exp(row - shift)` into `out` and returns its sum.

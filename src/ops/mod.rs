@@ -1,7 +1,8 @@
 //! Fused CPU kernels with their own backward passes, for the ops where candle's composite
 //! versions dominate a training step (see reports/bench/): the softmax cross-entropy over the
-//! item catalogue (fused with its logits product), layer normalisation, the causal masked softmax of self-attention, GELU, bias
-//! addition, dropout, a GRU layer's recurrence and the correlation losses' row-pair gathers.
+//! item catalogue (fused with its logits product), layer normalisation, the causal masked softmax
+//! of self-attention and the softmax of scores under an additive mask, GELU, bias addition,
+//! dropout, a GRU layer's recurrence and the correlation losses' row-pair gathers.
 //!
 //! Each public function runs the fused kernel on CPU and falls back to composite candle ops
 //! on other devices, so `--features cuda` builds and runs without CUDA kernels of our own.
@@ -9,6 +10,7 @@
 //! so results do not depend on the number of threads (same seed, same metrics).
 
 pub mod bias;
+pub mod biased_softmax;
 pub mod catalogue;
 pub mod cross_entropy;
 pub mod dropout;
@@ -22,6 +24,7 @@ pub mod softmax;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use bias::add_bias;
+pub use biased_softmax::biased_softmax;
 pub use catalogue::catalogue_cross_entropy;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
@@ -62,6 +65,21 @@ pub(crate) mod testing {
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let scale = b.iter().map(|v| v.abs()).fold(0f32, f32::max).max(1e-12);
         a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / scale
+    }
+
+    /// The gradient of `Σ wts ⊙ fused()` with respect to `x` matches the composite op's
+    /// (`composite` computed from `x`) and central finite differences at `coords`.
+    pub fn assert_grads_match(x: &Var, wts: &Tensor, fused: &dyn Fn() -> Tensor, composite: &Tensor, coords: &[usize]) {
+        let g1 = (fused() * wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let g2 = (composite * wts).unwrap().sum_all().unwrap().backward().unwrap();
+        let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert!(rel_err(g1, g2) < 1e-4, "{}", rel_err(g1, g2));
+        let f = || (fused() * wts).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let g = g1.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for &k in coords {
+            let fd = finite_diff(x, k, &f);
+            assert!((fd - g[k] as f64).abs() < 2e-2 * (g[k].abs() as f64).max(0.05), "k {k}: fd {fd} vs {}", g[k]);
+        }
     }
 
     /// Central finite difference of `f` at coordinate `k` of `var` (f64 accumulation).

@@ -27,7 +27,7 @@ use self::graph::{Bundles, Graph, BI, CROSS, SELF};
 use super::layers::{linear, Ctx, Linear};
 use super::registry::{Clustering, Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
 use super::{ModalityMode, SeqBatch};
-use candle_core::{DType, Device, Result, Tensor, D};
+use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
@@ -112,14 +112,20 @@ struct BucketMasks {
     /// [R * N]: each flat node's row in the typed projections stacked by type (then a zero
     /// row for padding nodes).
     gather: Tensor,
-    /// [R, N, N]: 1 on SELF | CROSS, and the additive mask elsewhere.
+    /// [R, N, N]: 1 on SELF | CROSS, and the additive mask [R, 1, N, N] elsewhere.
     hete: Tensor,
     hete_bias: Tensor,
-    /// [R, 4, N, N] one-hot homogeneous relation, and the additive mask of non-homogeneous pairs.
+    /// [R, 4, N, N] one-hot homogeneous relation, and the additive mask [R, 1, N, N] of
+    /// non-homogeneous pairs.
     homo: Tensor,
     homo_bias: Tensor,
     /// [R, N, 1]
     nodes: Tensor,
+}
+
+/// `softmax(logits + bias)` over the last axis: `logits` [R, N, N], `bias` [R, 1, N, N].
+fn biased(logits: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    crate::ops::biased_softmax(&logits.unsqueeze(1)?, 1.0, bias)?.squeeze(1)
 }
 
 /// `LeakyReLU(x) = (1 + s)/2 x + (1 - s)/2 |x|`
@@ -178,16 +184,14 @@ impl HeteLayer {
         let q = part(0)?;
         let (k, v) = if self.w_kv.is_some() { (part(1)?, part(2)?) } else { (q.clone(), q.clone()) };
         let s = q.matmul(&k.transpose(1, 2)?.contiguous()?)?; // [R, N, N]
-        let logits = (leaky(&s, self.slope)? * &m.hete)?.add(&m.hete_bias)?;
-        let w_h = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let w_h = biased(&(leaky(&s, self.slope)? * &m.hete)?, &m.hete_bias)?;
         let hete = ctx.dropout(&w_h, self.dropout)?.matmul(&v)?; // [R, N, D]
                                                                  // The reference recomputes these weights with a fresh dropout mask for the gate's input.
         let ab = ctx.dropout(&w_h, self.dropout)?.matmul(&v)?;
         let ha = hete.unsqueeze(1)?.broadcast_mul(&self.a.reshape((1, 4, 1, d))?)?.reshape((r, 4 * n, d))?;
         let e = ha.matmul(&hete.transpose(1, 2)?.contiguous()?)?.reshape((r, 4, n, n))?;
         // One relation per pair, and LeakyReLU(0) = 0: select the pair's relation, then LeakyReLU.
-        let logits = leaky(&(e * &m.homo)?.sum(1)?, self.slope)?.add(&m.homo_bias)?;
-        let w_o = candle_nn::ops::softmax(&logits, D::Minus1)?;
+        let w_o = biased(&leaky(&(e * &m.homo)?.sum(1)?, self.slope)?, &m.homo_bias)?;
         let ba = ctx.dropout(&w_o, self.dropout)?.matmul(&v)?;
         let g = candle_nn::ops::sigmoid(&(self.gate_score(&ab)? - self.gate_score(&ba)?)?)?; // [R, N, 1]
         &ba + g.broadcast_mul(&(&ab - &ba)?)?
@@ -268,9 +272,9 @@ impl Mmsr {
                 .collect::<Result<_>>()?,
             gather: Tensor::from_vec(gather, r * n, dev)?,
             hete: Tensor::from_vec(hete, (r, n, n), dev)?,
-            hete_bias: Tensor::from_vec(hete_bias, (r, n, n), dev)?,
+            hete_bias: Tensor::from_vec(hete_bias, (r, 1, n, n), dev)?,
             homo: Tensor::from_vec(homo, (r, 4, n, n), dev)?,
-            homo_bias: Tensor::from_vec(homo_bias, (r, n, n), dev)?,
+            homo_bias: Tensor::from_vec(homo_bias, (r, 1, n, n), dev)?,
             nodes: Tensor::from_vec(nodes, (r, n, 1), dev)?,
         })
     }
