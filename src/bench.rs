@@ -64,7 +64,8 @@ fn epoch_config(kind: ModelKind, dim: usize, cdl: bool) -> crate::config::RunCon
 /// stopping (the test set ranked once at the end).
 fn bench_epochs(ds: &Dataset, paths: &DataPaths, epochs: bool, converge: bool) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("kdsr-bench-epochs-{}", std::process::id()));
-    let opts = crate::train::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone() };
+    let opts =
+        crate::train::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone(), stop_after: None };
     let mut out = serde_json::Map::new();
     let variants = [
         (ModelKind::Sasrec, false, "sasrec"),
@@ -120,7 +121,8 @@ fn bench_cdl(
 ) -> Result<Value> {
     let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
     cfg.modality = Some(cfg.default_modality());
-    let opts = crate::train::fit::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone() };
+    let opts =
+        crate::train::fit::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone(), stop_after: None };
     let mut setup = crate::train::setup::build(&cfg, ds, split, &opts)?;
     let tables: Vec<Tensor> = setup.model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
     // The reference's inputs: initial weights, the batch's pairs and teacher targets, and the

@@ -126,6 +126,56 @@ impl Adam {
         n
     }
 
+    /// Steps taken so far (the bias corrections' exponent).
+    pub fn steps_taken(&self) -> i32 {
+        self.step
+    }
+
+    /// Each parameter's first and second moments, copied, by name.
+    pub fn moments(&self) -> Result<Vec<(String, Tensor, Tensor)>> {
+        self.names
+            .iter()
+            .zip(&self.params)
+            .map(|(name, (var, moments))| {
+                let (m, v) = match moments {
+                    Moments::Cpu { m, v } => (
+                        Tensor::from_slice(m, var.shape(), var.device())?,
+                        Tensor::from_slice(v, var.shape(), var.device())?,
+                    ),
+                    Moments::Tensor { m, v } => (m.copy()?, v.copy()?),
+                };
+                Ok((name.clone(), m, v))
+            })
+            .collect()
+    }
+
+    /// Continues from a saved state: the step count and every parameter's moments (by name;
+    /// all must be present with their parameter's shape).
+    pub fn restore(&mut self, step: i32, moments: &std::collections::BTreeMap<String, (Tensor, Tensor)>) -> Result<()> {
+        for (name, (var, slot)) in self.names.iter().zip(self.params.iter_mut()) {
+            let Some((m, v)) = moments.get(name) else { candle_core::bail!("adam: saved state lacks `{name}`") };
+            if m.shape() != var.shape() || v.shape() != var.shape() {
+                candle_core::bail!(
+                    "adam: saved moments of `{name}` are {:?}, the parameter {:?}",
+                    m.shape(),
+                    var.shape()
+                );
+            }
+            match slot {
+                Moments::Cpu { m: mc, v: vc } => {
+                    *mc = m.flatten_all()?.to_vec1::<f32>()?;
+                    *vc = v.flatten_all()?.to_vec1::<f32>()?;
+                }
+                Moments::Tensor { m: mt, v: vt } => {
+                    *mt = m.to_device(var.device())?.to_dtype(var.dtype())?;
+                    *vt = v.to_device(var.device())?.to_dtype(var.dtype())?;
+                }
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.step += 1;
         let bc1 = 1.0 - self.beta1.powi(self.step);
@@ -212,5 +262,43 @@ mod tests {
         assert!(a.iter().zip(&init).any(|(x, y)| (x - y).abs() > 1e-3), "parameters moved");
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-6, "fused vs composite: {worst}");
+    }
+
+    #[test]
+    fn restored_state_continues_exactly() {
+        let dev = Device::Cpu;
+        let init: Vec<f32> = (0..300).map(|i| (i as f32 * 0.37).sin()).collect();
+        let run = |p: &Var, opt: &mut Adam, steps: usize| {
+            for _ in 0..steps {
+                let loss = (p.as_tensor().sqr().unwrap() * p.as_tensor().cos().unwrap()).unwrap().sum_all().unwrap();
+                opt.step(&loss.backward().unwrap()).unwrap();
+            }
+        };
+        for composite in [false, true] {
+            let make = |p: &Var| {
+                let vars = vec![("p".to_string(), p.clone())];
+                if composite { Adam::new_composite(vars, 0.05, 0.01) } else { Adam::new(vars, 0.05, 0.01) }.unwrap()
+            };
+            let (a, b) = (Var::new(init.as_slice(), &dev).unwrap(), Var::new(init.as_slice(), &dev).unwrap());
+            let mut straight = make(&a);
+            run(&a, &mut straight, 6);
+            let mut first = make(&b);
+            run(&b, &mut first, 3);
+            let saved: std::collections::BTreeMap<_, _> =
+                first.moments().unwrap().into_iter().map(|(k, m, v)| (k, (m, v))).collect();
+            let mut second = make(&b);
+            second.restore(first.steps_taken(), &saved).unwrap();
+            run(&b, &mut second, 3);
+            let (x, y) = (a.as_tensor().to_vec1::<f32>().unwrap(), b.as_tensor().to_vec1::<f32>().unwrap());
+            assert_eq!(x, y, "composite = {composite}");
+        }
+        let p = Var::new(&[1f32, 2.0], &dev).unwrap();
+        let mut opt = Adam::new(vec![("p".into(), p)], 0.1, 0.0).unwrap();
+        let wrong = std::collections::BTreeMap::from([(
+            "p".to_string(),
+            (Tensor::zeros(3, DType::F32, &dev).unwrap(), Tensor::zeros(3, DType::F32, &dev).unwrap()),
+        )]);
+        assert!(opt.restore(1, &wrong).is_err());
+        assert!(opt.restore(1, &Default::default()).is_err());
     }
 }

@@ -15,7 +15,7 @@ use kdsr::train::{train_run, RunOptions};
 const USERS: usize = 4000;
 
 fn opts() -> RunOptions {
-    RunOptions { device: Device::Cpu, progress: false, paths: common::paths() }
+    RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None }
 }
 
 fn config(model: ModelKind, epochs: usize) -> RunConfig {

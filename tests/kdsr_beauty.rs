@@ -11,7 +11,7 @@ use kdsr::model::{ModalityMode, ModelKind};
 use kdsr::train::{train_run, RunOptions};
 
 fn opts() -> RunOptions {
-    RunOptions { device: Device::Cpu, progress: false, paths: common::paths() }
+    RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None }
 }
 
 fn cdl_config(users: usize, epochs: usize) -> RunConfig {
@@ -101,4 +101,55 @@ fn frozen_tables_do_not_move_and_tuned_tables_have_no_cdl_heads() {
     let ckpt = candle_core::safetensors::load(out.dir.join("best.safetensors"), &Device::Cpu).unwrap();
     assert!(ckpt.contains_key("modality_table.attributes"));
     assert!(!ckpt.keys().any(|k| k.starts_with("cdl.")));
+}
+
+#[test]
+fn paused_and_resumed_run_equals_the_run_trained_in_one_go() {
+    // KDSR (CDL pair sampling, dropout, the ramping modality learning rate, the drift probes)
+    // paused after epochs 1 and 3 of 4 and resumed twice.
+    let users = 300;
+    let ds = common::slice(DatasetId::Beauty, users);
+    let cfg = cdl_config(users, 4);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let whole = train_run(&cfg, &ds, a.path(), &opts()).unwrap();
+    let pause = |n| RunOptions { stop_after: Some(n), ..opts() };
+    let first = train_run(&cfg, &ds, b.path(), &pause(1)).unwrap();
+    assert_eq!(first.paused, Some(1));
+    let run = b.path().join(cfg.run_id());
+    assert!(run.join("resume/state.json").is_file() && !run.join("metrics.json").exists());
+    // A kill after an epoch's row but before its state: the row goes when the run resumes.
+    let csv = run.join("epochs.csv");
+    let mut text = std::fs::read_to_string(&csv).unwrap();
+    text.push_str("2,9.9,1,0.1,0.1\n");
+    std::fs::write(&csv, text).unwrap();
+    assert_eq!(train_run(&cfg, &ds, b.path(), &pause(2)).unwrap().paused, Some(3));
+    let last = train_run(&cfg, &ds, b.path(), &opts()).unwrap();
+    assert_eq!(last.paused, None);
+    assert!(!run.join("resume").exists(), "the resume state goes with the final record");
+
+    assert_eq!(common::epochs_without_timings(&run), common::epochs_without_timings(&a.path().join(cfg.run_id())));
+    assert_eq!(last.test, whole.test);
+    assert_eq!(last.valid, whole.valid);
+    assert_eq!(last.best_epoch, whole.best_epoch);
+    let load = |d: &std::path::Path| candle_core::safetensors::load(d.join("best.safetensors"), &Device::Cpu).unwrap();
+    let (wa, wb) = (load(&a.path().join(cfg.run_id())), load(&run));
+    assert_eq!(wa.len(), wb.len());
+    for (k, t) in &wa {
+        let flat = |t: &candle_core::Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(flat(t), flat(&wb[k]), "{k}");
+    }
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let segments: Vec<(u64, u64)> = rec["resumed_from"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["epochs"][0].as_u64().unwrap(), s["epochs"][1].as_u64().unwrap()))
+        .collect();
+    assert_eq!(segments, vec![(1, 1), (2, 3)]);
+    assert_eq!(rec["epochs_run"], 4);
+    let one_go: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.path().join(cfg.run_id()).join("metrics.json")).unwrap())
+            .unwrap();
+    assert!(one_go.get("resumed_from").is_none());
 }

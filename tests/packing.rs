@@ -46,7 +46,7 @@ fn step(s: &mut Setup, ds: &Dataset, windows: &[Window], layout: Layout) -> (f32
 fn check(cfg: RunConfig, users: usize) {
     let ds = common::slice(DatasetId::Beauty, users);
     let split = Split::new(&ds.sequences, cfg.protocol);
-    let opts = RunOptions { device: Device::Cpu, progress: false, paths: common::paths() };
+    let opts = RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None };
     let mut s = setup::build(&cfg, &ds, &split, &opts).unwrap();
     let mut windows = train_windows(&split, cfg.train.max_len, SampleMode::Sequence);
     windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(9));

@@ -405,3 +405,65 @@ fn committed_records_rebuild_the_report_and_resume_elsewhere() {
     let (a, b) = (read(&s.runs_dir()), read(&grid_dir.join("runs")));
     assert_eq!((a.test, a.valid, a.best_epoch), (b.test, b.valid, b.best_epoch));
 }
+
+/// One SASRec run of 6 epochs on the first 300 Beauty users (no early stop).
+const LONG: &str = r#"
+seeds = [5]
+[fixed]
+dataset = "beauty"
+max_users = 300
+train.max_epochs = 6
+train.patience = 6
+[axes]
+model = ["sasrec"]
+"#;
+
+/// The last finished epoch saved in a run folder's resume state.
+fn saved_epoch(run: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(run.join("resume/state.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["epoch"].as_u64()
+}
+
+#[test]
+fn a_run_killed_mid_training_resumes_after_its_last_epoch() {
+    let s = Sweep::new("long", LONG);
+    let ids = s.plan_ids(&[]);
+    assert_eq!(ids.len(), 1);
+    let work = s.runs_dir().parent().unwrap().join(".work");
+    let mut child = s.spawn(&["--quiet"]);
+    let in_flight = || -> Option<PathBuf> {
+        let procs = std::fs::read_dir(&work).ok()?;
+        procs.filter_map(|e| e.ok()).map(|p| p.path().join(&ids[0])).find(|r| r.is_dir())
+    };
+    // SIGKILL once the state of epoch 2 (or later, before the last) is saved.
+    let killed = wait_until(Duration::from_secs(120), || {
+        in_flight().and_then(|r| saved_epoch(&r)).is_some_and(|e| (2..6).contains(&e))
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(killed, "the run did not get far enough");
+    let at_kill = saved_epoch(&in_flight().unwrap()).unwrap();
+    assert!(s.finished().is_empty(), "the run finished before it was killed");
+
+    let (code, _, err) = s.run("run", &["--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(s.finished().len(), 1);
+    assert_whole(&s.runs_dir());
+    assert_eq!(std::fs::read_dir(&work).unwrap().count(), 0, "work folders left: {:?}", runs_in_flight(&work));
+    let run = s.runs_dir().join(&ids[0]);
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let first = &rec["resumed_from"][0]["epochs"];
+    assert_eq!((first[0].as_u64(), first[1].as_u64()), (Some(1), Some(at_kill)), "{rec}");
+    assert_eq!(rec["epochs_run"], 6);
+
+    // The same grid swept in one go gives the same epochs and test metrics.
+    let t = Sweep::new("long", LONG);
+    let (code, _, err) = t.run("run", &["--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    let one_go = t.runs_dir().join(&ids[0]);
+    assert_eq!(common::epochs_without_timings(&run), common::epochs_without_timings(&one_go));
+    let other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(one_go.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(rec["test"], other["test"]);
+}

@@ -18,7 +18,7 @@ fn config(model: ModelKind, users: usize, epochs: usize) -> RunConfig {
 }
 
 fn opts() -> RunOptions {
-    RunOptions { device: Device::Cpu, progress: false, paths: common::paths() }
+    RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None }
 }
 
 #[test]
@@ -56,17 +56,7 @@ fn same_seed_same_metrics_and_gru4rec_learns() {
     let cfg = config(ModelKind::Gru4rec, users, 2);
     let r1 = train_run(&cfg, &ds, a.path(), &opts()).unwrap();
     let r2 = train_run(&cfg, &ds, b.path(), &opts()).unwrap();
-    let rows = |d: &std::path::Path| -> Vec<String> {
-        // Everything but the timing columns.
-        std::fs::read_to_string(d.join(cfg.run_id()).join("epochs.csv"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let c: Vec<&str> = l.split(',').collect();
-                [&c[..3], &c[5..]].concat().join(",")
-            })
-            .collect()
-    };
+    let rows = |d: &std::path::Path| common::epochs_without_timings(&d.join(cfg.run_id()));
     assert_eq!(rows(a.path()), rows(b.path()));
     assert_eq!(r1.test, r2.test);
     // Default selection: the best validation epoch. The test set is ranked once, after

@@ -63,6 +63,15 @@ impl Cdl {
         Ok(Self { names, teachers: ts, heads, cfg, code_faithful, rng: ChaCha8Rng::seed_from_u64(seed) })
     }
 
+    /// The pair-sampling stream's word position (to resume a run exactly).
+    pub fn rng_position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    pub fn set_rng_position(&mut self, pos: u128) {
+        self.rng.set_word_pos(pos);
+    }
+
     fn weights(&self, m: usize) -> (f64, f64) {
         let (a, b) = (self.cfg.alpha, self.cfg.beta);
         match (self.code_faithful, m) {

@@ -23,6 +23,15 @@ impl Ctx {
         Self { train: false, rng: ChaCha8Rng::seed_from_u64(0) }
     }
 
+    /// The dropout stream's word position (to resume a run exactly).
+    pub fn rng_position(&self) -> u128 {
+        self.rng.get_word_pos()
+    }
+
+    pub fn set_rng_position(&mut self, pos: u128) {
+        self.rng.set_word_pos(pos);
+    }
+
     /// Inverted dropout: `x * m / (1 - p)`, `m ~ Bernoulli(1 - p)`; identity in eval mode.
     pub fn dropout(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
         if !self.train || p <= 0.0 {

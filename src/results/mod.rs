@@ -57,6 +57,33 @@ impl RunDir {
         Ok(Self { dir, csv, header_written: false })
     }
 
+    /// Continues a run after epoch `epoch` ([`crate::train::resume`]): keeps `run.toml` and the
+    /// rows of `epochs.csv` up to that epoch (a later row is from an epoch whose state was never
+    /// saved), and appends from there.
+    pub fn reopen(root: &Path, cfg: &crate::config::RunConfig, epoch: usize) -> Result<Self> {
+        let dir = root.join(cfg.run_id());
+        let path = dir.join("epochs.csv");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let mut kept = String::new();
+        for (i, line) in text.lines().enumerate() {
+            let keep = i == 0 || {
+                let e = line.split(',').next().and_then(|c| c.parse::<usize>().ok());
+                e.with_context(|| format!("{}:{}: no epoch number", path.display(), i + 1))? <= epoch
+            };
+            if keep {
+                kept.push_str(line);
+                kept.push('\n');
+            }
+        }
+        crate::io::write_atomic(&path, kept.as_bytes())?;
+        let _ = std::fs::remove_file(dir.join("failed.json"));
+        let csv = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self { dir, csv, header_written: !kept.is_empty() })
+    }
+
     pub fn append_epoch(&mut self, e: &EpochLog) -> Result<()> {
         if !self.header_written {
             let mut header = String::from("epoch,loss,steps,train_seconds,eval_seconds");

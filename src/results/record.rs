@@ -62,6 +62,19 @@ pub struct RunRecord {
     /// epoch). Absent unless the test set was evaluated after every epoch.
     #[serde(rename = "test_best_per_metric_released_code_selection")]
     pub released_selection: Option<BTreeMap<Metric, EpochValue>>,
+    /// The earlier processes of a run resumed after a kill or a pause, oldest first (the last
+    /// process is `code_version`, `threads`); absent for a run trained in one go.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resumed_from: Vec<Segment>,
+}
+
+/// One process's share of a resumed run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// The first and last epoch it trained.
+    pub epochs: (usize, usize),
+    pub code_version: CodeVersion,
+    pub threads: usize,
 }
 
 /// One metric's value at one epoch.
@@ -169,6 +182,11 @@ mod tests {
                 Metrics::all().into_iter().map(|m| (m, EpochValue { value: test.get(m) + 1.0, epoch: 3 })).collect(),
             ),
             test,
+            resumed_from: vec![Segment {
+                epochs: (1, 2),
+                code_version: CodeVersion { commit: "abc".into(), dirty: false, crate_version: "0.1.0".into() },
+                threads: 2,
+            }],
         }
     }
 

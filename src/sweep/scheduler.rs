@@ -327,7 +327,13 @@ impl Ctx<'_> {
                 }
                 _ => &full,
             };
-            let opts = RunOptions { device: self.device.clone(), progress: false, paths: self.cache.paths.clone() };
+            self.store.claim_resumable(&run.run_id).map_err(|e| format!("{e:#}"))?;
+            let opts = RunOptions {
+                device: self.device.clone(),
+                progress: false,
+                paths: self.cache.paths.clone(),
+                stop_after: None,
+            };
             train_run(&run.config, ds, &self.store.work_dir(), &opts).map_err(|e| format!("{e:#}"))
         }));
         attempt.unwrap_or_else(|payload| {

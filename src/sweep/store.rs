@@ -8,11 +8,14 @@
 //!                                best.safetensors, sweep.json, and metrics.json (finished)
 //!                                or failed.json (failed; retried by the next sweep)
 //!   .work/<host>.<pid>/<run_id>/ runs in progress, moved into runs/ when they end
+//!   .work/resumable/<run_id>/    unfinished runs of dead processes, with their resume state
 //! ```
 //!
 //! A run is trained in its process's work folder and renamed into `runs/` in one step, so
 //! `runs/` only ever holds whole records, and a process killed at any point leaves at most a
-//! stale work folder, removed by the next sweep on the same host.
+//! stale work folder. The next sweep on the same host keeps the runs in it that saved a resume
+//! state ([`crate::train::resume`]: they continue after their last finished epoch, in whichever
+//! process takes them next; a rename claims one) and removes the rest.
 
 use super::plan::Plan;
 use crate::io::{hostname, write_atomic};
@@ -107,7 +110,13 @@ impl Store {
         write_atomic(&self.root.join("plan.json"), serde_json::to_string_pretty(&doc)?.as_bytes())
     }
 
-    /// Removes `.work/<host>.<pid>` folders of this host whose process is gone.
+    fn resumable_dir(&self) -> PathBuf {
+        self.work_root().join("resumable")
+    }
+
+    /// Removes `.work/<host>.<pid>` folders of this host whose process is gone, after moving
+    /// their runs that hold a resume state to `.work/resumable/` (keeping the further one when
+    /// a run is there twice).
     fn clean_stale(&self) -> Result<()> {
         let host = hostname();
         let Ok(entries) = std::fs::read_dir(self.work_root()) else { return Ok(()) };
@@ -116,10 +125,47 @@ impl Store {
             let Some((h, pid)) = name.rsplit_once('.') else { continue };
             let Ok(pid) = pid.parse::<u32>() else { continue };
             if h == host && pid != std::process::id() && !process_alive(pid) {
+                self.keep_resumable(&e.path())?;
                 std::fs::remove_dir_all(e.path()).with_context(|| format!("removing {}", e.path().display()))?;
             }
         }
         Ok(())
+    }
+
+    /// Moves the runs of a dead process's work folder that can resume into `.work/resumable/`.
+    fn keep_resumable(&self, stale: &Path) -> Result<()> {
+        use crate::train::resume;
+        let Ok(runs) = std::fs::read_dir(stale) else { return Ok(()) };
+        let target = self.resumable_dir();
+        for run in runs.filter_map(|e| e.ok()) {
+            let from = run.path();
+            let Some(epoch) = resume::saved_epoch(&from) else { continue };
+            let to = target.join(run.file_name());
+            if resume::saved_epoch(&to).is_some_and(|there| there >= epoch) {
+                continue;
+            }
+            std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+            if to.exists() {
+                std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))?;
+            }
+            std::fs::rename(&from, &to).with_context(|| format!("moving {} to {}", from.display(), to.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Moves `run_id`'s resumable folder, if any, into this process's work folder (a rename, so
+    /// one process wins when several try); true when it did.
+    pub fn claim_resumable(&self, run_id: &str) -> Result<bool> {
+        let from = self.resumable_dir().join(run_id);
+        if !from.is_dir() {
+            return Ok(false);
+        }
+        let to = self.work_dir().join(run_id);
+        std::fs::create_dir_all(self.work_dir()).with_context(|| format!("creating {}", self.work_dir().display()))?;
+        if to.exists() {
+            std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))?;
+        }
+        Ok(std::fs::rename(&from, &to).is_ok())
     }
 
     /// Moves a run's folder from the work folder into `runs/`, replacing an earlier failed
@@ -143,9 +189,10 @@ impl Store {
         Ok(true)
     }
 
-    /// Removes this process's (empty) work folder.
+    /// Removes this process's work folder and `.work/resumable/` if they are empty.
     pub fn finish(&self) {
         let _ = std::fs::remove_dir(self.work_dir());
+        let _ = std::fs::remove_dir(self.resumable_dir());
     }
 }
 

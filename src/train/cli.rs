@@ -71,9 +71,13 @@ pub struct TrainArgs {
     /// Where run folders go.
     #[arg(long, default_value = "reports/runs")]
     pub out: PathBuf,
-    /// Retrain even if the run already finished.
+    /// Retrain from scratch even if the run already finished (or has a resume state).
     #[arg(long)]
     pub force: bool,
+    /// Pause after this many epochs, leaving the run resumable: the same command continues it
+    /// (an unfinished run always resumes after its last finished epoch, also after a kill).
+    #[arg(long, value_name = "EPOCHS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub stop_after: Option<u64>,
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     pub quiet: bool,
@@ -253,6 +257,12 @@ pub fn run(a: TrainArgs, paths: &DataPaths, device: crate::device::DeviceSpec) -
         println!("run {run_id} already finished: {} (use --force to retrain)", metrics.display());
         return Ok(());
     }
+    let run_dir = a.out.join(&run_id);
+    if a.force {
+        crate::train::resume::remove(&run_dir)?;
+    } else if crate::train::resume::exists(&run_dir) && !metrics.exists() {
+        eprintln!("run {run_id}: resuming from {}", crate::train::resume::dir(&run_dir).display());
+    }
     let mut ds = Dataset::load(&cfg.dataset, paths)?;
     if let Some(n) = cfg.max_users {
         ds = ds.truncate_users(n);
@@ -266,8 +276,17 @@ pub fn run(a: TrainArgs, paths: &DataPaths, device: crate::device::DeviceSpec) -
         cfg.protocol.name(),
         cfg.seed
     );
-    let opts = crate::train::RunOptions { device: device.open()?, progress: !a.quiet, paths: paths.clone() };
+    let opts = crate::train::RunOptions {
+        device: device.open()?,
+        progress: !a.quiet,
+        paths: paths.clone(),
+        stop_after: a.stop_after.map(|n| n as usize),
+    };
     let out = crate::train::train_run(&cfg, &ds, &a.out, &opts).with_context(|| format!("run {run_id}"))?;
+    if let Some(epoch) = out.paused {
+        println!("{run_id}: paused after epoch {epoch}; the same command continues it | {}", out.dir.display());
+        return Ok(());
+    }
     let t = &out.test;
     println!(
         "{run_id}: best epoch {} of {} | test H@5 {:.4} M@5 {:.4} H@20 {:.4} M@20 {:.4} N@20 {:.4} | {:.1} s/epoch | {}",

@@ -13,6 +13,7 @@
 //! validation instances (one forward per user for causal backbones), which records the released
 //! code's selection (the best test value of each metric over epochs) for comparison only.
 
+use super::resume::{self, Snapshot, Streams};
 use super::setup::{self, Setup};
 use crate::config::{ModelSpec, RunConfig, Selection};
 use crate::data::batch::{steps, train_batch, train_windows, Batch, Layout};
@@ -25,7 +26,7 @@ use crate::model::fusion::TABLE_PREFIX;
 use crate::model::ModalityMode;
 use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
 use crate::optim::Adam;
-use crate::results::record::{self, EpochValue, RecordStatus, RunRecord};
+use crate::results::record::{self, EpochValue, RecordStatus, RunRecord, Segment};
 use crate::results::{EpochLog, RunDir};
 use crate::train::diagnose::CdlProbe;
 use anyhow::{bail, Context, Result};
@@ -44,6 +45,9 @@ pub struct RunOptions {
     pub progress: bool,
     /// Where modality inputs and caches live.
     pub paths: DataPaths,
+    /// Pause after this many epochs trained by this process, leaving the run resumable
+    /// ([`super::resume`]); `None` trains to the end.
+    pub stop_after: Option<usize>,
 }
 
 pub struct RunOutcome {
@@ -54,6 +58,12 @@ pub struct RunOutcome {
     pub test: Metrics,
     pub epochs: Vec<EpochLog>,
     pub seconds_per_epoch: f64,
+    /// The last epoch trained when the run was paused (`RunOptions::stop_after`) before its
+    /// end; such a run has no final record yet.
+    pub paused: Option<usize>,
+    /// Earlier processes of a resumed run, and their wall seconds.
+    pub segments: Vec<Segment>,
+    pub prior_seconds: f64,
 }
 
 /// Mean cross-entropy over the target positions of `batch` (plus the backbone's auxiliary
@@ -84,16 +94,31 @@ fn seed_for(seed: u64, stream: u64) -> u64 {
     seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(stream)
 }
 
-/// Trains `cfg` on `ds` and writes `<root>/<run_id>/`.
+/// Trains `cfg` on `ds` and writes `<root>/<run_id>/`; an unfinished run whose folder holds a
+/// resume state ([`resume`]) continues after its last finished epoch.
 pub fn train_run(cfg: &RunConfig, ds: &Dataset, root: &Path, opts: &RunOptions) -> Result<RunOutcome> {
     let run_id = cfg.run_id();
-    let mut dir = RunDir::create(root, cfg)?;
+    let run_dir = root.join(&run_id);
+    let resumed = if resume::exists(&run_dir) && !RunDir::metrics_path(root, &run_id).exists() {
+        Some(Snapshot::read(&run_dir, &run_id).context("resuming the run (--force starts it over)")?)
+    } else {
+        resume::remove(&run_dir)?;
+        None
+    };
+    let mut dir = match &resumed {
+        Some(s) => RunDir::reopen(root, cfg, s.epoch)?,
+        None => RunDir::create(root, cfg)?,
+    };
     let started = Instant::now();
-    match fit(cfg, ds, &mut dir, opts) {
+    match fit(cfg, ds, &mut dir, opts, resumed) {
         Ok((mut out, info, sizes)) => {
             out.run_id = run_id;
-            let record = final_record(cfg, ds, &out, info, sizes, started.elapsed().as_secs_f64());
+            if out.paused.is_some() {
+                return Ok(out);
+            }
+            let record = final_record(cfg, ds, &out, info, sizes, out.prior_seconds + started.elapsed().as_secs_f64());
             record.write(&dir.dir)?;
+            resume::remove(&dir.dir)?;
             Ok(out)
         }
         Err(e) => {
@@ -110,7 +135,9 @@ fn fit(
     ds: &Dataset,
     dir: &mut RunDir,
     opts: &RunOptions,
+    resumed: Option<Snapshot>,
 ) -> Result<(RunOutcome, serde_json::Value, SplitSizes)> {
+    let started = Instant::now();
     let t = &cfg.train;
     let split = Split::new(&ds.sequences, cfg.protocol);
     let sizes = SplitSizes { train_targets: split.n_train_targets(), valid: split.valid.len(), test: split.test.len() };
@@ -138,6 +165,9 @@ fn fit(
         test: Metrics::default(),
         epochs: Vec::new(),
         seconds_per_epoch: 0.0,
+        paused: None,
+        segments: Vec::new(),
+        prior_seconds: 0.0,
     };
 
     if let ModelSpec::Pop = cfg.model {
@@ -174,6 +204,33 @@ fn fit(
     let mut bad_epochs = 0;
     // A copy of the selected epoch's weights (the test set is ranked with them after training).
     let mut selected_weights: Option<std::collections::BTreeMap<String, Tensor>> = None;
+    let mut first_epoch = 1;
+    if let Some(s) = resumed {
+        params.load(&resume::as_hash(&s.params)).context("restoring the parameters")?;
+        adam.restore(s.adam_step, &s.moments).context("restoring the optimiser state")?;
+        // The window order is the shuffle stream replayed over the finished epochs.
+        for _ in 0..s.epoch {
+            windows.shuffle(&mut shuffle_rng);
+        }
+        if shuffle_rng.get_word_pos() != s.streams.shuffle()? {
+            bail!("resume state: the shuffle stream does not replay (have the training windows changed?); --force starts over");
+        }
+        ctx.set_rng_position(s.streams.dropout()?);
+        match (cdl.as_mut(), s.streams.cdl()?) {
+            (Some(c), Some(p)) => c.set_rng_position(p),
+            (None, None) => {}
+            _ => bail!("resume state: the CDL sampling stream does not match the run"),
+        }
+        best = s.best;
+        bad_epochs = s.bad_epochs;
+        selected_weights = s.selected;
+        out.best_epoch = s.best_epoch;
+        out.valid = s.valid;
+        out.epochs = s.epochs;
+        out.segments = s.segments;
+        out.prior_seconds = s.seconds;
+        first_epoch = s.epoch + 1;
+    }
     let tables: Vec<Tensor> = model.modality.as_ref().map(|m| m.tables.clone()).unwrap_or_default();
     let names: Vec<String> =
         cfg.modality.iter().flat_map(|m| m.modalities.iter().map(|x| x.name().to_string())).collect();
@@ -191,7 +248,7 @@ fn fit(
         }
         Ok(out)
     };
-    if let Some(mc) = &cfg.modality {
+    if let (Some(mc), 1) = (&cfg.modality, first_epoch) {
         // Epoch 0: the untrained model, where the drift and diagnostic curves start.
         let mut extra = vec![("lr_modality".to_string(), mc.at.lr(t.lr, 1, mc.code_faithful))];
         if cdl.is_some() {
@@ -214,7 +271,10 @@ fn fit(
         dir.append_epoch(&log)?;
     }
 
-    for epoch in 1..=t.max_epochs {
+    for epoch in first_epoch..=t.max_epochs {
+        if bad_epochs >= t.patience {
+            break;
+        }
         let mut extra = Vec::new();
         if let Some(mc) = &cfg.modality {
             let lr = mc.at.lr(t.lr, epoch, mc.code_faithful);
@@ -316,8 +376,38 @@ fn fit(
             selected_weights = Some(params.tensors());
         }
         out.epochs.push(log);
+        let mut segments = out.segments.clone();
+        segments.push(Segment {
+            epochs: (first_epoch, epoch),
+            code_version: crate::io::CodeVersion::current(),
+            threads: rayon::current_num_threads(),
+        });
+        let snapshot = Snapshot {
+            epoch,
+            adam_step: adam.steps_taken(),
+            best,
+            bad_epochs,
+            best_epoch: out.best_epoch,
+            valid: out.valid.clone(),
+            epochs: out.epochs.clone(),
+            streams: Streams::new(
+                shuffle_rng.get_word_pos(),
+                ctx.rng_position(),
+                cdl.as_ref().map(|c| c.rng_position()),
+            ),
+            seconds: out.prior_seconds + started.elapsed().as_secs_f64(),
+            segments,
+            params: params.tensors(),
+            moments: adam.moments()?.into_iter().map(|(k, m, v)| (k, (m, v))).collect(),
+            selected: selected_weights.clone(),
+        };
+        snapshot.write(&dir.dir, &cfg.run_id()).context("writing the resume state")?;
         if bad_epochs >= t.patience {
             break;
+        }
+        if epoch < t.max_epochs && opts.stop_after.is_some_and(|n| epoch + 1 - first_epoch >= n) {
+            out.paused = Some(epoch);
+            return Ok((out, info, sizes));
         }
     }
     let weights = selected_weights.context("no epoch was selected (is train.max_epochs 0?)")?;
@@ -423,6 +513,7 @@ fn final_record(
         seconds_per_epoch: out.seconds_per_epoch,
         eval_seconds_per_epoch: eval_seconds,
         total_seconds,
+        resumed_from: out.segments.clone(),
         valid: out.valid.clone(),
         test: out.test.clone(),
         released_selection: test_best_per_metric(&out.epochs),

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod diagnose;
 pub mod fit;
+pub mod resume;
 pub mod setup;
 
 pub use fit::{train_run, RunOptions, RunOutcome};

@@ -94,6 +94,7 @@ pub fn hand_record(cfg: &kdsr::config::RunConfig, test: &[(&str, f64)]) -> Strin
         valid: metrics.clone(),
         test: metrics,
         released_selection: None,
+        resumed_from: Vec::new(),
     };
     serde_json::to_string_pretty(&rec).unwrap()
 }
@@ -120,4 +121,16 @@ pub fn assert_grads(
         checked += w.iter().filter(|v| **v != 0.0).count();
     }
     assert!(checked > min_nonzero, "{what}: the gradients are mostly non-zero ({checked})");
+}
+
+/// The rows of a run folder's `epochs.csv` without the timing columns (train and eval seconds).
+pub fn epochs_without_timings(run_dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(run_dir.join("epochs.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            [&c[..3], &c[5..]].concat().join(",")
+        })
+        .collect()
 }
