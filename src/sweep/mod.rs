@@ -27,8 +27,28 @@ pub enum Budget {
     /// The grid as written.
     #[default]
     Full,
-    /// At most 3 epochs, 1000 users and the first seed.
+    /// At most 3 epochs, the first seed, and about 10k training targets: the first 1000 users
+    /// ([`QUICK_USERS`]), 100 on MovieLens ([`QUICK_USERS_LONG`]).
     Quick,
+}
+
+/// The quick budget's users on the Amazon datasets and files (1000 Beauty users: 8,894 training
+/// targets under the paper's protocol).
+pub const QUICK_USERS: usize = 1000;
+/// The quick budget's users on MovieLens, whose users rate ~165 movies each (100 ML-1M users:
+/// 10,217 training targets; 1000 would be ~120k, a full Beauty epoch).
+pub const QUICK_USERS_LONG: usize = 100;
+
+impl Budget {
+    /// The users this budget keeps of `dataset`, when `--max-users` does not say.
+    fn users(&self, dataset: &crate::data::DatasetRef) -> Option<usize> {
+        use crate::data::{DatasetId, DatasetRef};
+        match (self, dataset) {
+            (Budget::Full, _) => None,
+            (Budget::Quick, DatasetRef::Named(DatasetId::Ml1m | DatasetId::Ml100k)) => Some(QUICK_USERS_LONG),
+            (Budget::Quick, _) => Some(QUICK_USERS),
+        }
+    }
 }
 
 /// Caps that scale a grid down for a trial run. They change the runs' RunConfigs (and so
@@ -38,7 +58,7 @@ pub struct Scale {
     pub budget: Budget,
     /// Cap on `train.max_epochs`.
     pub max_epochs: Option<usize>,
-    /// Cap on `max_users`.
+    /// Cap on `max_users` (`None`: the budget's per-dataset cap, if any).
     pub max_users: Option<usize>,
     /// Keep the first N of the grid's seeds.
     pub seeds: Option<usize>,
@@ -58,20 +78,15 @@ impl Scale {
             }
         }
         let preset = match budget {
-            Budget::Full => (None, None, None),
-            Budget::Quick => (Some(3), Some(1000), Some(1)),
+            Budget::Full => (None, None),
+            Budget::Quick => (Some(3), Some(1)),
         };
-        Ok(Self {
-            budget,
-            max_epochs: max_epochs.or(preset.0),
-            max_users: max_users.or(preset.1),
-            seeds: seeds.or(preset.2),
-        })
+        Ok(Self { budget, max_epochs: max_epochs.or(preset.0), max_users, seeds: seeds.or(preset.1) })
     }
 
     /// True when nothing is scaled.
     pub fn is_full(&self) -> bool {
-        self.max_epochs.is_none() && self.max_users.is_none() && self.seeds.is_none()
+        self.budget == Budget::Full && self.max_epochs.is_none() && self.max_users.is_none() && self.seeds.is_none()
     }
 
     /// Applies the caps to one run; `None` when its seed is dropped.
@@ -83,7 +98,7 @@ impl Scale {
         if let Some(n) = self.max_epochs {
             cfg.train.max_epochs = cfg.train.max_epochs.min(n);
         }
-        if let Some(n) = self.max_users {
+        if let Some(n) = self.max_users.or_else(|| self.budget.users(&cfg.dataset)) {
             cfg.max_users = Some(cfg.max_users.map_or(n, |m| m.min(n)));
         }
         Some(cfg)
@@ -95,8 +110,12 @@ impl Scale {
         if let Some(n) = self.max_epochs {
             parts.push(format!("at most {n} epochs"));
         }
-        if let Some(n) = self.max_users {
-            parts.push(format!("at most {n} users"));
+        match (self.max_users, self.budget) {
+            (Some(n), _) => parts.push(format!("at most {n} users")),
+            (None, Budget::Quick) => {
+                parts.push(format!("at most {QUICK_USERS} users ({QUICK_USERS_LONG} on MovieLens)"))
+            }
+            (None, Budget::Full) => {}
         }
         match self.seeds {
             Some(1) => parts.push("the first seed".into()),
@@ -219,5 +238,13 @@ mod tests {
         assert_eq!(s.to_flags(), ["--budget", "quick", "--max-users", "300"]);
         assert_eq!(Scale::new(Budget::Full, Some(2), None, None).unwrap().to_flags(), ["--epochs", "2"]);
         assert!(Scale::new(Budget::Full, None, None, None).unwrap().is_full());
+        // Without --max-users: about 10k training targets per dataset.
+        let q = Scale::new(Budget::Quick, None, None, None).unwrap();
+        assert!(!q.is_full());
+        assert_eq!(q.apply(0, &cfg).unwrap().max_users, Some(QUICK_USERS));
+        let ml = RunConfig::new(DatasetRef::Named(DatasetId::Ml1m), crate::model::ModelKind::Sasrec, 1);
+        assert_eq!(q.apply(0, &ml).unwrap().max_users, Some(QUICK_USERS_LONG));
+        assert_eq!(q.describe(), "at most 3 epochs, at most 1000 users (100 on MovieLens), the first seed");
+        assert_eq!(q.to_flags(), ["--budget", "quick"]);
     }
 }
