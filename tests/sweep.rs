@@ -444,6 +444,11 @@ fn a_run_killed_mid_training_resumes_after_its_last_epoch() {
     assert!(killed, "the run did not get far enough");
     let at_kill = saved_epoch(&in_flight().unwrap()).unwrap();
     assert!(s.finished().is_empty(), "the run finished before it was killed");
+    // `sweep plan` shows how far the unfinished run got (its state moves to .work/resumable/
+    // when the next sweep starts).
+    let (code, plan, err) = s.run("plan", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains(&format!("todo (epoch {at_kill} saved)")), "{plan}");
 
     let (code, _, err) = s.run("run", &["--quiet"]);
     assert_eq!(code, 0, "{err}");

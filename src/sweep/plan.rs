@@ -124,7 +124,11 @@ impl Plan {
         for (i, (r, s)) in self.runs.iter().zip(&statuses).enumerate() {
             let mut row = vec![(i + 1).to_string()];
             row.extend(r.labels.iter().cloned());
-            row.extend([r.config.seed.to_string(), s.short().into(), r.run_id.clone()]);
+            let status = match (s, store.saved_epoch(&r.run_id)) {
+                (RunStatus::Finished, _) | (_, None) => s.short().to_string(),
+                (_, Some(e)) => format!("{} (epoch {e} saved)", s.short()),
+            };
+            row.extend([r.config.seed.to_string(), status, r.run_id.clone()]);
             rows.push(row);
         }
         let widths: Vec<usize> =

@@ -153,6 +153,17 @@ impl Store {
         Ok(())
     }
 
+    /// The last epoch an unfinished run has saved ([`crate::train::resume`]), wherever its folder
+    /// is: `runs/` (trained by `kdsr train --out`), `.work/resumable/` or a process's work
+    /// folder (in flight).
+    pub fn saved_epoch(&self, run_id: &str) -> Option<usize> {
+        let mut dirs = vec![self.runs_dir().join(run_id), self.resumable_dir().join(run_id)];
+        if let Ok(procs) = std::fs::read_dir(self.work_root()) {
+            dirs.extend(procs.filter_map(|e| e.ok()).map(|p| p.path().join(run_id)));
+        }
+        dirs.iter().filter_map(|d| crate::train::resume::saved_epoch(d)).max()
+    }
+
     /// Moves `run_id`'s resumable folder, if any, into this process's work folder (a rename, so
     /// one process wins when several try); true when it did.
     pub fn claim_resumable(&self, run_id: &str) -> Result<bool> {
