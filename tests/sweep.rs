@@ -471,4 +471,12 @@ fn a_run_killed_mid_training_resumes_after_its_last_epoch() {
     let other: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(one_go.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(rec["test"], other["test"]);
+    // The report names both processes' code and says the run was resumed.
+    let o = common::kdsr_bin()
+        .args(["report", s.grid.to_str().unwrap(), "--out", s.out().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(s.runs_dir().parent().unwrap().join("report.md")).unwrap();
+    assert!(md.contains("(1 of the runs resumed after a stop;"), "{md}");
 }

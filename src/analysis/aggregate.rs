@@ -226,6 +226,7 @@ mod tests {
             seconds_per_epoch: 1.0,
             protocol: "paper".into(),
             code: CodeVersion { commit: "x".into(), dirty: false, crate_version: "0".into() },
+            earlier_code: Vec::new(),
             dir: ".".into(),
         }
     }

@@ -29,6 +29,8 @@ pub struct CollectedRun {
     pub seconds_per_epoch: f64,
     pub protocol: String,
     pub code: CodeVersion,
+    /// The code versions of the earlier processes of a resumed run (oldest first).
+    pub earlier_code: Vec<CodeVersion>,
     /// The run's folder (for per-epoch curves).
     pub dir: PathBuf,
 }
@@ -158,6 +160,7 @@ pub fn read_record(dir: &Path, labels: Vec<String>, seed: u64) -> Result<Collect
         seconds_per_epoch: rec.seconds_per_epoch,
         protocol: rec.protocol,
         code: rec.code_version,
+        earlier_code: rec.resumed_from.into_iter().map(|s| s.code_version).collect(),
         dir: dir.to_path_buf(),
     })
 }

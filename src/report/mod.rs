@@ -173,14 +173,22 @@ fn render(
         "- Protocol: {}; selection: test metrics at the epoch with the best validation metric",
         distinct(&|r| r.protocol.clone())
     );
+    let short = |v: &crate::io::CodeVersion| {
+        format!("{}{}", &v.commit[..v.commit.len().min(12)], if v.dirty { " (dirty)" } else { "" })
+    };
+    let codes: BTreeSet<String> =
+        c.runs.iter().flat_map(|r| std::iter::once(&r.code).chain(&r.earlier_code)).map(short).collect();
+    let resumed = c.runs.iter().filter(|r| !r.earlier_code.is_empty()).count();
     let _ = writeln!(
         out,
-        "- Code: {}",
-        distinct(&|r| format!(
-            "{}{}",
-            &r.code.commit[..r.code.commit.len().min(12)],
-            if r.code.dirty { " (dirty)" } else { "" }
-        ))
+        "- Code: {}{}",
+        if codes.is_empty() { "none".to_string() } else { codes.into_iter().collect::<Vec<_>>().join(", ") },
+        match resumed {
+            0 => String::new(),
+            n => format!(
+                " ({n} of the runs resumed after a stop; `resumed_from` in their metrics.json lists each process)"
+            ),
+        }
     );
     let _ = writeln!(
         out,
