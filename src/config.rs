@@ -329,6 +329,15 @@ impl RunConfig {
             if mc.at.gamma.is_nan() || mc.at.gamma < 1.0 {
                 return Err(format!("modality.at.gamma must be >= 1, got {}", mc.at.gamma));
             }
+            if mc.drift.id_reference == Some(crate::distill::config::IdReference::Twin) {
+                let mut twin = self.clone();
+                twin.modality = None;
+                twin.validate().map_err(|e| {
+                    format!(
+                        "modality.drift.id_reference = \"twin\" trains this run without [modality] as the ID reference, which is not a valid run: {e}"
+                    )
+                })?;
+            }
         }
         if self.max_users == Some(0) {
             return Err("max_users must be at least 1".into());

@@ -6,6 +6,7 @@ mod common;
 use candle_core::Device;
 use kdsr::config::RunConfig;
 use kdsr::data::{DatasetId, DatasetRef};
+use kdsr::distill::config::IdReference;
 use kdsr::modality::Modality;
 use kdsr::model::{ModalityMode, ModelKind};
 use kdsr::train::{train_run, RunOptions};
@@ -152,4 +153,56 @@ fn paused_and_resumed_run_equals_the_run_trained_in_one_go() {
         serde_json::from_str(&std::fs::read_to_string(a.path().join(cfg.run_id()).join("metrics.json")).unwrap())
             .unwrap();
     assert!(one_go.get("resumed_from").is_none());
+}
+
+#[test]
+fn drift_twin_reference_is_trained_once_and_gives_r_against_id() {
+    // `modality.drift.id_reference = "twin"`: the run's pure-ID twin is trained under the cache
+    // before the run, r(modality, ID) is recorded every epoch, and a second run with the same
+    // twin (the tuned control of a drift grid) reuses it.
+    let users = 300;
+    let ds = common::slice(DatasetId::Beauty, users);
+    let (cache, runs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut o = opts();
+    o.paths.cache_dir = cache.path().to_path_buf();
+    let mut cfg = cdl_config(users, 2);
+    cfg.modality.as_mut().unwrap().drift.id_reference = Some(IdReference::Twin);
+    let out = train_run(&cfg, &ds, runs.path(), &o).unwrap();
+    let twin = kdsr::train::reference::twin_config(&cfg);
+    assert!(twin.modality.is_none());
+    let twin_dir = cache.path().join("id-reference").join(twin.run_id());
+    let twin_metrics = twin_dir.join("metrics.json");
+    assert!(twin_metrics.exists() && twin_dir.join("best.safetensors").exists(), "no finished twin in {twin_dir:?}");
+    let r = csv_column(&out.dir.join("epochs.csv"), "drift_attributes_id");
+    assert_eq!(r.len(), 3);
+    assert!(r.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)), "r(modality, ID) {r:?}");
+    let rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(rec["modality"]["id_reference"]["twin"], twin.run_id());
+
+    // The same checkpoint named by path gives the same records.
+    let mut by_path = cfg.clone();
+    by_path.modality.as_mut().unwrap().drift.id_reference =
+        Some(IdReference::Checkpoint(twin_dir.join("best.safetensors")));
+    let out_path = train_run(&by_path, &ds, runs.path(), &o).unwrap();
+    assert_eq!(common::epochs_without_timings(&out_path.dir), common::epochs_without_timings(&out.dir));
+
+    // The tuned run has the same twin and does not train it again.
+    let written = std::fs::metadata(&twin_metrics).unwrap().modified().unwrap();
+    let mut tuned = cfg.clone();
+    tuned.modality.as_mut().unwrap().mode = ModalityMode::Tuned;
+    assert_eq!(kdsr::train::reference::twin_config(&tuned).run_id(), twin.run_id());
+    let out_tuned = train_run(&tuned, &ds, runs.path(), &o).unwrap();
+    assert_eq!(std::fs::metadata(&twin_metrics).unwrap().modified().unwrap(), written);
+    assert!(csv_column(&out_tuned.dir.join("epochs.csv"), "drift_attributes_id").iter().all(|v| v.is_finite()));
+
+    // The keyword round-trips through run.toml; a model that needs modality tables has no twin.
+    let toml = std::fs::read_to_string(out.dir.join("run.toml")).unwrap();
+    assert!(toml.contains("id_reference = \"twin\""), "{toml}");
+    let mut sasrm = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrm, 2023);
+    let mut mc = cfg.modality.clone().unwrap();
+    mc.mode = ModalityMode::Frozen;
+    sasrm.modality = Some(mc);
+    let err = sasrm.validate().unwrap_err();
+    assert!(err.contains("\"twin\"") && err.contains("needs modality embeddings"), "{err}");
 }

@@ -49,9 +49,45 @@ impl AtConfig {
 pub struct DriftConfig {
     /// Item pairs in the probe sample (0 disables the probe).
     pub pairs: usize,
-    /// A pure-ID model's checkpoint (`best.safetensors` with `item_embedding.weight`) for
-    /// r(modality, ID); without it only r(modality, original) is recorded.
-    pub id_reference: Option<PathBuf>,
+    /// The pure-ID model for r(modality, ID) (Figure 1's dashed curves); without it only
+    /// r(modality, original) and r(modality, AE codes) are recorded.
+    pub id_reference: Option<IdReference>,
+}
+
+/// Where the drift probe's pure-ID item embeddings come from. In TOML and on the command
+/// line: `"twin"`, or the path of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PathBuf", into = "PathBuf")]
+pub enum IdReference {
+    /// The run's pure-ID twin: the same configuration and seed without modality tables,
+    /// trained once before the run (and then reused) under `<cache>/id-reference/`.
+    Twin,
+    /// A pure-ID model's `best.safetensors` (with `item_embedding.weight`).
+    Checkpoint(PathBuf),
+}
+
+impl IdReference {
+    /// The keyword that selects [`IdReference::Twin`].
+    pub const TWIN: &'static str = "twin";
+}
+
+impl From<PathBuf> for IdReference {
+    fn from(p: PathBuf) -> Self {
+        if p.as_os_str() == Self::TWIN {
+            Self::Twin
+        } else {
+            Self::Checkpoint(p)
+        }
+    }
+}
+
+impl From<IdReference> for PathBuf {
+    fn from(r: IdReference) -> Self {
+        match r {
+            IdReference::Twin => PathBuf::from(IdReference::TWIN),
+            IdReference::Checkpoint(p) => p,
+        }
+    }
 }
 
 impl Default for DriftConfig {

@@ -150,10 +150,11 @@ fn drift(spec: &ReportSpec, c: &Collected, dir: &Path) -> Result<Vec<Figure>> {
                     "Mean over the seeds of {runs} runs per epoch, on a fixed sample of item pairs; solid: against the \
                      original features{}.",
                     if no_id {
-                        " (no ID-embedding reference was given: set `modality.drift.id_reference` to a pure-ID \
-                         run's best.safetensors for the dashed curves)"
+                        " (no ID-embedding reference was given: set `modality.drift.id_reference = \"twin\"` for the \
+                         dashed curves)"
                     } else {
-                        "; dashed: against a pure-ID model's item embeddings"
+                        "; dashed: against a pure-ID model's item embeddings (the run's twin without modality \
+                         tables, or the checkpoint the grid names)"
                     }
                 ),
             });

@@ -127,7 +127,8 @@ pub struct KdsrArgs {
     /// A BERT-family encoder folder for text features (default all-MiniLM-L6-v2).
     #[arg(long)]
     pub text_encoder: Option<PathBuf>,
-    /// A pure-ID model's best.safetensors for the drift probe's r(modality, ID).
+    /// The drift probe's pure-ID reference for r(modality, ID): `twin` (this run without
+    /// modality tables, trained first and cached) or a pure-ID model's best.safetensors.
     #[arg(long)]
     pub drift_reference: Option<PathBuf>,
 }
@@ -193,7 +194,7 @@ impl KdsrArgs {
             mc.features.text_encoder = self.text_encoder.clone();
         }
         if self.drift_reference.is_some() {
-            mc.drift.id_reference = self.drift_reference.clone();
+            mc.drift.id_reference = self.drift_reference.clone().map(Into::into);
         }
         cfg.modality = Some(mc);
     }

@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod diagnose;
 pub mod fit;
+pub mod reference;
 pub mod resume;
 pub mod setup;
 

@@ -47,16 +47,27 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         return Err(bad_input("modality.modalities is empty: list at least one of text, attributes, image"));
     }
     let train_inputs: Vec<&[u32]> = ds.sequences.iter().zip(&split.train_end).map(|(s, &e)| &s[..e as usize]).collect();
-    let id_reference = mc.drift.id_reference.as_deref().map(load_id_reference).transpose()?;
-    if let Some((t, d)) = &id_reference {
-        if t.len() / d != ds.n_items + 1 {
-            return Err(bad_input("drift.id_reference has a different number of items than this dataset"));
+    let mut info = serde_json::Map::new();
+    let id_reference = match &mc.drift.id_reference {
+        Some(r) if mc.drift.pairs > 0 => {
+            let (path, twin) = super::reference::checkpoint(r, cfg, ds, opts)?;
+            let (t, d) = load_id_reference(&path)?;
+            if t.len() / d != ds.n_items + 1 {
+                return Err(bad_input(format!(
+                    "{}: modality.drift.id_reference has {} items, this dataset {}",
+                    path.display(),
+                    t.len() / d - 1,
+                    ds.n_items
+                )));
+            }
+            info.insert("id_reference".into(), json!({ "checkpoint": path, "twin": twin }));
+            Some((t, d))
         }
-    }
+        _ => None,
+    };
     let mut inits = Vec::new();
     let mut teachers = Vec::new();
     let mut probes = Vec::new();
-    let mut info = serde_json::Map::new();
     for &m in &mc.modalities {
         // Parallel runs that need the same inputs take turns, in this process and across the
         // processes sharing the cache (array tasks on one node): the first builds and caches
