@@ -444,6 +444,8 @@ fn a_run_killed_mid_training_resumes_after_its_last_epoch() {
     assert!(killed, "the run did not get far enough");
     let at_kill = saved_epoch(&in_flight().unwrap()).unwrap();
     assert!(s.finished().is_empty(), "the run finished before it was killed");
+    let snapshot = tempfile::tempdir().unwrap();
+    copy_dir(&in_flight().unwrap(), snapshot.path());
     // `sweep plan` shows how far the unfinished run got (its state moves to .work/resumable/
     // when the next sweep starts).
     let (code, plan, err) = s.run("plan", &[]);
@@ -479,4 +481,22 @@ fn a_run_killed_mid_training_resumes_after_its_last_epoch() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let md = std::fs::read_to_string(s.runs_dir().parent().unwrap().join("report.md")).unwrap();
     assert!(md.contains("(1 of the runs resumed after a stop;"), "{md}");
+
+    // A state in runs/ itself is a `kdsr train --out` run's, which that command resumes.
+    let u = Sweep::new("long", LONG);
+    copy_dir(snapshot.path(), &u.runs_dir().join(&ids[0]));
+    let (code, plan, err) = u.run("plan", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains(&format!("todo (epoch {at_kill} saved by kdsr train, which resumes it)")), "{plan}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().map(|e| e.unwrap()) {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }

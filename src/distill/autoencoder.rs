@@ -154,7 +154,7 @@ pub fn train(features: &[f32], d: usize, cfg: &AutoencoderConfig, seed: u64) -> 
         }
     }
     if best.is_finite() {
-        params.load(&best_state.into_iter().collect())?;
+        params.load(&best_state)?;
     }
     let z = cfg.activation.apply(&enc.forward(&x_all)?)?;
     let final_mse = (dec.forward(&z)? - &x_all)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;

@@ -56,11 +56,13 @@ impl ParamStore {
         var.set(value)
     }
 
-    /// Overwrites parameters from `values` (every stored parameter must be present).
-    pub fn load(&self, values: &std::collections::HashMap<String, Tensor>) -> Result<()> {
+    /// Overwrites parameters from `values` (as [`Self::tensors`] returns them; every stored
+    /// parameter must be present), each moved to its parameter's device: a state read from a
+    /// file onto the CPU restores a CUDA run.
+    pub fn load(&self, values: &BTreeMap<String, Tensor>) -> Result<()> {
         for (name, var) in self.vars() {
             let t = values.get(&name).ok_or_else(|| candle_core::Error::Msg(format!("checkpoint lacks `{name}`")))?;
-            var.set(t)?;
+            var.set(&t.to_device(var.device())?)?;
         }
         Ok(())
     }

@@ -121,12 +121,14 @@ impl Plan {
         header.extend(g.columns.iter().cloned());
         header.extend(["seed".into(), "status".into(), "run_id".into()]);
         let mut rows = vec![header];
+        let saved = store.saved_epochs();
         for (i, (r, s)) in self.runs.iter().zip(&statuses).enumerate() {
             let mut row = vec![(i + 1).to_string()];
             row.extend(r.labels.iter().cloned());
-            let status = match (s, store.saved_epoch(&r.run_id)) {
+            let status = match (s, saved.get(&r.run_id)) {
                 (RunStatus::Finished, _) | (_, None) => s.short().to_string(),
-                (_, Some(e)) => format!("{} (epoch {e} saved)", s.short()),
+                (_, Some((e, false))) => format!("{} (epoch {e} saved)", s.short()),
+                (_, Some((e, true))) => format!("{} (epoch {e} saved by kdsr train, which resumes it)", s.short()),
             };
             row.extend([r.config.seed.to_string(), status, r.run_id.clone()]);
             rows.push(row);

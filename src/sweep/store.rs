@@ -22,6 +22,7 @@ use crate::io::{hostname, write_atomic};
 use crate::results::record::FailedRecord;
 use anyhow::{Context, Result};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Where a run stands according to its record.
@@ -153,15 +154,31 @@ impl Store {
         Ok(())
     }
 
-    /// The last epoch an unfinished run has saved ([`crate::train::resume`]), wherever its folder
-    /// is: `runs/` (trained by `kdsr train --out`), `.work/resumable/` or a process's work
-    /// folder (in flight).
-    pub fn saved_epoch(&self, run_id: &str) -> Option<usize> {
-        let mut dirs = vec![self.runs_dir().join(run_id), self.resumable_dir().join(run_id)];
+    /// Every unfinished run's last saved epoch ([`crate::train::resume`]), listed once: the
+    /// latest over `.work/resumable/` and the processes' work folders (which a sweep resumes),
+    /// and, flagged `true`, a state in `runs/` itself, which only the `kdsr train --out` that
+    /// started it resumes (a sweep cannot tell whether that process still writes there).
+    pub fn saved_epochs(&self) -> BTreeMap<String, (usize, bool)> {
+        let mut out: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+        let mut scan = |dir: PathBuf, by_train: bool| {
+            let Ok(entries) = std::fs::read_dir(&dir) else { return };
+            for e in entries.filter_map(|e| e.ok()) {
+                let Some(epoch) = crate::train::resume::saved_epoch(&e.path()) else { continue };
+                let id = e.file_name().to_string_lossy().into_owned();
+                let slot = out.entry(id).or_insert((epoch, by_train));
+                if epoch > slot.0 {
+                    *slot = (epoch, by_train);
+                }
+            }
+        };
+        scan(self.runs_dir(), true);
+        scan(self.resumable_dir(), false);
         if let Ok(procs) = std::fs::read_dir(self.work_root()) {
-            dirs.extend(procs.filter_map(|e| e.ok()).map(|p| p.path().join(run_id)));
+            for p in procs.filter_map(|e| e.ok()) {
+                scan(p.path(), false);
+            }
         }
-        dirs.iter().filter_map(|d| crate::train::resume::saved_epoch(d)).max()
+        out
     }
 
     /// Moves `run_id`'s resumable folder, if any, into this process's work folder (a rename, so

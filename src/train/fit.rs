@@ -206,7 +206,7 @@ fn fit(
     let mut selected_weights: Option<std::collections::BTreeMap<String, Tensor>> = None;
     let mut first_epoch = 1;
     if let Some(s) = resumed {
-        params.load(&resume::as_hash(&s.params)).context("restoring the parameters")?;
+        params.load(&s.params).context("restoring the parameters")?;
         adam.restore(s.adam_step, &s.moments).context("restoring the optimiser state")?;
         // The window order is the shuffle stream replayed over the finished epochs.
         for _ in 0..s.epoch {
@@ -411,9 +411,7 @@ fn fit(
         }
     }
     let weights = selected_weights.context("no epoch was selected (is train.max_epochs 0?)")?;
-    params
-        .load(&weights.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-        .context("restoring the selected weights")?;
+    params.load(&weights).context("restoring the selected weights")?;
     dir.save_checkpoint(&weights).context("saving the selected checkpoint")?;
     let measured = out.epochs.iter().find(|e| e.epoch == out.best_epoch).and_then(|e| e.test.clone());
     out.test = match measured {

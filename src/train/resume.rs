@@ -21,7 +21,7 @@ use crate::results::EpochLog;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const DIR: &str = "resume";
@@ -225,22 +225,20 @@ impl Snapshot {
             keys.into_iter().filter_map(|k| all.remove(&k).map(|v| (k[prefix.len()..].to_string(), v))).collect()
         };
         let params = take("param.");
-        let mut m = take("adam_m.");
+        let m = take("adam_m.");
         let mut v = take("adam_v.");
         let selected = take("selected.");
+        let incomplete = |k: &str| anyhow::anyhow!("{}: Adam moments of `{k}` incomplete", tpath.display());
         let moments = m
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
             .into_iter()
-            .map(|k| {
-                let (a, b) = (m.remove(&k), v.remove(&k));
-                match (a, b) {
-                    (Some(a), Some(b)) => Ok((k, (a, b))),
-                    _ => bail!("{}: Adam moments of `{k}` incomplete", tpath.display()),
-                }
+            .map(|(k, a)| match v.remove(&k) {
+                Some(b) => Ok((k, (a, b))),
+                None => Err(incomplete(&k)),
             })
             .collect::<Result<BTreeMap<_, _>>>()?;
+        if let Some(k) = v.keys().next() {
+            return Err(incomplete(k));
+        }
         Ok(Self {
             epoch: s.epoch,
             adam_step: s.adam_step,
@@ -257,11 +255,6 @@ impl Snapshot {
             selected: (!selected.is_empty()).then_some(selected),
         })
     }
-}
-
-/// `HashMap` view for [`crate::model::params::ParamStore::load`].
-pub fn as_hash(t: &BTreeMap<String, Tensor>) -> HashMap<String, Tensor> {
-    t.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 #[cfg(test)]
