@@ -88,12 +88,17 @@ impl Collected {
         Ok(out)
     }
 
-    /// The runs that kept every epoch's test metrics, each with its test metrics replaced by the
+    /// The runs that kept every epoch's test metrics over more than one epoch (a run with one
+    /// epoch, as popularity, has nothing to select), each with its test metrics replaced by the
     /// released code's selection (each metric's best test value over the epochs); None when no
     /// run did.
     pub fn with_released_selection(&self) -> Option<Self> {
-        let runs: Vec<CollectedRun> =
-            self.runs.iter().filter_map(|r| Some(CollectedRun { test: r.released.clone()?, ..r.clone() })).collect();
+        let runs: Vec<CollectedRun> = self
+            .runs
+            .iter()
+            .filter(|r| r.epochs_run > 1)
+            .filter_map(|r| Some(CollectedRun { test: r.released.clone()?, ..r.clone() }))
+            .collect();
         (!runs.is_empty()).then(|| Self { columns: self.columns.clone(), runs, missing: Vec::new() })
     }
 

@@ -13,11 +13,13 @@ use anyhow::Result;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-/// The group's labels that vary across the summary, joined by " / " (the group's name in a
-/// diagnostic table).
-fn group_name(summary: &Summary, g: &Group) -> String {
-    let varies = |i: usize| summary.groups.iter().any(|h| h.labels[i] != g.labels[i]);
-    let parts: Vec<&str> = (0..g.labels.len()).filter(|&i| varies(i)).map(|i| g.labels[i].as_str()).collect();
+/// The group's labels in the columns that vary over all of the grid's collected runs, joined
+/// by " / " (the group's name in a diagnostic table; a section that covers a subset of the runs,
+/// e.g. those with per-epoch test metrics, still names each group as the main table does).
+fn group_name(c: &Collected, g: &Group) -> String {
+    let varies = |i: usize| c.runs.iter().any(|r| r.labels[i] != c.runs[0].labels[i]);
+    let parts: Vec<&str> =
+        (0..g.labels.len()).filter(|&i| varies(i) && g.labels[i] != "-").map(|i| g.labels[i].as_str()).collect();
     if parts.is_empty() {
         "all runs".into()
     } else {
@@ -56,7 +58,7 @@ pub fn protocol_bias(c: &Collected, reference: Option<Reference>, metrics: &[Met
             let _ = write!(
                 out,
                 "| {} | {} | {m} | {:.2} | {:.2} | {:+.2} |",
-                group_name(&ours, g),
+                group_name(c, g),
                 g.seeds.len(),
                 a.mean,
                 b.mean,
@@ -100,7 +102,7 @@ pub fn gradient_shares(c: &Collected, summary: &Summary) -> Result<Option<String
             }
         }
         for (m, by_epoch) in &acc {
-            let _ = write!(rows, "| {} | {m} |", group_name(summary, g));
+            let _ = write!(rows, "| {} | {m} |", group_name(c, g));
             for tag in 0..3 {
                 match by_epoch.get(&tag) {
                     Some(v) => {

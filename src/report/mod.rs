@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod diagnostics;
 pub mod figures;
+pub mod ordering;
 pub mod paper;
 pub mod plot;
 pub mod spec;
@@ -112,6 +113,7 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
     let sections = Sections {
         protocol_bias: diagnostics::protocol_bias(&collected, summary.reference.clone(), &spec.metrics)?,
         gradient_shares: diagnostics::gradient_shares(&collected, &summary)?,
+        ordering: ordering::section(&table),
     };
     let text = render(plan, store, spec, &collected, &summary, &table, &figs, &sections, command);
     let path = dir.join("report.md");
@@ -120,10 +122,11 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
     Ok(Written { dir, files, finished: collected.runs.len(), missing: collected.missing.len() })
 }
 
-/// The report's optional sections ([`diagnostics`]).
+/// The report's optional sections ([`diagnostics`], [`ordering`]).
 struct Sections {
     protocol_bias: Option<String>,
     gradient_shares: Option<String>,
+    ordering: Option<String>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -227,6 +230,9 @@ fn render(
                 let _ = writeln!(out, "- {kind:?}: nothing to draw ({})\n", figures::why_empty(*kind));
             }
         }
+    }
+    if let Some(text) = &sections.ordering {
+        let _ = writeln!(out, "## Model ordering against the paper\n\n{text}");
     }
     if let Some(text) = &sections.protocol_bias {
         let _ = writeln!(out, "## Protocol bias: our selection against the released code's\n\n{text}");

@@ -98,6 +98,8 @@ pub struct Table {
     /// Columns that have at least one paper value.
     pub paper_cols: Vec<bool>,
     pub reference: Option<String>,
+    /// Each line is one metric (the cells of a line are comparable).
+    pub metric_in_rows: bool,
 }
 
 /// A cell before pivoting: row key, column key, statistics, the paper's value.
@@ -182,7 +184,7 @@ impl Table {
             })
             .collect();
         let reference = summary.reference.as_ref().map(|r| format!("{} = {}", summary.columns[r.column], r.label));
-        Ok(Self { row_header, row_keys, col_keys, cells, paper_cols, reference })
+        Ok(Self { row_header, row_keys, col_keys, cells, paper_cols, reference, metric_in_rows: along_rows })
     }
 
     fn col_title(&self, c: usize) -> String {

@@ -1,0 +1,92 @@
+//! The report's ordering section: on each line of the table (one dataset and metric), do the
+//! models come in the paper's order? Kendall's τ-b between our means and the paper's values
+//! over the columns that have both, and the two orders written out.
+
+use super::table::Table;
+use std::fmt::Write as _;
+
+/// Kendall's τ-b of paired values: `(C - D) / √((n₀ - t_x)(n₀ - t_y))`, `C` / `D` the concordant
+/// / discordant pairs, `n₀ = n(n-1)/2`, `t_x`, `t_y` the pairs tied in one variable. None when
+/// fewer than 2 pairs or one variable is constant.
+pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len().min(y.len());
+    let (mut c, mut d, mut tx, mut ty) = (0i64, 0i64, 0i64, 0i64);
+    for i in 0..n {
+        for j in i + 1..n {
+            let (a, b) = ((x[i] - x[j]).signum(), (y[i] - y[j]).signum());
+            let (a, b) = (if x[i] == x[j] { 0.0 } else { a }, if y[i] == y[j] { 0.0 } else { b });
+            match (a == 0.0, b == 0.0) {
+                (true, true) => {
+                    tx += 1;
+                    ty += 1;
+                }
+                (true, false) => tx += 1,
+                (false, true) => ty += 1,
+                (false, false) if a == b => c += 1,
+                (false, false) => d += 1,
+            }
+        }
+    }
+    let n0 = (n * n.saturating_sub(1) / 2) as i64;
+    let denom = (((n0 - tx) * (n0 - ty)) as f64).sqrt();
+    (n0 > 0 && denom > 0.0).then(|| (c - d) as f64 / denom)
+}
+
+/// The section (Markdown), or None when the table has no line with three or more columns that
+/// carry both our mean and the paper's value, or when its lines are not one metric each.
+pub fn section(table: &Table) -> Option<String> {
+    if !table.metric_in_rows {
+        return None;
+    }
+    let mut rows = String::new();
+    for (r, key) in table.row_keys.iter().enumerate() {
+        let both: Vec<(String, f64, f64)> = (0..table.col_keys.len())
+            .filter_map(|c| {
+                let cell = &table.cells[r][c];
+                Some((table.col_keys[c].join(" "), cell.ours?.mean, cell.paper?))
+            })
+            .collect();
+        if both.len() < 3 {
+            continue;
+        }
+        let (ours, paper): (Vec<f64>, Vec<f64>) = both.iter().map(|(_, a, b)| (*a, *b)).unzip();
+        let order = |v: &[f64]| -> String {
+            let mut idx: Vec<usize> = (0..both.len()).collect();
+            idx.sort_by(|&a, &b| v[b].total_cmp(&v[a]));
+            idx.iter().map(|&i| both[i].0.as_str()).collect::<Vec<_>>().join(" > ")
+        };
+        let tau = kendall_tau_b(&ours, &paper).map_or("-".into(), |t| format!("{t:+.2}"));
+        let _ =
+            writeln!(rows, "| {} | {} | {tau} | {} | {} |", key.join(" | "), both.len(), order(&ours), order(&paper));
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    let head: Vec<String> = table.row_header.clone();
+    Some(format!(
+        "Per line of the table, the columns that have both our mean and the paper's value, best first, and \
+         Kendall's τ-b between the two (+1: the paper's order, -1: reversed; a column with fewer seeds than \
+         the others is ranked by what it has).\n\n| {} | columns | τ | ours | paper |\n|{}---:|---:|---|---|\n{rows}",
+        head.join(" | "),
+        "---|".repeat(head.len())
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kendall_tau_b_known_values() {
+        assert_eq!(kendall_tau_b(&[1.0, 2.0, 3.0], &[10.0, 20.0, 30.0]), Some(1.0));
+        assert_eq!(kendall_tau_b(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]), Some(-1.0));
+        // One swap of four: C = 5, D = 1, no ties.
+        let t = kendall_tau_b(&[1.0, 2.0, 3.0, 4.0], &[1.0, 3.0, 2.0, 4.0]).unwrap();
+        assert!((t - 4.0 / 6.0).abs() < 1e-12, "{t}");
+        // Ties (scipy.stats.kendalltau([1, 2, 2, 3], [1, 2, 3, 3]) = 0.8).
+        let t = kendall_tau_b(&[1.0, 2.0, 2.0, 3.0], &[1.0, 2.0, 3.0, 3.0]).unwrap();
+        assert!((t - 0.8).abs() < 1e-12, "{t}");
+        assert_eq!(kendall_tau_b(&[1.0, 1.0], &[1.0, 2.0]), None);
+        assert_eq!(kendall_tau_b(&[1.0], &[1.0]), None);
+    }
+}
