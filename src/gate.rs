@@ -120,19 +120,14 @@ impl Baseline {
         }
         let mut beat: Vec<BeatEntry> = Vec::new();
         if let Some(r) = &summary.reference {
-            let col = &summary.columns[r.column];
-            for g in summary.groups.iter().filter(|g| g.labels[r.column] != r.label) {
-                let mut ref_labels = g.labels.clone();
-                ref_labels[r.column] = r.label.clone();
-                let Some(rg) = summary.find(&ref_labels) else { continue };
+            let ref_map: BTreeMap<String, String> =
+                r.labels.iter().map(|(c, l)| (summary.columns[*c].clone(), l.clone())).collect();
+            for g in summary.groups.iter().filter(|g| !r.is(&g.labels)) {
+                let Some(rg) = summary.find(&r.applied(&g.labels)) else { continue };
                 for &metric in metrics {
                     let (Some(a), Some(b)) = (g.stats.get(&metric), rg.stats.get(&metric)) else { continue };
-                    let rule = BeatEntry {
-                        model: labels_of(&g.labels),
-                        reference: BTreeMap::from([(col.clone(), r.label.clone())]),
-                        metric,
-                        margin: 0.0,
-                    };
+                    let rule =
+                        BeatEntry { model: labels_of(&g.labels), reference: ref_map.clone(), metric, margin: 0.0 };
                     if a.mean - b.mean > tol(a.mean, a.std) + tol(b.mean, b.std) && !beat.contains(&rule) {
                         beat.push(rule);
                     }
@@ -250,7 +245,7 @@ mod tests {
         Summary {
             columns: vec!["dataset".into(), "model".into()],
             groups: vec![g("sasrec", sasrec), g("pop", pop)],
-            reference: Some(Reference { column: 1, label: "pop".into() }),
+            reference: Some(Reference::one(1, "pop")),
         }
     }
 

@@ -306,3 +306,68 @@ fn ordering_section_compares_the_model_order_with_the_paper() {
     assert_eq!(code, 0);
     assert!(!read(&s.out().join("hand").join("report.md")).contains("## Model ordering"));
 }
+
+/// A reference over two columns (`{ model = "sasrec", "modality.mode" = "-" }`): SASRec + CDL,
+/// which shares the model label with the reference, still gets its paired test against plain
+/// SASRec, as popularity does; a reference no run has is named in the error.
+#[test]
+fn reference_over_two_columns() {
+    let grid = r#"description = "two-column reference"
+seeds = [1, 2, 3]
+
+[fixed]
+dataset = "beauty"
+
+[axes]
+model = ["pop", "sasrec"]
+
+[[include]]
+model.kind = "sasrec"
+modality.mode = "cdl"
+
+[report]
+rows = ["dataset", "metric"]
+columns = ["variant"]
+metrics = ["hr@20"]
+reference = { model = "sasrec", "modality.mode" = "-" }
+"#;
+    let s = Setup::new(grid);
+    assert_eq!(s.runs.len(), 9, "pop, sasrec, sasrec + cdl x 3 seeds");
+    for (id, model, seed, cfg) in &s.runs {
+        let base = hr20(model, *seed).unwrap();
+        // CDL adds 1.0, 1.5, 1.2: a clear paired gain over SASRec.
+        let h = if cfg.modality.is_some() { base + [1.0, 1.5, 1.2][*seed as usize - 1] } else { base };
+        let d = s.out().join("hand").join("runs").join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("metrics.json"), common::hand_record(cfg, &[("hr@20", h), ("ndcg@20", h / 3.0)]))
+            .unwrap();
+        std::fs::write(d.join("epochs.csv"), "epoch,loss\n1,9.0\n").unwrap();
+    }
+    let (code, stdout, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let summary = read(&s.out().join("hand").join("summary.csv"));
+    let header: Vec<&str> = summary.lines().next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name}: {header:?}"));
+    let p_of = |model: &str, mode: &str| -> String {
+        let line = summary
+            .lines()
+            .find(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                f[col("model")] == model && f[col("modality.mode")] == mode
+            })
+            .unwrap_or_else(|| panic!("no {model} {mode}: {summary}"));
+        line.split(',').nth(col("hr@20_p")).unwrap().to_string()
+    };
+    assert_eq!(p_of("sasrec", "-"), "", "the reference has no test against itself: {summary}");
+    // d = 1.0, 1.5, 1.2: mean 1.2333, sd 0.2517, t = 8.487, p = 0.0136.
+    let p: f64 = p_of("sasrec", "cdl").parse().unwrap_or_else(|e| panic!("{e}: {summary}"));
+    assert!((p - 0.0136).abs() < 5e-4, "{p}");
+    assert!(p_of("pop", "-").parse::<f64>().unwrap() < 0.01, "{summary}");
+    let report = read(&s.out().join("hand").join("report.md"));
+    assert!(report.contains("against model = sasrec, modality.mode unset"), "{report}");
+
+    let s = Setup::new(&grid.replace("\"modality.mode\" = \"-\"", "\"modality.mode\" = \"tuned\""));
+    let (code, _, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("report.reference: no run has model = sasrec, modality.mode = tuned"), "{stderr}");
+}

@@ -15,12 +15,47 @@ use polars::prelude::{Column, DataFrame, NamedFrom, Series};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::collections::BTreeMap;
 
-/// The reference of the paired tests: groups that equal a group in every label except
-/// `column`, where they have `label`.
+/// The reference of the paired tests: a group's reference is the group with its labels, except
+/// in the reference's columns, where it has the reference's labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reference {
-    pub column: usize,
-    pub label: String,
+    /// `(label column, label)` pairs, at least one.
+    pub labels: Vec<(usize, String)>,
+}
+
+impl Reference {
+    /// The reference of one column.
+    pub fn one(column: usize, label: impl Into<String>) -> Self {
+        Self { labels: vec![(column, label.into())] }
+    }
+
+    /// Whether a group with `labels` is a reference group.
+    pub fn is(&self, labels: &[String]) -> bool {
+        self.labels.iter().all(|(c, l)| labels[*c] == *l)
+    }
+
+    /// Whether the reference sets label column `column`.
+    pub fn covers(&self, column: usize) -> bool {
+        self.labels.iter().any(|(c, _)| *c == column)
+    }
+
+    /// `labels` with the reference's put in: the reference group of a group with `labels`.
+    pub fn applied(&self, labels: &[String]) -> Vec<String> {
+        let mut out = labels.to_vec();
+        for (c, l) in &self.labels {
+            out[*c] = l.clone();
+        }
+        out
+    }
+
+    /// `model = sasrec, modality.mode unset` for label columns `columns`.
+    pub fn describe(&self, columns: &[String]) -> String {
+        let one = |(c, l): &(usize, String)| match l.as_str() {
+            "-" => format!("{} unset", columns[*c]),
+            _ => format!("{} = {l}", columns[*c]),
+        };
+        self.labels.iter().map(one).collect::<Vec<_>>().join(", ")
+    }
 }
 
 /// One metric of one group.
@@ -85,19 +120,20 @@ impl Summary {
         }
         if let Some(r) = &reference {
             for g in &mut groups {
-                if g.labels[r.column] == r.label {
+                if r.is(&g.labels) {
                     continue;
                 }
-                let mut ref_labels = g.labels.clone();
-                ref_labels[r.column] = r.label.clone();
+                let mut ref_labels = r.applied(&g.labels);
                 if !c.runs.iter().any(|x| x.labels == ref_labels) {
                     // A reference that leaves other columns unset (an include such as plain
                     // SASRec next to SASRec + CDL with a quantizer): the one group with the
-                    // reference label that agrees with this group wherever it sets a label.
+                    // reference's labels that agrees with this group wherever it sets a label.
                     let fits = |l: &[String]| {
-                        l[r.column] == r.label && l.iter().zip(&g.labels).all(|(a, b)| a == b || a == "-")
+                        r.is(l)
+                            && l.iter().zip(&g.labels).enumerate().all(|(i, (a, b))| r.covers(i) || a == b || a == "-")
                     };
                     let mut cands: Vec<&Vec<String>> = c.runs.iter().map(|x| &x.labels).filter(|l| fits(l)).collect();
+                    cands.sort();
                     cands.dedup();
                     if cands.len() == 1 {
                         ref_labels = cands[0].clone();
@@ -245,7 +281,7 @@ mod tests {
             ],
             missing: vec![],
         };
-        let s = Summary::compute(&c, Some(Reference { column: 1, label: "pop".into() })).unwrap();
+        let s = Summary::compute(&c, Some(Reference::one(1, "pop"))).unwrap();
         assert_eq!(s.groups.len(), 2);
         assert_eq!(s.groups[0].labels, ["beauty", "sasrec"]);
         let m: Metric = "hr@20".parse().unwrap();
@@ -264,6 +300,38 @@ mod tests {
         let df = s.frame().unwrap();
         assert_eq!(df.height(), 2);
         assert!(df.column("hr@20_ci95").is_ok());
+    }
+
+    /// A group whose reference leaves a column unset (SASRec + CDL with a quantizer against
+    /// popularity, which has none) pairs with the one reference group that fits.
+    #[test]
+    fn reference_that_leaves_a_column_unset() {
+        let with = |model: &str, quantizer: &str, seed: u64, hr20: f64| {
+            let mut r = rec(model, seed, hr20);
+            r.labels.push(quantizer.into());
+            r
+        };
+        let c = Collected {
+            columns: vec!["dataset".into(), "model".into(), "quantizer".into()],
+            runs: vec![
+                with("pop", "-", 1, 4.0),
+                with("pop", "-", 2, 5.0),
+                with("pop", "-", 3, 7.0),
+                with("sasrec", "vq", 1, 10.0),
+                with("sasrec", "vq", 2, 12.0),
+                with("sasrec", "vq", 3, 14.0),
+            ],
+            missing: vec![],
+        };
+        let s = Summary::compute(&c, Some(Reference::one(1, "pop"))).unwrap();
+        let m: Metric = "hr@20".parse().unwrap();
+        let sas = s.find(&["beauty".into(), "sasrec".into(), "vq".into()]).unwrap();
+        assert!((sas.stats[&m].p.unwrap() - 0.002490).abs() < 1e-5, "{:?}", sas.stats[&m]);
+        let two = Reference { labels: vec![(1, "pop".into()), (2, "-".into())] };
+        assert!(two.is(&["beauty".into(), "pop".into(), "-".into()]));
+        assert!(!two.is(&["beauty".into(), "pop".into(), "vq".into()]));
+        assert_eq!(two.applied(&["sports".into(), "sasrec".into(), "vq".into()]), ["sports", "pop", "-"]);
+        assert_eq!(two.describe(&c.columns), "model = pop, quantizer unset");
     }
 
     #[test]

@@ -43,8 +43,7 @@ pub fn protocol_bias(c: &Collected, reference: Option<Reference>, metrics: &[Met
          each from its own epoch). Δ: what the released code's selection adds.",
     );
     if let Some(r) = &reference {
-        let _ =
-            write!(out, " p: paired t-test against {} = {} under the same selection.", c.columns[r.column], r.label);
+        let _ = write!(out, " p: paired t-test against {} under the same selection.", r.describe(&c.columns));
     }
     out += "\n\n| runs | seeds | metric | ours | released | Δ |";
     if reference.is_some() {

@@ -63,31 +63,35 @@ impl Section {
     }
 }
 
-/// The reference of the paired tests, checked against the label columns.
+/// The reference of the paired tests, checked against the label columns: one or more
+/// `column = "label"` pairs (`"-"`: the column unset), which some run has together.
 pub fn reference_of(plan: &Plan, section: &Section, c: &Collected) -> Result<Option<Reference>> {
     let Some(table) = &section.spec.reference else { return Ok(None) };
     let at = |msg: String| section.error(plan, msg);
-    if table.len() != 1 {
-        return Err(at("report.reference: expected one `column = \"label\"` pair, e.g. { model = \"sasrec\" }".into()));
+    if table.is_empty() {
+        return Err(at("report.reference: expected `column = \"label\"` pairs, e.g. { model = \"sasrec\" }".into()));
     }
-    let (key, value) = table.iter().next().expect("one entry");
-    let column = c.column(key).ok_or_else(|| {
-        at(format!("report.reference: `{key}` is not a plan column (plan columns: {})", c.columns.join(", ")))
-    })?;
-    let label = crate::grid::label(value);
-    let known: BTreeSet<&str> = c
-        .runs
-        .iter()
-        .map(|r| r.labels[column].as_str())
-        .chain(c.missing.iter().map(|m| m.labels[column].as_str()))
-        .collect();
-    if !known.contains(label.as_str()) {
+    let mut labels = Vec::new();
+    for (key, value) in table {
+        let column = c.column(key).ok_or_else(|| {
+            at(format!("report.reference: `{key}` is not a plan column (plan columns: {})", c.columns.join(", ")))
+        })?;
+        labels.push((column, crate::grid::label(value)));
+    }
+    labels.sort();
+    let reference = Reference { labels };
+    let all_labels = c.runs.iter().map(|r| &r.labels).chain(c.missing.iter().map(|m| &m.labels));
+    if !all_labels.clone().any(|l| reference.is(l)) {
+        let known: BTreeSet<String> = all_labels
+            .map(|l| reference.labels.iter().map(|(col, _)| l[*col].as_str()).collect::<Vec<_>>().join(" / "))
+            .collect();
         return Err(at(format!(
-            "report.reference: no run has {key} = {label} (values: {})",
+            "report.reference: no run has {} (values: {})",
+            reference.describe(&c.columns),
             known.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
-    Ok(Some(Reference { column, label }))
+    Ok(Some(reference))
 }
 
 /// Aggregates the grid's records and writes the summary, tables, figures and report.

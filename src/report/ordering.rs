@@ -13,9 +13,11 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Option<f64> {
     let (mut c, mut d, mut tx, mut ty) = (0i64, 0i64, 0i64, 0i64);
     for i in 0..n {
         for j in i + 1..n {
-            let (a, b) = ((x[i] - x[j]).signum(), (y[i] - y[j]).signum());
-            let (a, b) = (if x[i] == x[j] { 0.0 } else { a }, if y[i] == y[j] { 0.0 } else { b });
-            match (a == 0.0, b == 0.0) {
+            use std::cmp::Ordering::Equal;
+            // NaN compares as a tie: it never counts as concordant or discordant.
+            let a = x[i].partial_cmp(&x[j]).unwrap_or(Equal);
+            let b = y[i].partial_cmp(&y[j]).unwrap_or(Equal);
+            match (a == Equal, b == Equal) {
                 (true, true) => {
                     tx += 1;
                     ty += 1;

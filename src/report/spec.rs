@@ -6,7 +6,8 @@
 //! rows = ["dataset", "metric"]          # plan columns, `metric`, or `variant`
 //! columns = ["variant"]                 # `variant`: every plan column not placed elsewhere
 //! metrics = ["hr@5", "mrr@5", "hr@20", "mrr@20"]
-//! reference = { model = "sasrec" }      # paired t-tests of every cell against it
+//! reference = { model = "sasrec" }      # paired t-tests of every cell against it; several
+//!                                       # columns pick one group, "-": the column unset
 //! paper = "table2"                      # the paper's numbers beside ours: table2 | ablation | quantizer
 //! figures = ["drift", "compat"]         # drift (Figure 1) | compat (Figure 3) | encoders (Figure 4)
 //! names = { sasrec = "SASRec" }         # display names of labels (defaults cover the built-ins)

@@ -183,7 +183,7 @@ impl Table {
                 Dim::Variant => "variant".into(),
             })
             .collect();
-        let reference = summary.reference.as_ref().map(|r| format!("{} = {}", summary.columns[r.column], r.label));
+        let reference = summary.reference.as_ref().map(|r| r.describe(&summary.columns));
         Ok(Self { row_header, row_keys, col_keys, cells, paper_cols, reference, metric_in_rows: along_rows })
     }
 

@@ -56,7 +56,7 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
                 return Err(bad_input(format!(
                     "{}: modality.drift.id_reference has {} items, this dataset {}",
                     path.display(),
-                    t.len() / d - 1,
+                    (t.len() / d).saturating_sub(1),
                     ds.n_items
                 )));
             }
@@ -208,8 +208,16 @@ fn load_id_reference(path: &Path) -> Result<(Vec<f32>, usize)> {
     let w = t
         .get("item_embedding.weight")
         .ok_or_else(|| bad_input(format!("{}: no `item_embedding.weight` tensor", path.display())))?;
-    let d = w.dim(1)?;
-    Ok((w.flatten_all()?.to_vec1::<f32>()?, d))
+    let d = match w.dims() {
+        &[_, d] if d > 0 => d,
+        dims => {
+            return Err(bad_input(format!(
+                "{}: `item_embedding.weight` has shape {dims:?}, want [items + 1, hidden]",
+                path.display()
+            )))
+        }
+    };
+    Ok((w.to_dtype(candle_core::DType::F32)?.flatten_all()?.to_vec1::<f32>()?, d))
 }
 
 /// Pearson drift of each modality table (and of its projection by the holistic head, for
