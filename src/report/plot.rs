@@ -123,14 +123,20 @@ fn draw_lines<DB: DrawingBackend>(
     for l in lines {
         let c = colour(l.colour);
         let pts: Vec<(f64, f64)> = l.points.iter().copied().filter(|p| p.1.is_finite()).collect();
-        let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2));
         if l.dashed {
+            // The legend's sample is dashed like the line: two 6-pixel dashes, a 4-pixel gap.
+            let legend = move |(x, y): (i32, i32)| {
+                EmptyElement::at((x, y))
+                    + PathElement::new(vec![(0, 0), (6, 0)], c.stroke_width(2))
+                    + PathElement::new(vec![(10, 0), (16, 0)], c.stroke_width(2))
+            };
             chart
                 .draw_series(DashedLineSeries::new(pts, 6, 4, c.stroke_width(2)))
                 .map_err(err)?
                 .label(&l.name)
                 .legend(legend);
         } else {
+            let legend = move |(x, y): (i32, i32)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2));
             chart.draw_series(LineSeries::new(pts, c.stroke_width(2))).map_err(err)?.label(&l.name).legend(legend);
         }
     }
