@@ -59,17 +59,32 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created if missing, with its folder) is this process's.
     pub fn exclusive(path: &Path) -> Result<Self> {
+        let file = Self::open(path)?;
+        file.lock().with_context(|| format!("locking {}", path.display()))?;
+        Ok(Self { _file: file })
+    }
+
+    /// The lock on `path` if no other holder has it now; None when one does. The lock is
+    /// released when dropped or when its process ends, however it ends.
+    pub fn try_exclusive(path: &Path) -> Result<Option<Self>> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        }
+    }
+
+    fn open(path: &Path) -> Result<std::fs::File> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)
-            .with_context(|| format!("opening lock file {}", path.display()))?;
-        file.lock().with_context(|| format!("locking {}", path.display()))?;
-        Ok(Self { _file: file })
+            .with_context(|| format!("opening lock file {}", path.display()))
     }
 }
 
@@ -126,7 +141,10 @@ mod tests {
         // Another open file description (as another process would have) cannot take it.
         let other = std::fs::File::open(&p).unwrap();
         assert!(other.try_lock().is_err(), "a second holder got the lock");
+        assert!(FileLock::try_exclusive(&p).unwrap().is_none(), "try_exclusive got a held lock");
         drop(held);
+        let again = FileLock::try_exclusive(&p).unwrap().expect("free once the holder is dropped");
+        drop(again);
         other.try_lock().expect("free once the holder is dropped");
     }
 

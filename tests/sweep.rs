@@ -500,3 +500,45 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A run whose lock another process holds (it trains the run) is left to that process: the
+/// sweep trains the others and names it, `kdsr train --out <grid>/runs` of that run refuses,
+/// and once the lock is free the next sweep trains it.
+#[test]
+fn runs_in_training_elsewhere_are_left_to_that_process() {
+    let s =
+        Sweep::new("shared", "seeds = [1, 2, 3]\n[fixed]\ndataset = \"beauty\"\nmax_users = 300\nmodel = \"pop\"\n");
+    let ids = s.plan_ids(&[]);
+    assert_eq!(ids.len(), 3);
+    let grid = s.out().join("shared");
+    let held = kdsr::results::lock_run(&grid, &ids[1]).unwrap().expect("free");
+    let (code, _, err) = s.run("run", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("skipped {}", ids[1])) && err.contains("in training in another process"), "{err}");
+    assert!(
+        err.contains(&format!("1 run left to other processes (in training or finished there): {}", ids[1])),
+        "{err}"
+    );
+    assert_eq!(s.finished(), [ids[0].clone(), ids[2].clone()].into_iter().collect());
+
+    let train = |extra: &[&str]| {
+        let out = common::kdsr_bin()
+            .args(["train", "--dataset", "beauty", "--model", "pop", "--seed", "2", "--max-users", "300", "--out"])
+            .arg(s.runs_dir())
+            .args(extra)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = train(&[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("run {} is in training in another process", ids[1])), "{err}");
+    assert!(!s.runs_dir().join(&ids[1]).exists(), "nothing written while the lock is held");
+
+    drop(held);
+    let (code, _, err) = s.run("run", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 already finished, 1 to run"), "{err}");
+    assert_eq!(s.finished().len(), 3);
+    assert_whole(&s.runs_dir());
+}

@@ -32,6 +32,19 @@ pub struct EpochLog {
     pub extra: Vec<(String, f64)>,
 }
 
+/// The lock of `run_id` in the records of a grid (`grid`: `reports/<grid>`, whose `runs/`
+/// holds the records), held by the process that trains the run: `.locks/<run_id>.lock`.
+/// None when another process holds it.
+pub fn lock_run(grid: &Path, run_id: &str) -> Result<Option<crate::io::FileLock>> {
+    crate::io::FileLock::try_exclusive(&grid.join(".locks").join(format!("{run_id}.lock")))
+}
+
+/// The grid folder whose records are `runs` (`reports/<grid>` for `reports/<grid>/runs`), or
+/// None when `runs` is not named `runs`.
+pub fn grid_of_runs(runs: &Path) -> Option<&Path> {
+    (runs.file_name()? == "runs").then(|| runs.parent()).flatten()
+}
+
 /// A run's output folder.
 pub struct RunDir {
     pub dir: PathBuf,

@@ -214,6 +214,14 @@ fn sweep_run(
     for (id, reason) in &s.failed {
         eprintln!("  failed: {id}: {}", reason.lines().next().unwrap_or(""));
     }
+    if !s.elsewhere.is_empty() {
+        eprintln!(
+            "{} run{} left to other processes (in training or finished there): {}",
+            s.elsewhere.len(),
+            if s.elsewhere.len() == 1 { "" } else { "s" },
+            s.elsewhere.join(", ")
+        );
+    }
     if s.not_started > 0 {
         eprintln!("interrupted: run the same command again to finish the grid");
         return Ok(Outcome::Interrupted);

@@ -91,6 +91,9 @@ pub struct Summary {
     pub failed: Vec<(String, String)>,
     /// Left unstarted because the sweep was stopped.
     pub not_started: usize,
+    /// Left to other processes: in training there (their lock was held) or finished there
+    /// since this sweep planned.
+    pub elsewhere: Vec<String>,
     pub seconds: f64,
 }
 
@@ -162,6 +165,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &SweepOptions) -> Result<Summary> {
         in_flight: AtomicUsize::new(0),
         workers: w,
         outcomes: Mutex::new(Vec::new()),
+        elsewhere: Mutex::new(Vec::new()),
     };
     let errors: Vec<anyhow::Error> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..w.jobs)
@@ -186,6 +190,7 @@ pub fn run(plan: &Plan, store: &Store, opts: &SweepOptions) -> Result<Summary> {
         }
     }
     summary.not_started = ctx.queue.into_inner().map(|q| q.len()).unwrap_or(0);
+    summary.elsewhere = ctx.elsewhere.into_inner().unwrap_or_default();
     summary.seconds = t0.elapsed().as_secs_f64();
     if let Some(e) = errors.into_iter().next() {
         return Err(e.context("the sweep stopped: a record could not be written"));
@@ -262,6 +267,7 @@ struct Ctx<'a> {
     in_flight: AtomicUsize,
     workers: Workers,
     outcomes: Mutex<Vec<(String, Result<(), String>)>>,
+    elsewhere: Mutex<Vec<String>>,
 }
 
 impl Ctx<'_> {
@@ -276,6 +282,20 @@ impl Ctx<'_> {
                 return Ok(());
             }
             let Some(run) = self.queue.lock().expect("queue lock").pop_front() else { return Ok(()) };
+            let lock = self.store.lock_run(&run.run_id).inspect_err(|_| self.stop.store(true, Ordering::SeqCst))?;
+            let why = match &lock {
+                None => Some("in training in another process"),
+                Some(_) if self.store.status(&run.run_id) == RunStatus::Finished => {
+                    Some("finished by another process meanwhile")
+                }
+                Some(_) => None,
+            };
+            if let Some(why) = why {
+                self.bar.suspend(|| eprintln!("skipped {}  {} | {why}", run.run_id, self.plan.describe(run)));
+                self.bar.inc(1);
+                self.elsewhere.lock().expect("elsewhere lock").push(run.run_id.clone());
+                continue;
+            }
             self.in_flight.fetch_add(1, Ordering::SeqCst);
             self.bar.set_message(format!("({} running)", self.in_flight.load(Ordering::SeqCst)));
             let started = Instant::now();
@@ -312,6 +332,7 @@ impl Ctx<'_> {
             self.bar.inc(1);
             self.bar.set_message(format!("({} running)", self.in_flight.load(Ordering::SeqCst)));
             self.outcomes.lock().expect("outcomes lock").push((run.run_id.clone(), result.map(|_| ())));
+            drop(lock);
         }
     }
 

@@ -9,13 +9,16 @@
 //!                                or failed.json (failed; retried by the next sweep)
 //!   .work/<host>.<pid>/<run_id>/ runs in progress, moved into runs/ when they end
 //!   .work/resumable/<run_id>/    unfinished runs of dead processes, with their resume state
+//!   .locks/<run_id>.lock         held (flock) by the process that trains the run
 //! ```
 //!
 //! A run is trained in its process's work folder and renamed into `runs/` in one step, so
 //! `runs/` only ever holds whole records, and a process killed at any point leaves at most a
 //! stale work folder. The next sweep on the same host keeps the runs in it that saved a resume
 //! state ([`crate::train::resume`]: they continue after their last finished epoch, in whichever
-//! process takes them next; a rename claims one) and removes the rest.
+//! process takes them next; a rename claims one) and removes the rest. A process trains a run
+//! only while it holds the run's lock, so sweeps (and `kdsr train --out <grid>/runs`) that
+//! share a grid never train one run twice at once; the lock ends with its process.
 
 use super::plan::Plan;
 use crate::io::{hostname, write_atomic};
@@ -59,6 +62,11 @@ impl Store {
 
     pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
+    }
+
+    /// The lock of `run_id` if no other process holds it (None: another process trains it).
+    pub fn lock_run(&self, run_id: &str) -> Result<Option<crate::io::FileLock>> {
+        crate::results::lock_run(&self.root, run_id)
     }
 
     fn work_root(&self) -> PathBuf {

@@ -258,6 +258,21 @@ pub fn run(a: TrainArgs, paths: &DataPaths, device: crate::device::DeviceSpec) -
         println!("run {run_id} already finished: {} (use --force to retrain)", metrics.display());
         return Ok(());
     }
+    // Into a grid's records (`--out reports/<grid>/runs`): hold the run's lock, as a sweep does,
+    // so that a sweep of the grid leaves the run to this process (and the reverse).
+    let _lock = match crate::results::grid_of_runs(&a.out) {
+        Some(grid) => Some(crate::results::lock_run(grid, &run_id)?.ok_or_else(|| {
+            bad_input(format!(
+                "run {run_id} is in training in another process (its lock in {} is held)",
+                a.out.display()
+            ))
+        })?),
+        None => None,
+    };
+    if metrics.exists() && !a.force {
+        println!("run {run_id} finished in another process meanwhile: {}", metrics.display());
+        return Ok(());
+    }
     let run_dir = a.out.join(&run_id);
     if a.force {
         crate::train::resume::remove(&run_dir)?;
