@@ -371,3 +371,27 @@ reference = { model = "sasrec", "modality.mode" = "-" }
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("report.reference: no run has model = sasrec, modality.mode = tuned"), "{stderr}");
 }
+
+/// Every grid file of experiments/ plans (full and trial budgets) and reports with no records:
+/// its axes, includes, excludes and `[report]` section (layout, reference, paper, figures)
+/// are valid, so a typo in a committed grid fails here rather than hours into a sweep.
+#[test]
+fn every_grid_file_plans_and_reports() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut grids: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    grids.sort();
+    assert!(grids.len() >= 10, "{grids:?}");
+    let out = tempfile::tempdir().unwrap();
+    for g in &grids {
+        let g = g.to_str().unwrap();
+        for args in [vec!["sweep", "plan", g], vec!["sweep", "plan", g, "--budget", "quick"], vec!["report", g]] {
+            let o = common::kdsr_bin().args(&args).arg("--out").arg(out.path()).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(o.status.success() && !err.contains("panicked"), "kdsr {}: {err}", args.join(" "));
+        }
+    }
+}
