@@ -88,6 +88,15 @@ impl FileLock {
     }
 }
 
+/// This process's peak resident set size in MiB (`VmHWM` in /proc/self/status), or None where
+/// the kernel does not provide it.
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
+}
+
 /// This machine's name (shards on several machines share one reports folder).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -131,6 +140,16 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "second");
         let leftovers: Vec<_> = std::fs::read_dir(d.path()).unwrap().filter_map(|e| e.ok()).collect();
         assert_eq!(leftovers.len(), 1);
+    }
+
+    #[test]
+    fn peak_rss_grows_with_a_touched_allocation() {
+        let before = peak_rss_mib().expect("Linux provides VmHWM");
+        let v = vec![1u8; 64 << 20];
+        let after = peak_rss_mib().unwrap();
+        // A high-water mark: never falls, and covers the 64 MiB just written.
+        assert!(after >= before && after >= 64.0, "{before} -> {after}");
+        drop(std::hint::black_box(v));
     }
 
     #[test]

@@ -46,6 +46,12 @@ fn trained_sasrec_beats_popularity() {
     assert!(sas.dir.join("best.safetensors").exists());
     let csv = std::fs::read_to_string(sas.dir.join("epochs.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + sas.epochs.len());
+    // Peak resident memory: per epoch in epochs.csv and its largest value in the record.
+    assert!(csv.lines().next().unwrap().ends_with(",rss_peak_mib"), "{csv}");
+    let peak = rec["peak_rss_mib"].as_f64().expect("peak_rss_mib in metrics.json");
+    assert!(peak > 10.0, "{peak}");
+    let last: f64 = csv.lines().last().unwrap().rsplit(',').next().unwrap().parse().unwrap();
+    assert!((peak - last).abs() < 1e-5, "the peak only grows: {peak} vs {last}");
 }
 
 #[test]

@@ -260,6 +260,8 @@ mod tests {
             best_epoch: 1,
             epochs_run: 1,
             seconds_per_epoch: 1.0,
+            threads: 1,
+            peak_rss_mib: None,
             protocol: "paper".into(),
             code: CodeVersion { commit: "x".into(), dirty: false, crate_version: "0".into() },
             earlier_code: Vec::new(),

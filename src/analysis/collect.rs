@@ -27,6 +27,10 @@ pub struct CollectedRun {
     pub best_epoch: usize,
     pub epochs_run: usize,
     pub seconds_per_epoch: f64,
+    /// Threads of the (last) process that trained the run.
+    pub threads: usize,
+    /// Peak resident memory of that process, MiB (absent in older records).
+    pub peak_rss_mib: Option<f64>,
     pub protocol: String,
     pub code: CodeVersion,
     /// The code versions of the earlier processes of a resumed run (oldest first).
@@ -163,6 +167,8 @@ pub fn read_record(dir: &Path, labels: Vec<String>, seed: u64) -> Result<Collect
         best_epoch: rec.best_epoch,
         epochs_run: rec.epochs_run,
         seconds_per_epoch: rec.seconds_per_epoch,
+        threads: rec.threads,
+        peak_rss_mib: rec.peak_rss_mib,
         protocol: rec.protocol,
         code: rec.code_version,
         earlier_code: rec.resumed_from.into_iter().map(|s| s.code_version).collect(),

@@ -1,10 +1,11 @@
-//! Two report sections that read more of each record than the test metrics:
+//! Three report sections that read more of each record than the test metrics:
 //! - the protocol-bias table: our numbers (test metrics at the best validation epoch) beside the
 //!   released code's selection (each metric's best test value over all epochs), on the same
 //!   runs, with each selection's margin over the reference group and its paired p-value;
 //! - the gradient-share table: how large each loss term's gradient on each modality table is
 //!   (recommendation CE, holistic, dissected; the per-epoch probe in `epochs.csv`), at epochs
-//!   1, 5 and the last one trained.
+//!   1, 5 and the last one trained;
+//! - the cost table: epochs, seconds per training epoch and peak resident memory per group.
 
 use crate::analysis::aggregate::{Group, Reference, Summary};
 use crate::analysis::collect::{read_epochs, Collected};
@@ -132,4 +133,35 @@ pub fn gradient_shares(c: &Collected, summary: &Summary) -> Result<Option<String
         seeds; in brackets the CE gradient's norm). Last: each run's last trained epoch. A run without correlation losses has 100 / 0 / 0.\n\n\
         | runs | modality | epoch 1 | epoch 5 | last |\n|---|---|---:|---:|---:|\n";
     Ok(Some(format!("{text}{rows}")))
+}
+
+/// The cost section (Markdown), or None without runs: per group, the threads, epochs run and
+/// seconds per training epoch (medians over seeds) and the peak resident memory of the
+/// training process (the largest over seeds; "-" where no record has it).
+pub fn cost(c: &Collected, summary: &Summary) -> Option<String> {
+    if c.runs.is_empty() {
+        return None;
+    }
+    let mut out = String::from(
+        "Per group: threads, epochs run and seconds per training epoch (medians over seeds), and the peak \
+         resident memory of the process that trained each run (the largest over seeds; \"-\": records \
+         from before it was measured). A sweep that trains several runs in one process shares one peak.\n\n\
+         | runs | seeds | threads | epochs | s / epoch | peak RSS (MiB) |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for g in &summary.groups {
+        let runs: Vec<_> = c.runs.iter().filter(|r| r.labels == g.labels).collect();
+        let med = |v: Vec<f64>| super::median(v.into_iter()).map_or("-".into(), |m| format!("{m:.0}"));
+        let rss = runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} |",
+            group_name(c, g),
+            runs.len(),
+            med(runs.iter().map(|r| r.threads as f64).collect()),
+            med(runs.iter().map(|r| r.epochs_run as f64).collect()),
+            med(runs.iter().map(|r| r.seconds_per_epoch).collect()),
+            rss.map_or("-".into(), |m| format!("{m:.0}"))
+        );
+    }
+    Some(out)
 }

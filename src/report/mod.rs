@@ -117,6 +117,7 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
     let sections = Sections {
         protocol_bias: diagnostics::protocol_bias(&collected, summary.reference.clone(), &spec.metrics)?,
         gradient_shares: diagnostics::gradient_shares(&collected, &summary)?,
+        cost: diagnostics::cost(&collected, &summary),
         ordering: ordering::section(&table),
     };
     let text = render(plan, store, spec, &collected, &summary, &table, &figs, &sections, command);
@@ -130,6 +131,7 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
 struct Sections {
     protocol_bias: Option<String>,
     gradient_shares: Option<String>,
+    cost: Option<String>,
     ordering: Option<String>,
 }
 
@@ -243,6 +245,9 @@ fn render(
     }
     if let Some(text) = &sections.gradient_shares {
         let _ = writeln!(out, "## Gradient shares on the modality tables\n\n{text}");
+    }
+    if let Some(text) = &sections.cost {
+        let _ = writeln!(out, "## Cost\n\n{text}");
     }
     let _ = writeln!(out, "## Missing runs\n");
     if c.missing.is_empty() {

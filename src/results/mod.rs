@@ -49,7 +49,10 @@ pub fn grid_of_runs(runs: &Path) -> Option<&Path> {
 pub struct RunDir {
     pub dir: PathBuf,
     csv: std::fs::File,
-    header_written: bool,
+    /// The extra columns of `epochs.csv`'s header once it is written (by the first epoch, or
+    /// by the process that started a resumed run): rows follow it, so a resumed run keeps a
+    /// well-formed file even where this code logs other columns (cells it lacks stay empty).
+    extra_columns: Option<Vec<String>>,
 }
 
 impl RunDir {
@@ -67,7 +70,7 @@ impl RunDir {
         let _ = std::fs::remove_file(dir.join("failed.json"));
         let path = dir.join("epochs.csv");
         let csv = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { dir, csv, header_written: false })
+        Ok(Self { dir, csv, extra_columns: None })
     }
 
     /// Continues a run after epoch `epoch` ([`crate::train::resume`]): keeps `run.toml` and the
@@ -94,11 +97,13 @@ impl RunDir {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(Self { dir, csv, header_written: !kept.is_empty() })
+        let fixed = 5 + 2 * Metrics::all().len();
+        let extra_columns = kept.lines().next().map(|h| h.split(',').skip(fixed).map(String::from).collect());
+        Ok(Self { dir, csv, extra_columns })
     }
 
     pub fn append_epoch(&mut self, e: &EpochLog) -> Result<()> {
-        if !self.header_written {
+        if self.extra_columns.is_none() {
             let mut header = String::from("epoch,loss,steps,train_seconds,eval_seconds");
             for split in ["valid", "test"] {
                 for m in Metrics::all() {
@@ -109,7 +114,7 @@ impl RunDir {
                 header += &format!(",{name}");
             }
             writeln!(self.csv, "{header}")?;
-            self.header_written = true;
+            self.extra_columns = Some(e.extra.iter().map(|(n, _)| n.clone()).collect());
         }
         let loss = if e.loss.is_finite() { format!("{:.6}", e.loss) } else { String::new() };
         let mut row = format!("{},{loss},{},{:.3},{:.3}", e.epoch, e.steps, e.train_seconds, e.eval_seconds);
@@ -118,7 +123,8 @@ impl RunDir {
                 row += &m.map(|m| format!(",{:.4}", m.get(k))).unwrap_or_else(|| ",".into());
             }
         }
-        for (_, v) in &e.extra {
+        for name in self.extra_columns.iter().flatten() {
+            let v = e.extra.iter().find(|(n, _)| n == name).map_or(f64::NAN, |(_, v)| *v);
             row += &if v.is_finite() { format!(",{v:.6}") } else { ",".to_string() };
         }
         writeln!(self.csv, "{row}")?;
@@ -128,5 +134,48 @@ impl RunDir {
 
     pub fn save_checkpoint(&self, tensors: &std::collections::BTreeMap<String, candle_core::Tensor>) -> Result<()> {
         crate::io::save_tensors_atomic(&self.dir.join("best.safetensors"), tensors.iter().map(|(k, v)| (k, v.clone())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+    use crate::data::{DatasetId, DatasetRef};
+    use crate::model::ModelKind;
+
+    fn epoch(epoch: usize, extra: &[(&str, f64)]) -> EpochLog {
+        EpochLog {
+            epoch,
+            loss: 1.0,
+            steps: 3,
+            train_seconds: 0.5,
+            eval_seconds: 0.1,
+            valid: Metrics::default(),
+            test: None,
+            extra: extra.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+        }
+    }
+
+    /// A run resumed by code that logs other extra columns keeps the header it started with:
+    /// every row has the header's width, a column this code lacks stays empty, one it adds is
+    /// left out.
+    #[test]
+    fn a_resumed_run_keeps_its_columns() {
+        let root = tempfile::tempdir().unwrap();
+        let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 7);
+        let mut d = RunDir::create(root.path(), &cfg).unwrap();
+        d.append_epoch(&epoch(1, &[("lr_modality", 0.5), ("old", 2.0)])).unwrap();
+        d.append_epoch(&epoch(2, &[("lr_modality", 0.25), ("old", 3.0)])).unwrap();
+        drop(d);
+        let mut d = RunDir::reopen(root.path(), &cfg, 1).unwrap();
+        d.append_epoch(&epoch(2, &[("lr_modality", 0.125), ("rss_peak_mib", 99.0)])).unwrap();
+        let text = std::fs::read_to_string(d.dir.join("epochs.csv")).unwrap();
+        let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split(',').collect()).collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert!(rows.iter().all(|r| r.len() == rows[0].len()), "{text}");
+        assert_eq!(&rows[0][rows[0].len() - 2..], ["lr_modality", "old"]);
+        assert_eq!(&rows[2][rows[2].len() - 2..], ["0.125000", ""]);
+        assert_eq!(rows[2][0], "2");
     }
 }

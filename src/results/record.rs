@@ -55,6 +55,11 @@ pub struct RunRecord {
     pub eval_seconds_per_epoch: f64,
     #[serde(deserialize_with = "nan_if_null")]
     pub total_seconds: f64,
+    /// Peak resident memory of the process that trained the run, in MiB (the largest
+    /// `rss_peak_mib` of epochs.csv; a sweep of several parallel runs shares one process).
+    /// Absent in older records and where the kernel does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
     pub valid: Metrics,
     pub test: Metrics,
     /// The released code's model selection, recorded for the protocol-bias comparison and never
@@ -176,6 +181,7 @@ mod tests {
             best_epoch: 2,
             seconds_per_epoch: f64::NAN,
             eval_seconds_per_epoch: 0.5,
+            peak_rss_mib: Some(812.5),
             total_seconds: 4.0,
             valid: Metrics::from_ranks([2, 3]),
             released_selection: Some(

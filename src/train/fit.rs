@@ -182,7 +182,7 @@ fn fit(
             eval_seconds: t0.elapsed().as_secs_f64(),
             valid: valid.clone(),
             test: Some(test.clone()),
-            extra: Vec::new(),
+            extra: rss_column().into_iter().collect(),
         };
         dir.append_epoch(&log)?;
         out.valid = valid;
@@ -258,6 +258,7 @@ fn fit(
         extra.extend(diagnostics(&model, cdl.as_mut())?);
         let t1 = Instant::now();
         let valid = evaluate(&Scorer::Model(&model), &split.valid)?;
+        extra.extend(rss_column());
         let log = EpochLog {
             epoch: 0,
             loss: f64::NAN,
@@ -331,6 +332,7 @@ fn fit(
         } else {
             (evaluate(&Scorer::Model(&model), &split.valid)?, None)
         };
+        extra.extend(rss_column());
         let score = valid.get(metric);
         let improved = score > best;
         let selected = improved || t.selection == Selection::Last;
@@ -437,6 +439,12 @@ fn fit(
     Ok((out, info, sizes))
 }
 
+/// The `rss_peak_mib` column of epochs.csv: this process's peak resident memory so far (a
+/// sweep running several runs in one process shares it).
+fn rss_column() -> Option<(String, f64)> {
+    crate::io::peak_rss_mib().map(|m| ("rss_peak_mib".to_string(), m))
+}
+
 fn progress_bar(enabled: bool, len: u64, epoch: usize) -> Option<indicatif::ProgressBar> {
     if !enabled {
         return None;
@@ -510,6 +518,12 @@ fn final_record(
         best_epoch: out.best_epoch,
         seconds_per_epoch: out.seconds_per_epoch,
         eval_seconds_per_epoch: eval_seconds,
+        peak_rss_mib: out
+            .epochs
+            .iter()
+            .filter_map(|e| e.extra.iter().find(|(n, _)| n == "rss_peak_mib").map(|(_, v)| *v))
+            .filter(|v| v.is_finite())
+            .reduce(f64::max),
         total_seconds,
         resumed_from: out.segments.clone(),
         valid: out.valid.clone(),

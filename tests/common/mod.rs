@@ -90,6 +90,7 @@ pub fn hand_record(cfg: &kdsr::config::RunConfig, test: &[(&str, f64)]) -> Strin
         best_epoch: 2,
         seconds_per_epoch: 1.5,
         eval_seconds_per_epoch: 0.1,
+        peak_rss_mib: None,
         total_seconds: 5.0,
         valid: metrics.clone(),
         test: metrics,
@@ -125,12 +126,16 @@ pub fn assert_grads(
 
 /// The rows of a run folder's `epochs.csv` without the timing columns (train and eval seconds).
 pub fn epochs_without_timings(run_dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_to_string(run_dir.join("epochs.csv"))
-        .unwrap()
-        .lines()
+    let text = std::fs::read_to_string(run_dir.join("epochs.csv")).unwrap();
+    // The measured columns: train_seconds, eval_seconds and rss_peak_mib.
+    let header: Vec<&str> = text.lines().next().unwrap_or("").split(',').collect();
+    let rss = header.iter().position(|h| *h == "rss_peak_mib");
+    text.lines()
         .map(|l| {
             let c: Vec<&str> = l.split(',').collect();
-            [&c[..3], &c[5..]].concat().join(",")
+            let kept: Vec<&str> =
+                c.iter().enumerate().filter(|(i, _)| !(3..5).contains(i) && Some(*i) != rss).map(|(_, v)| *v).collect();
+            kept.join(",")
         })
         .collect()
 }
