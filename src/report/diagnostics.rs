@@ -8,7 +8,7 @@
 //! - the cost table: epochs, seconds per training epoch and peak resident memory per group.
 
 use crate::analysis::aggregate::{Group, Reference, Summary};
-use crate::analysis::collect::{read_epochs, Collected};
+use crate::analysis::collect::{read_epochs, Collected, CollectedRun};
 use crate::eval::Metric;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -150,16 +150,18 @@ pub fn cost(c: &Collected, summary: &Summary) -> Option<String> {
     );
     for g in &summary.groups {
         let runs: Vec<_> = c.runs.iter().filter(|r| r.labels == g.labels).collect();
-        let med = |v: Vec<f64>| super::median(v.into_iter()).map_or("-".into(), |m| format!("{m:.0}"));
+        let med = |v: &dyn Fn(&CollectedRun) -> f64| {
+            super::median(runs.iter().map(|r| v(r))).map_or("-".into(), |m| format!("{m:.0}"))
+        };
         let rss = runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max);
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} |",
             group_name(c, g),
             runs.len(),
-            med(runs.iter().map(|r| r.threads as f64).collect()),
-            med(runs.iter().map(|r| r.epochs_run as f64).collect()),
-            med(runs.iter().map(|r| r.seconds_per_epoch).collect()),
+            med(&|r| r.threads as f64),
+            med(&|r| r.epochs_run as f64),
+            med(&|r| r.seconds_per_epoch),
             rss.map_or("-".into(), |m| format!("{m:.0}"))
         );
     }

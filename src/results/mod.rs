@@ -45,6 +45,17 @@ pub fn grid_of_runs(runs: &Path) -> Option<&Path> {
     (runs.file_name()? == "runs").then(|| runs.parent()).flatten()
 }
 
+/// The columns every `epochs.csv` starts with; the run's extra columns follow.
+fn fixed_header() -> String {
+    let mut header = String::from("epoch,loss,steps,train_seconds,eval_seconds");
+    for split in ["valid", "test"] {
+        for m in Metrics::all() {
+            header += &format!(",{split}_{m}");
+        }
+    }
+    header
+}
+
 /// A run's output folder.
 pub struct RunDir {
     pub dir: PathBuf,
@@ -97,19 +108,14 @@ impl RunDir {
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        let fixed = 5 + 2 * Metrics::all().len();
+        let fixed = fixed_header().split(',').count();
         let extra_columns = kept.lines().next().map(|h| h.split(',').skip(fixed).map(String::from).collect());
         Ok(Self { dir, csv, extra_columns })
     }
 
     pub fn append_epoch(&mut self, e: &EpochLog) -> Result<()> {
         if self.extra_columns.is_none() {
-            let mut header = String::from("epoch,loss,steps,train_seconds,eval_seconds");
-            for split in ["valid", "test"] {
-                for m in Metrics::all() {
-                    header += &format!(",{split}_{m}");
-                }
-            }
+            let mut header = fixed_header();
             for (name, _) in &e.extra {
                 header += &format!(",{name}");
             }
