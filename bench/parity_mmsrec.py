@@ -3,7 +3,10 @@
 `fusion_module.FusionInputTransform`, `FusionEmbedding`, `FusionOutputTransform` and
 `transformer.Transformer`, i.e. PyTorch's own `nn.TransformerEncoder`), in eval mode, scored
 as in its masked-item training (`cos / τ`, cross-entropy), for kdsr's MMSRec parity test
-(tests/parity_mmsrec.rs reads the fixture this script writes).
+(tests/parity_mmsrec.rs reads the fixture this script writes). A second part transcribes the
+masked-item training step itself (`FusionEncoderForMaskedLM.mlm`) with its random draws fixed
+(`CLOZE`: which cells are targets, and whether each is masked, replaced or kept): the states at
+the target cells, the loss and the gradients.
 
   .venv/bin/python bench/parity_mmsrec.py tests/fixtures/parity_mmsrec.json
 
@@ -28,6 +31,15 @@ N_ITEMS, D, L, M, HEADS, INNER, LAYERS, TAU = 10, 8, 6, 2, 2, 16, 2, 0.05
 ITEMS = [[3, 1, 4, 1, 5, 9], [9, 2, 6, 0, 0, 0], [2, 2, 7, 3, 2, 0], [8, 0, 0, 0, 0, 0]]
 TARGETS = [7, 8, 4, 1]
 MASK_ID = -1  # stands for the reference's id 1 (its items start at 3)
+# Cloze rows (left-aligned here, right-aligned for the reference): per cell (input item, masked,
+# target; 0 none). Row 0: a masked target, a replaced one (1 -> 6), a kept one, two plain cells
+# and the masked last; row 3: one item, masked.
+CLOZE = [
+    [(3, 1, 3), (6, 0, 1), (4, 0, 4), (1, 0, 0), (5, 0, 0), (9, 1, 9)],
+    [(9, 0, 0), (2, 1, 2), (6, 1, 6)],
+    [(2, 0, 0), (2, 0, 0), (7, 0, 0), (3, 0, 0), (2, 1, 2)],
+    [(8, 1, 8)],
+]
 
 
 def tables():
@@ -138,7 +150,7 @@ class Reference(nn.Module):
     def encode(self, ids, feats):
         """`ids` [N, W] (0 padding, MASK_ID the mask, else items), `feats` M x [N, W, D]:
         FusionInputTransform (after its Linear), FusionEmbedding, Transformer,
-        FusionOutputTransform; the output at the last column."""
+        FusionOutputTransform: [N, W, D]."""
         n, w = ids.shape
         hidden = torch.stack([self.input_norms[m](feats[m]) for m in range(M)], dim=2)  # [N, W, M, D]
         mask = (ids != 0).unsqueeze(-1).expand(n, w, M)  # every item has every modality
@@ -151,7 +163,7 @@ class Reference(nn.Module):
         out = self.encoder(inputs, src_key_padding_mask=~mask.reshape(n, -1)).reshape(hidden.shape)
         fused = torch.stack([self.out_norms[m](self.out_dense[m](out[:, :, m, :])) for m in range(M)], dim=-2)
         fused = torch.where(mask.unsqueeze(-1).expand_as(fused), fused, float(-1e4))
-        return torch.max(fused, dim=-2).values[:, -1, :]
+        return torch.max(fused, dim=-2).values
 
 
 def run():
@@ -173,25 +185,41 @@ def run():
         rows.append([0] * (L - len(u)) + u + [MASK_ID])
     ids = torch.tensor(rows)
     feats = [S[m][ids.clamp(min=0)] for m in range(M)]
-    user = F.normalize(model.encode(ids, feats), dim=-1)
+    user = F.normalize(model.encode(ids, feats)[:, -1, :], dim=-1)
     # Item tower: every item as a one-item window.
     items = torch.arange(1, N_ITEMS + 1).unsqueeze(-1)
-    tower = F.normalize(model.encode(items, [S[m][items] for m in range(M)]), dim=-1)
+    tower = F.normalize(model.encode(items, [S[m][items] for m in range(M)])[:, -1, :], dim=-1)
     logits = user @ tower.T / TAU
     loss = F.cross_entropy(logits, torch.tensor(TARGETS) - 1)
     loss.backward()
-    grads = {}
-    for name in names:
-        t, rows = places[name]
-        g = t.grad if rows is None else t.grad[rows]
-        grads[name] = g.flatten().tolist()
-    return {
-        "names": names,
-        "output": (user / TAU).tolist(),
-        "tower": tower.tolist(),
-        "loss": loss.item(),
-        "grads": grads,
-    }
+
+    def grads():
+        out = {}
+        for name in names:
+            t, rows = places[name]
+            g = t.grad if rows is None else t.grad[rows]
+            out[name] = g.flatten().tolist()
+        return out
+
+    prefix = {"names": names, "output": (user / TAU).tolist(), "tower": tower.tolist(), "loss": loss.item(), "grads": grads()}
+    model.zero_grad()
+    # Masked-item training: right-aligned rows of width L + 1 (the last cell at the last
+    # position, as the mask in prediction), masked cells read the mask token, the states at the
+    # target cells scored against the item tower.
+    rows, inputs, targets = [], [], []
+    for r in CLOZE:
+        pad = L + 1 - len(r)
+        rows.append([0] * pad + [MASK_ID if masked else item for item, masked, _ in r])
+        inputs.append([0] * pad + [item for item, _, _ in r])
+        targets.append([0] * pad + [t for _, _, t in r])
+    ids, inputs, targets = torch.tensor(rows), torch.tensor(inputs), torch.tensor(targets)
+    hidden = model.encode(ids, [S[m][inputs] for m in range(M)])  # [N, W, D]
+    hidden = F.normalize(hidden[targets > 0], dim=-1)
+    tower = F.normalize(model.encode(items, [S[m][items] for m in range(M)])[:, -1, :], dim=-1)
+    loss = F.cross_entropy(hidden @ tower.T / TAU, targets[targets > 0] - 1)
+    loss.backward()
+    prefix["cloze"] = {"output": (hidden / TAU).tolist(), "loss": loss.item(), "grads": grads()}
+    return prefix
 
 
 if __name__ == "__main__":
@@ -202,5 +230,6 @@ if __name__ == "__main__":
         layers=LAYERS,
         temperature=TAU,
         tables=[s.flatten().tolist() for s in tables()],
+        cloze=CLOZE,
         reference=run(),
     )

@@ -41,6 +41,11 @@ pub struct TrainConfig {
     pub patience: usize,
     pub valid_metric: Metric,
     pub sample_mode: SampleMode,
+    /// Cloze samples only: the probability that a cell other than the window's last becomes a
+    /// masked-item target (the MMSRec reference's `ce_mask_ratio`). Written to the run TOML
+    /// only when it differs from the default 0.2.
+    #[serde(skip_serializing_if = "is_default_mask_ratio")]
+    pub mask_ratio: f64,
     /// Longest history fed to the model.
     pub max_len: usize,
     /// Remove history items from the ranking (off in the paper).
@@ -78,6 +83,12 @@ fn is_false(v: &bool) -> bool {
     !*v
 }
 
+const DEFAULT_MASK_RATIO: f64 = 0.2;
+
+fn is_default_mask_ratio(v: &f64) -> bool {
+    *v == DEFAULT_MASK_RATIO
+}
+
 impl Selection {
     pub fn is_best_valid(&self) -> bool {
         *self == Self::BestValid
@@ -98,6 +109,7 @@ impl Default for TrainConfig {
             patience: 6,
             valid_metric: "ndcg@20".parse().expect("valid metric name"),
             sample_mode: SampleMode::Sequence,
+            mask_ratio: DEFAULT_MASK_RATIO,
             max_len: 50,
             mask_history: false,
             selection: Selection::BestValid,
@@ -128,7 +140,10 @@ impl Preset {
             return;
         }
         cfg.train.batch_size = 512;
-        cfg.train.batch_unit = BatchUnit::Targets;
+        // Cloze samples are counted in sequences (their targets are drawn per batch).
+        if cfg.train.sample_mode != SampleMode::Cloze {
+            cfg.train.batch_unit = BatchUnit::Targets;
+        }
         cfg.model.set_width(128);
     }
 }
@@ -170,7 +185,8 @@ impl RunConfig {
 
     /// Switches to `model` at its default settings, with what the model needs: modality
     /// settings (the dataset's defaults, or the run's, in the model's mode) for a model that
-    /// requires them, prefix samples in padded rows for a non-causal model. Other settings are
+    /// requires them, prefix samples in padded rows for a non-causal model, masked-item (cloze)
+    /// samples counted in sequences for a model trained that way (MMSRec). Other settings are
     /// kept.
     pub fn set_model(&mut self, model: ModelKind) {
         self.model = ModelSpec::default_for(model);
@@ -183,6 +199,10 @@ impl RunConfig {
         if !traits.causal {
             self.train.sample_mode = SampleMode::Prefix;
             self.train.pack = false;
+        }
+        if traits.cloze {
+            self.train.sample_mode = SampleMode::Cloze;
+            self.train.batch_unit = BatchUnit::Sequences;
         }
     }
 
@@ -301,9 +321,24 @@ impl RunConfig {
                     "model {name}'s attribute loss (model.attribute_loss) needs the attributes modality in modality.modalities"
                 ));
             }
-            if !traits.causal && (t.sample_mode != SampleMode::Prefix || t.pack) {
+            if t.sample_mode == SampleMode::Cloze {
+                if !traits.cloze {
+                    return Err(format!(
+                        "model {name} has no mask token: train.sample_mode = \"cloze\" (masked-item training) is for mmsrec"
+                    ));
+                }
+                if t.batch_unit != BatchUnit::Sequences || t.pack {
+                    return Err(
+                        "train.sample_mode = \"cloze\" draws its targets per batch: it needs train.batch_unit = \"sequences\" and train.pack = false".into()
+                    );
+                }
+                if !(t.mask_ratio > 0.0 && t.mask_ratio <= 1.0) {
+                    return Err(format!("train.mask_ratio must be in (0, 1], got {}", t.mask_ratio));
+                }
+            } else if !traits.causal && (t.sample_mode != SampleMode::Prefix || t.pack) {
+                let modes = if traits.cloze { "\"prefix\" or \"cloze\"" } else { "\"prefix\"" };
                 return Err(format!(
-                    "model {name} (with these settings) is not causal: it needs train.sample_mode = \"prefix\" and train.pack = false"
+                    "model {name} (with these settings) is not causal: it needs train.sample_mode = {modes} and train.pack = false"
                 ));
             }
         }
@@ -445,6 +480,37 @@ mod tests {
         Preset::Paper.apply(&mut paper);
         assert_eq!((paper.train.batch_size, paper.train.batch_unit), (512, BatchUnit::Targets));
         assert!(matches!(paper.model, ModelSpec::Gru4rec(ref c) if c.embedding == 128));
+    }
+
+    #[test]
+    fn mmsrec_trains_on_masked_items_counted_in_sequences() {
+        let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Mmsrec, 2023);
+        let t = &cfg.train;
+        assert_eq!(
+            (t.sample_mode, t.batch_unit, t.pack, t.mask_ratio),
+            (SampleMode::Cloze, BatchUnit::Sequences, false, 0.2)
+        );
+        assert_eq!(cfg.validate(), Ok(()));
+        // The default ratio is left out of the run file (run ids of other models stay as they were).
+        assert!(!cfg.to_toml().contains("mask_ratio") && cfg.to_toml().contains("sample_mode = \"cloze\""));
+        let c = cfg.with_setting("train.mask_ratio", "0.3").unwrap();
+        assert!(c.to_toml().contains("mask_ratio = 0.3") && c.run_id() != cfg.run_id());
+        assert!(cfg.with_setting("train.mask_ratio", "0").unwrap_err().contains("train.mask_ratio"));
+        assert!(cfg
+            .with_setting("train.batch_unit", "targets")
+            .unwrap_err()
+            .contains("train.batch_unit = \"sequences\""));
+        // Prefix samples remain available; sequence samples are not (not causal).
+        assert_eq!(cfg.with_setting("train.sample_mode", "prefix").map(|_| ()), Ok(()));
+        assert!(cfg.with_setting("train.sample_mode", "sequence").unwrap_err().contains("\"prefix\" or \"cloze\""));
+        // The paper preset keeps the unit.
+        let mut paper = cfg.clone();
+        Preset::Paper.apply(&mut paper);
+        assert_eq!((paper.train.batch_size, paper.train.batch_unit), (512, BatchUnit::Sequences));
+        // Other backbones have no mask token.
+        let sasrec = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
+        let err = sasrec.with_setting("train.sample_mode", "cloze").unwrap_err();
+        assert!(err.contains("train.sample_mode") && err.contains("no mask token"), "{err}");
     }
 
     #[test]

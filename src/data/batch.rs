@@ -14,6 +14,10 @@
 //!   training inputs get further windows of `L` items advancing by `L/2`; each target is still
 //!   trained exactly once per epoch, with a context of at least `L/2` items (prefix mode gives
 //!   it `L`).
+//!
+//! Masked-item training ([`SampleMode::Cloze`], for bidirectional backbones with a mask token)
+//! draws its targets at batch time instead: one window per user over its last `L` training
+//! items (the last one included), and [`cloze_batch`] picks the cells to predict.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,9 @@ pub enum SampleMode {
     Prefix,
     #[default]
     Sequence,
+    /// Masked-item (cloze) training: each user's last `L` training items, in which
+    /// [`cloze_batch`] masks cells whose own items become the targets.
+    Cloze,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +83,9 @@ pub fn train_windows(split: &Split, max_len: usize, mode: SampleMode) -> Vec<Win
                     out.push(Window { user, start, end: next, first: end - start });
                     end = next;
                 }
+            }
+            SampleMode::Cloze => {
+                out.push(Window { user, start: train_end.saturating_sub(l), end: train_end, first: 0 });
             }
         }
     }
@@ -202,6 +212,9 @@ pub struct Batch {
     pub items: Vec<u32>,
     pub targets: Vec<u32>,
     pub pos: Vec<u32>,
+    /// Cloze batches only (else empty): per cell, whether its input is the mask token (its
+    /// item, kept in `items`, is hidden from the model).
+    pub masked: Vec<bool>,
 }
 
 impl Batch {
@@ -263,7 +276,7 @@ fn lay_out(seqs: &[Vec<u32>], segs: &[(u32, u32, u32)], layout: Layout) -> (Batc
         pos[c..c + (b - a) as usize].iter_mut().enumerate().for_each(|(i, p)| *p = i as u32);
         first.push(c);
     }
-    (Batch { rows, width, items, targets: vec![0; rows * width], pos }, first)
+    (Batch { rows, width, items, targets: vec![0; rows * width], pos, masked: Vec::new() }, first)
 }
 
 /// Builds a training batch from windows.
@@ -274,6 +287,47 @@ pub fn train_batch(seqs: &[Vec<u32>], windows: &[Window], layout: Layout) -> Bat
         let s = &seqs[w.user as usize];
         for i in w.first as usize..w.len() {
             batch.targets[c + i] = s[w.start as usize + i + 1];
+        }
+    }
+    batch
+}
+
+/// The masking of a cloze batch, as the MMSRec reference draws it (`ce_mask_ratio`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cloze {
+    /// Probability that a cell other than the last becomes a target; the last always does.
+    pub ratio: f64,
+    /// Items to draw random replacements from: `1..=n_items`.
+    pub n_items: usize,
+}
+
+/// Builds a masked-item (cloze) batch from [`SampleMode::Cloze`] windows (one per row,
+/// left-aligned). Every real cell becomes a target with probability `ratio`, the window's
+/// last cell always. A target cell's input is then, in two independent draws of
+/// probability 0.1 each as in the reference (`FusionEncoderForMaskedLM.mlm`): kept when the
+/// second succeeds, else a uniformly drawn item when the first does, else the mask (81% of
+/// targets); the last cell is always the mask. Targets are the cells' own items.
+pub fn cloze_batch(seqs: &[Vec<u32>], windows: &[Window], cloze: Cloze, rng: &mut impl rand::Rng) -> Batch {
+    let segs: Vec<(u32, u32, u32)> = windows.iter().map(|w| (w.user, w.start, w.end)).collect();
+    let (mut batch, first) = lay_out(seqs, &segs, Layout::Padded);
+    batch.masked = vec![false; batch.items.len()];
+    for (w, c) in windows.iter().zip(first) {
+        let n = w.len();
+        for i in 0..n {
+            let cell = c + i;
+            let last = i + 1 == n;
+            if !(last || rng.random_bool(cloze.ratio)) {
+                continue;
+            }
+            let original = batch.items[cell];
+            batch.targets[cell] = original;
+            let replace = rng.random_bool(0.1);
+            let keep = rng.random_bool(0.1);
+            if last || !(keep || replace) {
+                batch.masked[cell] = true;
+            } else if !keep {
+                batch.items[cell] = rng.random_range(1..=cloze.n_items as u32);
+            }
         }
     }
     batch
@@ -326,6 +380,70 @@ mod tests {
                 assert!((4..=8).contains(&c2), "context {c2} at {p}");
             }
         }
+    }
+
+    #[test]
+    fn cloze_windows_end_at_the_last_training_item() {
+        let seqs: Vec<Vec<u32>> = vec![(1..=9).collect(), (1..=30).collect(), vec![1, 2, 3], vec![1, 2]];
+        let split = Split::new(&seqs, Protocol::Paper);
+        assert_eq!(split.train_end, vec![7, 23, 2, 1]);
+        let ws = train_windows(&split, 8, SampleMode::Cloze);
+        // The last L = 8 training items (positions ..train_end), none for a single training item.
+        assert_eq!(
+            ws,
+            vec![
+                Window { user: 0, start: 0, end: 7, first: 0 },
+                Window { user: 1, start: 15, end: 23, first: 0 },
+                Window { user: 2, start: 0, end: 2, first: 0 }
+            ]
+        );
+    }
+
+    #[test]
+    fn cloze_batch_masks_as_the_reference_draws() {
+        use rand::SeedableRng;
+        let n_items = 1000u32;
+        let seqs: Vec<Vec<u32>> =
+            (0..2000).map(|u| (0..20).map(|i| 1 + (u * 7 + i * 13) % n_items).collect()).collect();
+        let ws: Vec<Window> = (0..2000).map(|u| Window { user: u, start: 2, end: 20, first: 0 }).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let b = cloze_batch(&seqs, &ws, Cloze { ratio: 0.2, n_items: n_items as usize }, &mut rng);
+        assert_eq!((b.rows, b.width, b.masked.len()), (2000, 18, 2000 * 18));
+        let (mut targets, mut masked, mut replaced, mut kept) = (0, 0, 0, 0);
+        for (r, w) in ws.iter().enumerate() {
+            let original = &seqs[w.user as usize][2..20];
+            for (i, &o) in original.iter().enumerate() {
+                let c = r * 18 + i;
+                if i == 17 {
+                    // The last cell: always a target, always the mask.
+                    assert!(b.masked[c] && b.targets[c] == o && b.items[c] == o);
+                    continue;
+                }
+                if b.targets[c] == 0 {
+                    assert!(!b.masked[c] && b.items[c] == o, "a cell that is no target keeps its input");
+                    continue;
+                }
+                assert_eq!(b.targets[c], o, "a target is the cell's own item");
+                targets += 1;
+                match (b.masked[c], b.items[c] == o) {
+                    (true, true) => masked += 1,
+                    (false, false) => replaced += 1,
+                    (false, true) => kept += 1,
+                    (true, false) => panic!("a masked cell keeps its item in `items`"),
+                }
+            }
+        }
+        let cells = 2000.0 * 17.0;
+        let share = |k: i32| k as f64 / targets as f64;
+        assert!((targets as f64 / cells - 0.2).abs() < 0.01, "target share {}", targets as f64 / cells);
+        assert!((share(masked) - 0.81).abs() < 0.02, "masked {}", share(masked));
+        // Random draws may hit the original item (1 in 1000): counted as kept.
+        assert!((share(replaced) - 0.09).abs() < 0.015, "replaced {}", share(replaced));
+        assert!((share(kept) - 0.10).abs() < 0.015, "kept {}", share(kept));
+        assert!(b.items.iter().all(|&i| (1..=n_items).contains(&i)));
+        // The same generator state draws the same batch.
+        let mut again = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        assert_eq!(cloze_batch(&seqs, &ws, Cloze { ratio: 0.2, n_items: n_items as usize }, &mut again), b);
     }
 
     #[test]

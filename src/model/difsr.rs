@@ -155,6 +155,7 @@ impl SeqModel for DifSr {
             attribute_labels: cfg.attribute_loss > 0.0,
             clusters: None,
             item_tower: false,
+            cloze: false,
         }
     }
 

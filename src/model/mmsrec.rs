@@ -16,13 +16,22 @@
 //! with the cross-entropy over all items; every training step runs the item tower on all N
 //! items, as the reference does.
 //!
-//! Positions count back from the mask, which is always at the last position (the reference
+//! Training is the reference's masked-item training (`FusionEncoderForMaskedLM.mlm`,
+//! `train.sample_mode = "cloze"`, the default for this model): each user's last `L` training
+//! items form one window in which every item is a target with probability 0.2 (`train.mask_ratio`)
+//! and the last always; a target's input is the mask token (81%), a random item (9%) or itself
+//! (10%), drawn by [`crate::data::batch::cloze_batch`]; the model reads every cell and the
+//! cross-entropy covers the targets. Evaluation, like the reference's `prediction`, appends the
+//! mask to the history and reads it; prefix samples (`train.sample_mode = "prefix"`) train that
+//! way too, one target per window.
+//!
+//! Positions count back from the last token, always at the last position (the reference
 //! right-aligns windows in fixed-width rows). Adaptations, stated: no pretraining (no WebVid
 //! corpus here; the model trains from scratch); the modalities are the run's (text and
-//! attribute autoencoder codes, not CLIP features), every item has all of them; training masks
-//! only the appended last item (prefix samples, one target each), where the reference's
-//! masked-item training also masks 20% of the earlier items; dropout is not applied inside the
-//! feed-forward sublayer (PyTorch drops the GELU output too).
+//! attribute autoencoder codes, not CLIP features), every item has all of them; a batch is 256
+//! sequences (512 under the paper preset; the reference: 1024), random replacements are drawn
+//! from every item (the reference's draw leaves out the last id); dropout is not applied inside
+//! the feed-forward sublayer (PyTorch drops the GELU output too).
 
 use super::layers::{linear, AttentionLayer, Ctx, LayerNorm, LayerShape, Linear, Product};
 use super::registry::{Dims, ModalityUse, SeqModel, Side, Traits};
@@ -100,7 +109,7 @@ impl SeqModel for Mmsrec {
     type Config = MmsrecConfig;
 
     fn traits(_: &MmsrecConfig) -> Traits {
-        Traits { item_tower: true, ..Traits::bidirectional_streams(ModalityUse::Frozen) }
+        Traits { item_tower: true, cloze: true, ..Traits::bidirectional_streams(ModalityUse::Frozen) }
     }
 
     fn check(cfg: &MmsrecConfig) -> std::result::Result<(), String> {
@@ -176,7 +185,10 @@ impl SeqModel for Mmsrec {
             candle_core::bail!("mmsrec: a window of {len} items beyond the {} position embeddings", n_pos);
         }
         // Per modality: [LN_m(stream) of every cell | mask | zero] as a gather source.
-        let zero = Tensor::zeros((1, d), candle_core::DType::F32, dev)?;
+        if !input.masked.is_empty() && input.masked.len() != b * t {
+            candle_core::bail!("mmsrec: {} mask flags for {} cells", input.masked.len(), b * t);
+        }
+        let zero = Tensor::zeros((1, d), DType::F32, dev)?;
         let sources = side
             .streams
             .iter()
@@ -187,24 +199,41 @@ impl SeqModel for Mmsrec {
             .collect::<Result<Vec<_>>>()?;
         let (mask_row, zero_row) = ((b * t) as u32, (b * t + 1) as u32);
 
+        // Prefix batches: each row's cells, then the mask, read at the mask. Cloze batches
+        // (masked-item training): each row's cells, the masked ones replaced by the mask token,
+        // read at every cell.
+        let cloze = !input.masked.is_empty();
+        let tokens_of = |r: usize| lens[r] + usize::from(!cloze);
         let mut order: Vec<usize> = (0..b).collect();
         order.sort_by_key(|&r| lens[r]);
         let mut outs = Vec::with_capacity(b.div_ceil(BUCKET_ROWS));
+        // Per output row: the batch cell it belongs to (none for an empty prefix row).
+        let mut cell_of: Vec<Option<usize>> = Vec::with_capacity(b);
         for rows in order.chunks(BUCKET_ROWS) {
-            // Row k: its cells, the mask at column len, padding after; positions count back
-            // from the mask at P - 1.
-            let w = rows.iter().map(|&r| lens[r]).max().unwrap_or(0) + 1;
-            let (mut pick, mut pos, mut valid) = (Vec::new(), Vec::new(), Vec::new());
-            for &r in rows {
-                let n = lens[r] + 1;
+            // Row k: its tokens from column 0, padding after; positions count back from the last
+            // token at P - 1.
+            let w = rows.iter().map(|&r| tokens_of(r)).max().unwrap_or(1);
+            let (mut pick, mut pos, mut valid, mut read) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (i, &r) in rows.iter().enumerate() {
+                let n = tokens_of(r);
                 for col in 0..w {
-                    pick.push(match col.cmp(&lens[r]) {
-                        std::cmp::Ordering::Less => (r * t + col) as u32,
-                        std::cmp::Ordering::Equal => mask_row,
-                        std::cmp::Ordering::Greater => zero_row,
+                    let cell = r * t + col;
+                    pick.push(if col >= n {
+                        zero_row
+                    } else if col == lens[r] || (cloze && input.masked[cell]) {
+                        mask_row
+                    } else {
+                        cell as u32
                     });
                     pos.push(if col < n { (n_pos - n + col) as u32 } else { 0 });
                     valid.push(col < n);
+                }
+                if cloze {
+                    read.extend((0..lens[r]).map(|col| (i * w + col) as u32));
+                    cell_of.extend((0..lens[r]).map(|col| Some(r * t + col)));
+                } else {
+                    read.push((i * w + lens[r]) as u32);
+                    cell_of.push(lens[r].checked_sub(1).map(|col| r * t + col));
                 }
             }
             let k = rows.len();
@@ -214,18 +243,21 @@ impl SeqModel for Mmsrec {
             let key_bias: Vec<f32> =
                 valid.iter().flat_map(|&v| std::iter::repeat_n(if v { 0.0 } else { MASKED }, m)).collect();
             let key_bias = Tensor::from_vec(key_bias, (k, 1, 1, w * m), dev)?;
-            let read: Vec<u32> = rows.iter().enumerate().map(|(i, &r)| (i * w + lens[r]) as u32).collect();
-            let h = self.encode(&tokens, &pos, &key_bias, &Tensor::from_vec(read, k, dev)?, ctx)?;
-            outs.push(h);
+            let n_read = read.len();
+            outs.push(self.encode(&tokens, &pos, &key_bias, &Tensor::from_vec(read, n_read, dev)?, ctx)?);
         }
-        let mut place = vec![0u32; b];
-        for (k, &r) in order.iter().enumerate() {
-            place[r] = k as u32;
-        }
-        let out = Tensor::cat(&outs, 0)?.index_select(&Tensor::from_vec(place, b, dev)?, 0)?; // [B, D]
+        let out = Tensor::cat(&outs, 0)?; // [R, D]
         let out = normalise(&out)?.affine(1.0 / self.temperature, 0.0)?;
-        let cells: Vec<Option<usize>> = lens.iter().map(|&len| len.checked_sub(1)).collect();
-        super::at_cells(&out, &cells, t)
+        // [B, T, D]: each read at its cell, zero elsewhere.
+        let spare = cell_of.len() as u32;
+        let mut place = vec![spare; b * t];
+        for (k, cell) in cell_of.iter().enumerate() {
+            if let Some(c) = cell {
+                place[*c] = k as u32;
+            }
+        }
+        let out = Tensor::cat(&[out, Tensor::zeros((1, d), DType::F32, dev)?], 0)?;
+        out.index_select(&Tensor::from_vec(place, b * t, dev)?, 0)?.reshape((b, t, d))
     }
 
     fn item_table(&self) -> Option<&Tensor> {
@@ -252,8 +284,8 @@ impl SeqModel for Mmsrec {
 
 impl Mmsrec {
     /// `tokens` [K, W, M, D] at positions `pos` [K·W] (padding keys masked by the additive
-    /// `key_bias` [K, 1, 1, W·M]) -> the fused output of each row's cell `read[k]` (flat index into K·W):
-    /// [K, D].
+    /// `key_bias` [K, 1, 1, W·M]) -> the fused output at the cells `read` [R] (flat indices into
+    /// K·W): [R, D].
     fn encode(&self, tokens: &Tensor, pos: &[u32], key_bias: &Tensor, read: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let (k, w, m, d) = tokens.dims4()?;
         let dev = tokens.device();
@@ -269,14 +301,14 @@ impl Mmsrec {
             let probs = crate::ops::biased_softmax(&scores, scale, key_bias)?;
             x = layer.finish_with(&probs, &x, ctx, product)?;
         }
-        let at = self.final_norm.forward(&x.reshape((k * w, m, d))?.index_select(read, 0)?)?; // [K, M, D]
+        let at = self.final_norm.forward(&x.reshape((k * w, m, d))?.index_select(read, 0)?)?; // [R, M, D]
         let fused = self
             .outputs
             .iter()
             .enumerate()
             .map(|(j, (dense, ln))| ln.forward(&dense.forward(&at.narrow(1, j, 1)?.squeeze(1)?)?))
             .collect::<Result<Vec<_>>>()?;
-        Tensor::stack(&fused, 1)?.max(1) // [K, D]
+        Tensor::stack(&fused, 1)?.max(1) // [R, D]
     }
 }
 

@@ -38,12 +38,15 @@ pub struct SeqBatch {
     pub items: Tensor,
     /// [B * T]: each cell's position within its own sequence; a sequence starts at position 0.
     pub pos: Vec<u32>,
+    /// [B * T] in cloze batches (masked-item training), else empty: whether the cell's input is
+    /// the mask token. Only backbones with [`Traits::cloze`] get such batches.
+    pub masked: Vec<bool>,
 }
 
 impl SeqBatch {
     pub fn new(batch: &Batch, device: &Device) -> Result<Self> {
         let items = Tensor::from_slice(&batch.items, (batch.rows, batch.width), device)?;
-        Ok(Self { items, pos: batch.pos.clone() })
+        Ok(Self { items, pos: batch.pos.clone(), masked: batch.masked.clone() })
     }
 
     /// One left-aligned sequence per row (positions `0..len`, padding after it).
@@ -53,7 +56,7 @@ impl SeqBatch {
             .iter()
             .flat_map(|r| r.iter().enumerate().map(|(i, &v)| if v == 0 { 0 } else { i as u32 }))
             .collect();
-        Ok(Self { items, pos })
+        Ok(Self { items, pos, masked: Vec::new() })
     }
 
     /// Per cell: the column where its sequence starts (its first visible cell).

@@ -89,6 +89,7 @@ impl SeqModel for Nova {
             attribute_labels: false,
             clusters: None,
             item_tower: false,
+            cloze: false,
         }
     }
 

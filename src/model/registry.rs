@@ -68,6 +68,10 @@ pub struct Traits {
     /// Scores items against embeddings it computes from every item's modality streams
     /// ([`SeqModel::candidates`]) instead of an ID table.
     pub item_tower: bool,
+    /// Reads the mask token at the masked cells of a cloze batch ([`SeqBatch::masked`]) and
+    /// returns a state at every cell, so it can train on masked items
+    /// (`train.sample_mode = "cloze"`).
+    pub cloze: bool,
 }
 
 /// The k-means clustering of each modality's autoencoder codes that a backbone asks for.
@@ -101,6 +105,7 @@ impl Traits {
             attribute_labels: false,
             clusters: None,
             item_tower: false,
+            cloze: false,
         }
     }
 
@@ -112,6 +117,7 @@ impl Traits {
         attribute_labels: false,
         clusters: None,
         item_tower: false,
+        cloze: false,
     };
 }
 

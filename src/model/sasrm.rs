@@ -26,6 +26,7 @@ impl SeqModel for Sasrm {
             attribute_labels: false,
             clusters: None,
             item_tower: false,
+            cloze: false,
         }
     }
 

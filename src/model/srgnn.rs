@@ -146,6 +146,7 @@ impl SeqModel for SrGnn {
             attribute_labels: false,
             clusters: None,
             item_tower: false,
+            cloze: false,
         }
     }
 

@@ -16,7 +16,7 @@
 use super::resume::{self, Snapshot, Streams};
 use super::setup::{self, Setup};
 use crate::config::{ModelSpec, RunConfig, Selection};
-use crate::data::batch::{steps, train_batch, train_windows, Batch, Layout};
+use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Batch, Cloze, Layout, SampleMode};
 use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset};
 use crate::distill::cdl::Cdl;
@@ -289,7 +289,15 @@ fn fit(
         let t0 = Instant::now();
         let (mut loss_sum, mut n_targets, mut hol, mut dis) = (0f64, 0usize, 0f64, 0f64);
         for (step, chunk) in epoch_steps.iter().enumerate() {
-            let batch = train_batch(&ds.sequences, chunk, layout);
+            let batch = match t.sample_mode {
+                SampleMode::Cloze => {
+                    // Drawn afresh from (seed, epoch, step), so a resumed run draws the same.
+                    let mut rng =
+                        ChaCha8Rng::seed_from_u64(seed_for(seed_for(cfg.seed, 3), (epoch << 32 | step) as u64));
+                    cloze_batch(&ds.sequences, chunk, Cloze { ratio: t.mask_ratio, n_items: ds.n_items }, &mut rng)
+                }
+                _ => train_batch(&ds.sequences, chunk, layout),
+            };
             let (ce, m) = batch_loss(&model, &batch, &mut ctx, &opts.device)?;
             let value = ce.to_scalar::<f32>()? as f64;
             let mut loss = ce;

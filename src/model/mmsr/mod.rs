@@ -298,6 +298,7 @@ impl SeqModel for Mmsr {
             attribute_labels: false,
             clusters,
             item_tower: false,
+            cloze: false,
         }
     }
 
