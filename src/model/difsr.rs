@@ -18,6 +18,8 @@
 //! query's scores over all `max_len` key columns with a Linear before the mask (as the
 //! reference does, padding columns included), so they see later positions: the model is not
 //! causal with them and trains on prefix samples in rows padded to `max_len`; `sum` is causal.
+//! With one prefix per row, read at its last cell, the top layer computes that cell's query
+//! only (keys and values from every cell, so the output there is unchanged).
 
 use super::fusion::ModalityMode;
 use super::layers::{linear, AttentionLayer, Ctx, Linear, TokenEmbeddings};
@@ -98,13 +100,31 @@ impl Block {
         })
     }
 
-    /// `x`, `pos`: [B, T, D], `streams`: M × [B, T, D], additive `mask` [B, 1, T, T] -> [B, T, D]
-    fn forward(&self, x: &Tensor, pos: &Tensor, streams: &[Tensor], mask: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// `x`, `pos`: [B, T, D], `streams`: M × [B, T, D], additive `mask` [B, 1, T, T] ->
+    /// [B, Tq, D]: every cell (`last` None, Tq = T) or, for each row `r`, only the cell
+    /// `last[r]` (flat indices into `B·T`, Tq = 1; keys and values still come from every cell).
+    fn forward(
+        &self,
+        x: &Tensor,
+        pos: &Tensor,
+        streams: &[Tensor],
+        mask: &Tensor,
+        last: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
         let layer = &self.layer;
-        let dh = x.dim(2)? / layer.n_heads;
+        let (b, t, d) = x.dims3()?;
+        let dh = d / layer.n_heads;
+        // The query cells of `input` [B, T, D]: [B, Tq, D].
+        let rows = |input: &Tensor| -> Result<Tensor> {
+            match last {
+                Some(idx) => input.reshape((b * t, d))?.index_select(idx, 0)?.reshape((b, 1, d)),
+                None => Ok(input.clone()),
+            }
+        };
         let scores = |q: &Linear, k: &Linear, input: &Tensor| -> Result<Tensor> {
-            layer.heads(q, input)?.matmul(&layer.heads(k, input)?.transpose(2, 3)?)
-            // [B, H, T, T]
+            layer.heads(q, &rows(input)?)?.matmul(&layer.heads(k, input)?.transpose(2, 3)?)
+            // [B, H, Tq, T]
         };
         // Stream order as the reference: modalities, item, position.
         let mut all = Vec::with_capacity(streams.len() + 2);
@@ -121,16 +141,20 @@ impl Block {
                 }
                 acc
             }
-            Fuse::Concat(l) => l.forward(&Tensor::cat(&all, 3)?)?, // [B, H, T, (2+M)·T] -> [B, H, T, T]
+            Fuse::Concat(l) => l.forward(&Tensor::cat(&all, 3)?)?, // [B, H, Tq, (2+M)·T] -> [B, H, Tq, T]
             Fuse::Gate(l1, l2) => {
-                let stack = Tensor::stack(&all, 3)?; // [B, H, T, K, T]
-                let energy = l2.forward(&l1.forward(&stack)?.relu()?)?.squeeze(4)?; // [B, H, T, K]
+                let stack = Tensor::stack(&all, 3)?; // [B, H, Tq, K, T]
+                let energy = l2.forward(&l1.forward(&stack)?.relu()?)?.squeeze(4)?; // [B, H, Tq, K]
                 let w = candle_nn::ops::softmax(&energy, D::Minus1)?;
-                stack.broadcast_mul(&w.unsqueeze(4)?)?.sum(3)? // [B, H, T, T]
+                stack.broadcast_mul(&w.unsqueeze(4)?)?.sum(3)? // [B, H, Tq, T]
             }
         };
-        let probs = crate::ops::biased_softmax(&fused, 1.0 / (dh as f64).sqrt(), mask)?;
-        layer.finish(&probs, x, ctx)
+        let mask = match last {
+            Some(idx) => mask.reshape((b * t, t))?.index_select(idx, 0)?.reshape((b, 1, 1, t))?,
+            None => mask.clone(),
+        };
+        let probs = crate::ops::biased_softmax(&fused, 1.0 / (dh as f64).sqrt(), &mask)?;
+        layer.finish_rows(&probs, x, &rows(x)?, ctx)
     }
 }
 
@@ -218,10 +242,29 @@ impl SeqModel for DifSr {
         let mask = Tensor::from_vec(mask, (b, 1, width, width), dev)?;
         let pos_emb = self.embeddings.positions(&pos, (b, width), dev)?;
         let mut x = self.embeddings.normalise(&x, ctx)?;
-        for block in &self.blocks {
-            x = block.forward(&x, &pos_emb, &streams, &mask, ctx)?;
+        // Padded rows (gate, concat) hold one prefix each, read at its last cell only: the top
+        // layer computes that cell's query alone.
+        let lens: Vec<usize> =
+            (0..b).map(|r| items_v[r * width..r * width + t].iter().filter(|&&i| i != 0).count()).collect();
+        let last = match self.full_width {
+            Some(_) => {
+                let idx: Vec<u32> = lens.iter().enumerate().map(|(r, &n)| (r * width + n.max(1) - 1) as u32).collect();
+                Some(Tensor::from_vec(idx, b, dev)?)
+            }
+            None => None,
+        };
+        let n = self.blocks.len();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let top = if i + 1 == n { last.as_ref() } else { None };
+            x = block.forward(&x, &pos_emb, &streams, &mask, top, ctx)?;
         }
-        x.narrow(1, 0, t)
+        match last {
+            Some(_) => {
+                let cells: Vec<Option<usize>> = lens.iter().map(|&n| n.checked_sub(1)).collect();
+                super::at_cells(&x.squeeze(1)?, &cells, t)
+            }
+            None => x.narrow(1, 0, t),
+        }
     }
 
     fn item_table(&self) -> Option<&Tensor> {

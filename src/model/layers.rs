@@ -347,6 +347,14 @@ impl AttentionLayer {
         self.finish_with(probs, x, ctx, Product::Matmul)
     }
 
+    /// As [`AttentionLayer::finish`] for some query cells only: `probs` [B, H, Tq, T] over the
+    /// values of `x` [B, T, D], residual `queries` [B, Tq, D] (those cells of `x`).
+    pub fn finish_rows(&self, probs: &Tensor, x: &Tensor, queries: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let v = self.heads(&self.value, x)?;
+        let out = self.output.forward(probs, &v, queries, ctx)?;
+        self.feed_forward.forward(&out, ctx)
+    }
+
     /// As [`AttentionLayer::finish`], with `P V` computed by `product`.
     pub fn finish_with(&self, probs: &Tensor, x: &Tensor, ctx: &mut Ctx, product: Product) -> Result<Tensor> {
         let v = self.heads(&self.value, x)?;
