@@ -19,7 +19,9 @@
 //! logits are matmuls, `(X ⊙ a_r) Xᵀ`; no `[B, N, N, D]` tensor exists.
 //!
 //! Not causal: prefix samples and one evaluation window per instance; the output sits at each
-//! row's last item cell (other cells are zero), as SR-GNN's.
+//! row's last item cell (other cells are zero), as SR-GNN's. Only that node is read, so the top
+//! layer's homogeneous step, gate and output are computed for it alone (the heterogeneous step,
+//! whose outputs are the homogeneous step's keys, still for every node).
 
 pub mod graph;
 
@@ -176,9 +178,12 @@ impl HeteLayer {
         self.gate_out.forward(&self.gate_hidden.forward(x)?.relu()?)
     }
 
-    /// [R, N, D] -> [R, N, D]
-    fn forward(&self, h: &Tensor, m: &BucketMasks, ctx: &mut Ctx) -> Result<Tensor> {
+    /// [R, N, D] -> [R, Nq, D]: every node (`read` None, Nq = N) or, per row `i`, only the
+    /// node `read[i]` (Nq = 1; the heterogeneous step still covers every node, whose outputs
+    /// are the homogeneous step's keys).
+    fn forward(&self, h: &Tensor, m: &BucketMasks, read: Option<&[usize]>, ctx: &mut Ctx) -> Result<Tensor> {
         let (r, n, d) = h.dims3()?;
+        let dev = h.device();
         let qkv = self.typed(h, m)?; // [R * N, kD]
         let part = |k: usize| qkv.narrow(1, k * d, d)?.contiguous()?.reshape((r, n, d));
         let q = part(0)?;
@@ -186,14 +191,42 @@ impl HeteLayer {
         let s = q.matmul(&k.transpose(1, 2)?.contiguous()?)?; // [R, N, N]
         let w_h = biased(&(leaky(&s, self.slope)? * &m.hete)?, &m.hete_bias)?;
         let hete = ctx.dropout(&w_h, self.dropout)?.matmul(&v)?; // [R, N, D]
-                                                                 // The reference recomputes these weights with a fresh dropout mask for the gate's input.
-        let ab = ctx.dropout(&w_h, self.dropout)?.matmul(&v)?;
-        let ha = hete.unsqueeze(1)?.broadcast_mul(&self.a.reshape((1, 4, 1, d))?)?.reshape((r, 4 * n, d))?;
-        let e = ha.matmul(&hete.transpose(1, 2)?.contiguous()?)?.reshape((r, 4, n, n))?;
+                                                                 // The query rows of a per-node tensor `t` [R, N, C] (with `read`: [R, 1, C]), and of
+                                                                 // the masks.
+        let pick = |t: &Tensor, idx: &[u32]| -> Result<Tensor> {
+            let (rows, c) = (idx.len(), t.dim(t.rank() - 1)?);
+            let flat = t.reshape((t.elem_count() / c, c))?;
+            flat.index_select(&Tensor::from_slice(idx, rows, dev)?, 0)
+        };
+        let (nq, query, homo, homo_bias) = match read {
+            None => (n, None, m.homo.clone(), m.homo_bias.clone()),
+            Some(nodes) => {
+                let rows: Vec<u32> = nodes.iter().enumerate().map(|(i, &u)| (i * n + u) as u32).collect();
+                let rel: Vec<u32> = nodes
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, &u)| (0..4).map(move |k| ((i * 4 + k) * n + u) as u32))
+                    .collect();
+                let homo = pick(&m.homo, &rel)?.reshape((r, 4, 1, n))?;
+                let homo_bias = pick(&m.homo_bias, &rows)?.reshape((r, 1, 1, n))?;
+                (1, Some(rows), homo, homo_bias)
+            }
+        };
+        let rows_of = |t: &Tensor| -> Result<Tensor> {
+            match &query {
+                Some(rows) => pick(t, rows)?.reshape((r, 1, t.dim(2)?)),
+                None => Ok(t.clone()),
+            }
+        };
+        // The reference recomputes these weights with a fresh dropout mask for the gate's input.
+        let ab = ctx.dropout(&rows_of(&w_h)?, self.dropout)?.matmul(&v)?; // [R, Nq, D]
+        let hq = rows_of(&hete)?;
+        let ha = hq.unsqueeze(1)?.broadcast_mul(&self.a.reshape((1, 4, 1, d))?)?.reshape((r, 4 * nq, d))?;
+        let e = ha.matmul(&hete.transpose(1, 2)?.contiguous()?)?.reshape((r, 4, nq, n))?;
         // One relation per pair, and LeakyReLU(0) = 0: select the pair's relation, then LeakyReLU.
-        let w_o = biased(&leaky(&(e * &m.homo)?.sum(1)?, self.slope)?, &m.homo_bias)?;
+        let w_o = biased(&leaky(&(e * &homo)?.sum(1)?, self.slope)?, &homo_bias)?;
         let ba = ctx.dropout(&w_o, self.dropout)?.matmul(&v)?;
-        let g = candle_nn::ops::sigmoid(&(self.gate_score(&ab)? - self.gate_score(&ba)?)?)?; // [R, N, 1]
+        let g = candle_nn::ops::sigmoid(&(self.gate_score(&ab)? - self.gate_score(&ba)?)?)?; // [R, Nq, 1]
         &ba + g.broadcast_mul(&(&ab - &ba)?)?
     }
 }
@@ -443,7 +476,6 @@ impl SeqModel for Mmsr {
         let mut src = vec![zero_row; total];
         let mut type_ids = vec![0u32; total];
         let mut pos_w = vec![0f32; total * max_pos];
-        let mut last = vec![total as u32; b];
         let mut at = 0;
         for (rows, n) in &buckets {
             for &r in rows.iter() {
@@ -462,9 +494,6 @@ impl SeqModel for Mmsr {
                         pos_w[node * max_pos + p as usize] = w;
                     }
                 }
-                if lens[r] > 0 {
-                    last[r] = (at + g.cell_node[lens[r] - 1] as usize) as u32;
-                }
                 at += n;
             }
         }
@@ -473,22 +502,38 @@ impl SeqModel for Mmsr {
         let pos = Tensor::from_vec(pos_w, (total, max_pos), dev)?.matmul(&self.pos_embedding)?;
         let h0 = Tensor::cat(&[x, ty, pos], 1)?.matmul(&self.w_input)?; // [total, D]
 
-        let mut outs = Vec::with_capacity(buckets.len() + 1);
+        // Only each row's last item node is read: the top layer computes that node alone.
+        let mut outs = Vec::with_capacity(buckets.len());
         let mut at = 0;
         for (rows, n) in &buckets {
             let (r, n) = (rows.len(), *n);
             let masks = self.masks(&graphs, rows, n, dev)?;
+            // Each row's last item node within its graph (node 0 for a row without items).
+            let read: Vec<usize> = rows
+                .iter()
+                .map(|&row| lens[row].checked_sub(1).map_or(0, |c| graphs[row].cell_node[c] as usize))
+                .collect();
             let mut h = h0.narrow(0, at, r * n)?.reshape((r, n, d))?;
-            for layer in &self.layers {
-                h = layer.forward(&h, &masks, ctx)?;
-                h = ctx.dropout(&h, self.dropout)?.broadcast_mul(&masks.nodes)?;
+            let top = self.layers.len() - 1;
+            for (l, layer) in self.layers.iter().enumerate() {
+                if l == top {
+                    // [R, 1, D]: the read nodes are real nodes (or rows without items, unread).
+                    let y = layer.forward(&h, &masks, Some(&read), ctx)?;
+                    h = ctx.dropout(&y, self.dropout)?;
+                } else {
+                    h = layer.forward(&h, &masks, None, ctx)?;
+                    h = ctx.dropout(&h, self.dropout)?.broadcast_mul(&masks.nodes)?;
+                }
             }
-            outs.push(h.reshape((r * n, d))?);
+            outs.push(h.reshape((r, d))?);
             at += r * n;
         }
-        outs.push(Tensor::zeros((1, d), DType::F32, dev)?);
-        let nodes = Tensor::cat(&outs, 0)?; // [total + 1, D]
-        let out = nodes.index_select(&Tensor::from_vec(last, b, dev)?, 0)?; // [B, D]
+        // Back to batch order: row r's output is at its place in `order`.
+        let mut place = vec![0u32; b];
+        for (k, &r) in order.iter().enumerate() {
+            place[r] = k as u32;
+        }
+        let out = Tensor::cat(&outs, 0)?.index_select(&Tensor::from_vec(place, b, dev)?, 0)?; // [B, D]
         let cells: Vec<Option<usize>> = lens.iter().map(|&len| len.checked_sub(1)).collect();
         super::at_cells(&out, &cells, t)
     }
