@@ -248,16 +248,7 @@ impl SeqModel for Mmsrec {
         }
         let out = Tensor::cat(&outs, 0)?; // [R, D]
         let out = normalise(&out)?.affine(1.0 / self.temperature, 0.0)?;
-        // [B, T, D]: each read at its cell, zero elsewhere.
-        let spare = cell_of.len() as u32;
-        let mut place = vec![spare; b * t];
-        for (k, cell) in cell_of.iter().enumerate() {
-            if let Some(c) = cell {
-                place[*c] = k as u32;
-            }
-        }
-        let out = Tensor::cat(&[out, Tensor::zeros((1, d), DType::F32, dev)?], 0)?;
-        out.index_select(&Tensor::from_vec(place, b * t, dev)?, 0)?.reshape((b, t, d))
+        super::place_cells(&out, &cell_of, (b, t))
     }
 
     fn item_table(&self) -> Option<&Tensor> {

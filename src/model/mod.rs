@@ -75,13 +75,20 @@ impl SeqBatch {
 /// A non-causal backbone's output laid out as `[B, T, D]`: row `r`'s state `out[r]` ([B, D]) at
 /// its cell `cells[r]` (an index into the row, `None` for an empty row), zero elsewhere.
 pub(crate) fn at_cells(out: &Tensor, cells: &[Option<usize>], t: usize) -> Result<Tensor> {
-    let (b, d) = out.dims2()?;
+    let flat: Vec<Option<usize>> = cells.iter().enumerate().map(|(r, c)| c.map(|c| r * t + c)).collect();
+    place_cells(out, &flat, (cells.len(), t))
+}
+
+/// States `out` [K, D] laid out as `[B, T, D]`: `out[k]` at the flat cell `cells[k]` (`None`:
+/// not placed), zero elsewhere.
+pub(crate) fn place_cells(out: &Tensor, cells: &[Option<usize>], (b, t): (usize, usize)) -> Result<Tensor> {
+    let (k, d) = out.dims2()?;
     let zero = Tensor::zeros((1, d), out.dtype(), out.device())?;
-    let padded = Tensor::cat(&[out, &zero], 0)?; // [B + 1, D]
-    let mut pick = vec![b as u32; b * t];
-    for (r, c) in cells.iter().enumerate() {
+    let padded = Tensor::cat(&[out, &zero], 0)?; // [K + 1, D]
+    let mut pick = vec![k as u32; b * t];
+    for (i, c) in cells.iter().enumerate() {
         if let Some(c) = c {
-            pick[r * t + c] = r as u32;
+            pick[*c] = i as u32;
         }
     }
     padded.index_select(&Tensor::from_vec(pick, b * t, out.device())?, 0)?.reshape((b, t, d))
