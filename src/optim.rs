@@ -55,6 +55,18 @@ struct AdamKernel<'a> {
     k: Scalars,
 }
 
+crate::ops::simd_kernel! {
+    /// One Adam update of parameters `p` with gradients `g` and moments `m`, `v`.
+    fn adam_update(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: Scalars) {
+        for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            let g = if k.weight_decay > 0.0 { g + k.weight_decay * *p } else { g };
+            *m = k.beta1 * *m + k.one_minus_b1 * g;
+            *v = k.beta2 * *v + k.one_minus_b2 * g * g;
+            *p -= k.lr * ((*m / k.bc1) / ((*v / k.bc2).sqrt() + k.eps));
+        }
+    }
+}
+
 impl InplaceOp2 for AdamKernel<'_> {
     fn name(&self) -> &'static str {
         "adam"
@@ -71,14 +83,10 @@ impl InplaceOp2 for AdamKernel<'_> {
         }
         let k = self.k;
         let moments = m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK));
-        p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(moments).for_each(|((pc, gc), (mc, vc))| {
-            for (((p, &g), m), v) in pc.iter_mut().zip(gc).zip(mc.iter_mut()).zip(vc.iter_mut()) {
-                let g = if k.weight_decay > 0.0 { g + k.weight_decay * *p } else { g };
-                *m = k.beta1 * *m + k.one_minus_b1 * g;
-                *v = k.beta2 * *v + k.one_minus_b2 * g * g;
-                *p -= k.lr * ((*m / k.bc1) / ((*v / k.bc2).sqrt() + k.eps));
-            }
-        });
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(moments)
+            .for_each(|((pc, gc), (mc, vc))| adam_update(pc, gc, mc, vc, k));
         Ok(())
     }
 }

@@ -12,15 +12,33 @@ use rayon::prelude::*;
 
 struct AddBias;
 
+simd_kernel! {
+    /// `y[n, :] = x[n, :] + b` for the rows of `x` (each `b.len()` long).
+    fn add_to_rows(x: &[f32], b: &[f32], y: &mut [f32]) {
+        for (yr, xr) in y.chunks_mut(b.len()).zip(x.chunks(b.len())) {
+            for ((yv, &xv), &bv) in yr.iter_mut().zip(xr).zip(b) {
+                *yv = xv + bv;
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// `s += Σ_n v[n, :]` over the rows of `v` (each `s.len()` long), in row order.
+    fn add_rows(v: &[f32], s: &mut [f32]) {
+        for row in v.chunks(s.len()) {
+            s.iter_mut().zip(row).for_each(|(a, &r)| *a += r);
+        }
+    }
+}
+
 /// Column sums of `v` viewed as rows of `m`: `Σ_n v[n, :]`, chunked in fixed row order.
 pub(crate) fn column_sums(v: &[f32], m: usize) -> Vec<f32> {
     let partial: Vec<Vec<f32>> = v
         .par_chunks(m * CHUNK_ROWS)
         .map(|c| {
             let mut s = vec![0f32; m];
-            for row in c.chunks(m) {
-                s.iter_mut().zip(row).for_each(|(a, &r)| *a += r);
-            }
+            add_rows(c, &mut s);
             s
         })
         .collect();
@@ -40,13 +58,7 @@ impl CustomOp2 for AddBias {
         let (x, b) = (f32_slice(sx, lx, self.name())?, f32_slice(sb, lb, self.name())?);
         let m = b.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(m * CHUNK_ROWS).zip(x.par_chunks(m * CHUNK_ROWS)).for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_mut(m).zip(xc.chunks(m)) {
-                for ((yv, &xv), &bv) in yr.iter_mut().zip(xr).zip(b) {
-                    *yv = xv + bv;
-                }
-            }
-        });
+        y.par_chunks_mut(m * CHUNK_ROWS).zip(x.par_chunks(m * CHUNK_ROWS)).for_each(|(yc, xc)| add_to_rows(xc, b, yc));
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
 

@@ -47,24 +47,26 @@ impl BiasedSoftmax {
     }
 }
 
-/// `y = softmax(scale x + β)` for one row.
-fn forward_row(x: &[f32], bias: &[f32], scale: f32, y: &mut [f32]) {
-    for ((yv, &xv), &bv) in y.iter_mut().zip(x).zip(bias) {
-        *yv = scale * xv + bv;
-    }
-    let max = fastmath::max(y);
-    let weight = |v: f32| {
-        let gap = v - max;
-        let e = fastmath::exp(gap.max(UNDERFLOW));
-        if gap < UNDERFLOW {
-            0.0
-        } else {
-            e
+simd_kernel! {
+    /// `y = softmax(scale x + β)` for one row.
+    fn forward_row(x: &[f32], bias: &[f32], scale: f32, y: &mut [f32]) {
+        for ((yv, &xv), &bv) in y.iter_mut().zip(x).zip(bias) {
+            *yv = scale * xv + bv;
         }
-    };
-    let sum = fastmath::map_sum_in_place(y, weight);
-    let inv = 1.0 / sum;
-    y.iter_mut().for_each(|v| *v *= inv);
+        let max = fastmath::max(y);
+        let weight = |v: f32| {
+            let gap = v - max;
+            let e = fastmath::exp(gap.max(UNDERFLOW));
+            if gap < UNDERFLOW {
+                0.0
+            } else {
+                e
+            }
+        };
+        let sum = fastmath::map_sum_in_place(y, weight);
+        let inv = 1.0 / sum;
+        y.iter_mut().for_each(|v| *v *= inv);
+}
 }
 
 impl CustomOp1 for BiasedSoftmax {

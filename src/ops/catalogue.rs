@@ -32,33 +32,18 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// Turns a row of logits into `(softmax(row) - onehot(y)) · scale` in place; returns the row's
-/// loss `log Σ exp(row) - row[y]`. Compiled for AVX2 + FMA as well, used where the processor
-/// has them (the crate's baseline target is SSE2).
-fn softmax_grad_in_place(row: &mut [f32], y: usize, scale: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the processor supports the features the function is compiled for.
-        return unsafe { softmax_grad_avx2(row, y, scale) };
+simd_kernel! {
+    /// Turns a row of logits into `(softmax(row) - onehot(y)) · scale` in place; returns the
+    /// row's loss `log Σ exp(row) - row[y]`.
+    fn softmax_grad_in_place(row: &mut [f32], y: usize, scale: f32) -> f32 {
+        let max = fastmath::max(row);
+        let zy = row[y];
+        let sum = fastmath::exp_in_place(row, max);
+        let inv = scale / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+        row[y] -= scale;
+        max + sum.ln() - zy
     }
-    softmax_grad_portable(row, y, scale)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_grad_avx2(row: &mut [f32], y: usize, scale: f32) -> f32 {
-    softmax_grad_portable(row, y, scale)
-}
-
-#[inline(always)]
-fn softmax_grad_portable(row: &mut [f32], y: usize, scale: f32) -> f32 {
-    let max = fastmath::max(row);
-    let zy = row[y];
-    let sum = fastmath::exp_in_place(row, max);
-    let inv = scale / sum;
-    row.iter_mut().for_each(|v| *v *= inv);
-    row[y] -= scale;
-    max + sum.ln() - zy
 }
 
 /// A matrix operand: its data, column stride and row stride.

@@ -14,14 +14,22 @@ struct Dropout {
     scale: f32,
 }
 
+simd_kernel! {
+    /// `y = x · scale` where kept, 0 elsewhere.
+    fn scale_kept(x: &[f32], keep: &[bool], scale: f32, y: &mut [f32]) {
+        for ((y, &x), &k) in y.iter_mut().zip(x).zip(keep) {
+            *y = if k { x * scale } else { 0.0 };
+        }
+    }
+}
+
 impl Dropout {
     fn apply(&self, x: &[f32]) -> Vec<f32> {
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(self.keep.par_chunks(CHUNK))).for_each(|(yc, (xc, kc))| {
-            for ((y, &x), &k) in yc.iter_mut().zip(xc).zip(kc) {
-                *y = if k { x * self.scale } else { 0.0 };
-            }
-        });
+        let scale = self.scale;
+        y.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK).zip(self.keep.par_chunks(CHUNK)))
+            .for_each(|(yc, (xc, kc))| scale_kept(xc, kc, scale, yc));
         y
     }
 }

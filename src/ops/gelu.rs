@@ -15,6 +15,25 @@ const INV_SQRT_2PI: f32 = 0.398_942_3;
 
 struct Gelu;
 
+simd_kernel! {
+    /// `y = x Φ(x)` elementwise.
+    fn forward(x: &[f32], y: &mut [f32]) {
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = fastmath::normal_cdf(xv).0 * xv;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `dx = dy (Φ(x) + x φ(x))` elementwise.
+    fn backward(x: &[f32], dy: &[f32], dx: &mut [f32]) {
+        for ((d, &xv), &g) in dx.iter_mut().zip(x).zip(dy) {
+            let (cdf, e) = fastmath::normal_cdf(xv);
+            *d = g * (cdf + xv * INV_SQRT_2PI * e);
+        }
+    }
+}
+
 impl CustomOp1 for Gelu {
     fn name(&self) -> &'static str {
         "gelu-erf"
@@ -23,11 +42,7 @@ impl CustomOp1 for Gelu {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| {
-            for (yv, &xv) in yc.iter_mut().zip(xc) {
-                *yv = fastmath::normal_cdf(xv).0 * xv;
-            }
-        });
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(yc, xc)| forward(xc, yc));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -35,14 +50,9 @@ impl CustomOp1 for Gelu {
         let dx = with_f32(x, self.name(), |x| {
             with_f32(dy, self.name(), |dy| {
                 let mut dx = vec![0f32; x.len()];
-                dx.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK))).for_each(
-                    |(dxc, (xc, dyc))| {
-                        for ((d, &xv), &g) in dxc.iter_mut().zip(xc).zip(dyc) {
-                            let (cdf, e) = fastmath::normal_cdf(xv);
-                            *d = g * (cdf + xv * INV_SQRT_2PI * e);
-                        }
-                    },
-                );
+                dx.par_chunks_mut(CHUNK)
+                    .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
+                    .for_each(|(dxc, (xc, dyc))| backward(xc, dyc, dxc));
                 dx
             })
         })??;

@@ -13,11 +13,51 @@ struct LayerNormOp {
 }
 
 /// (mean, 1 / sqrt(var + eps)) of a row.
+#[inline(always)]
 fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let d = row.len() as f32;
     let mean = row.iter().sum::<f32>() / d;
     let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d;
     (mean, 1.0 / (var + eps).sqrt())
+}
+
+simd_kernel! {
+    /// `y = x̂ ⊙ w + b` for the rows of `x` (each `w.len()` long).
+    fn forward(x: &[f32], w: &[f32], b: &[f32], eps: f32, y: &mut [f32]) {
+        let d = w.len();
+        for (yr, xr) in y.chunks_mut(d).zip(x.chunks(d)) {
+            let (mean, rstd) = moments(xr, eps);
+            for j in 0..d {
+                yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+            }
+        }
+    }
+}
+
+simd_kernel! {
+    /// `dx` of the rows of `x` (see the module docs); adds their `dy ⊙ x̂` to `dw` and `dy` to
+    /// `db`, in row order.
+    fn backward(x: &[f32], dy: &[f32], w: &[f32], eps: f32, dx: &mut [f32], dw: &mut [f32], db: &mut [f32]) {
+        let d = w.len();
+        let mut g = vec![0f32; d];
+        for ((dxr, xr), dyr) in dx.chunks_mut(d).zip(x.chunks(d)).zip(dy.chunks(d)) {
+            let (mean, rstd) = moments(xr, eps);
+            let (mut mg, mut mgx) = (0f32, 0f32);
+            for j in 0..d {
+                let xh = (xr[j] - mean) * rstd;
+                g[j] = dyr[j] * w[j];
+                mg += g[j];
+                mgx += g[j] * xh;
+                dw[j] += dyr[j] * xh;
+                db[j] += dyr[j];
+            }
+            let (mg, mgx) = (mg / d as f32, mgx / d as f32);
+            for j in 0..d {
+                let xh = (xr[j] - mean) * rstd;
+                dxr[j] = (g[j] - mg - xh * mgx) * rstd;
+            }
+        }
+    }
 }
 
 impl CustomOp3 for LayerNormOp {
@@ -38,12 +78,10 @@ impl CustomOp3 for LayerNormOp {
             (f32_slice(sx, lx, self.name())?, f32_slice(sw, lw, self.name())?, f32_slice(sb, lb, self.name())?);
         let d = w.len();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(d).zip(x.par_chunks(d)).for_each(|(yr, xr)| {
-            let (mean, rstd) = moments(xr, self.eps);
-            for j in 0..d {
-                yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
-            }
-        });
+        let eps = self.eps;
+        y.par_chunks_mut(d * CHUNK_ROWS)
+            .zip(x.par_chunks(d * CHUNK_ROWS))
+            .for_each(|(yc, xc)| forward(xc, w, b, eps, yc));
         Ok((CpuStorage::F32(y), lx.shape().clone()))
     }
 
@@ -66,24 +104,7 @@ impl CustomOp3 for LayerNormOp {
                     .zip(dy.par_chunks(d * CHUNK_ROWS))
                     .map(|((dxc, xc), dyc)| {
                         let (mut dw, mut db) = (vec![0f32; d], vec![0f32; d]);
-                        let mut g = vec![0f32; d];
-                        for ((dxr, xr), dyr) in dxc.chunks_mut(d).zip(xc.chunks(d)).zip(dyc.chunks(d)) {
-                            let (mean, rstd) = moments(xr, self.eps);
-                            let (mut mg, mut mgx) = (0f32, 0f32);
-                            for j in 0..d {
-                                let xh = (xr[j] - mean) * rstd;
-                                g[j] = dyr[j] * wv[j];
-                                mg += g[j];
-                                mgx += g[j] * xh;
-                                dw[j] += dyr[j] * xh;
-                                db[j] += dyr[j];
-                            }
-                            let (mg, mgx) = (mg / d as f32, mgx / d as f32);
-                            for j in 0..d {
-                                let xh = (xr[j] - mean) * rstd;
-                                dxr[j] = (g[j] - mg - xh * mgx) * rstd;
-                            }
-                        }
+                        backward(xc, dyc, &wv, self.eps, dxc, &mut dw, &mut db);
                         (dw, db)
                     })
                     .collect();

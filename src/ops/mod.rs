@@ -9,6 +9,34 @@
 //! Kernels split work into fixed-size chunks of rows and reduce partial sums in chunk order,
 //! so results do not depend on the number of threads (same seed, same metrics).
 
+/// Defines a kernel function whose body is compiled twice, for the crate's baseline target
+/// (x86-64 with SSE2) and for AVX2 + FMA, and runs the second where the processor has those
+/// features (detected once, then a cached load per call). Rust never contracts `a * b + c` into
+/// an FMA and never reorders float sums on its own, so both copies compute the same bits: only
+/// the vector width differs. Call it per chunk or per row, not per element.
+macro_rules! simd_kernel {
+    ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$m])*
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: the processor supports the features `avx2` is compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_kernel;
+
 pub mod bias;
 pub mod biased_softmax;
 pub mod catalogue;

@@ -41,13 +41,7 @@ impl CustomOp1 for CausalSoftmax {
         y.par_chunks_mut(t * t).zip(x.par_chunks(t * t)).enumerate().for_each(|(mat, (ym, xm))| {
             for i in 0..t {
                 let r = self.allowed(mat, h, t, i);
-                let (xr, yr) = (&xm[i * t + r.start..i * t + r.end], &mut ym[i * t + r.start..i * t + r.end]);
-                let max = fastmath::max(xr);
-                for (yv, &xv) in yr.iter_mut().zip(xr) {
-                    *yv = fastmath::exp(self.scale * (xv - max));
-                }
-                let inv = 1.0 / yr.iter().sum::<f32>();
-                yr.iter_mut().for_each(|v| *v *= inv);
+                forward_row(&xm[i * t + r.start..i * t + r.end], self.scale, &mut ym[i * t + r.start..i * t + r.end]);
             }
         });
         Ok((CpuStorage::F32(y), l.shape().clone()))
@@ -74,11 +68,25 @@ impl CustomOp1 for CausalSoftmax {
     }
 }
 
-/// `dx = c y ⊙ (dy - Σ_j dy_j y_j)` for one row of a softmax `y = softmax(c x)`.
-pub(crate) fn backward_row(y: &[f32], dy: &[f32], c: f32, dx: &mut [f32]) {
-    let dot = fastmath::dot(y, dy);
-    for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
-        *d = c * yv * (g - dot);
+simd_kernel! {
+    /// `y = softmax(c x)` for one row.
+    fn forward_row(x: &[f32], c: f32, y: &mut [f32]) {
+        let max = fastmath::max(x);
+        for (yv, &xv) in y.iter_mut().zip(x) {
+            *yv = fastmath::exp(c * (xv - max));
+        }
+        let inv = 1.0 / y.iter().sum::<f32>();
+        y.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+simd_kernel! {
+    /// `dx = c y ⊙ (dy - Σ_j dy_j y_j)` for one row of a softmax `y = softmax(c x)`.
+    pub(crate) fn backward_row(y: &[f32], dy: &[f32], c: f32, dx: &mut [f32]) {
+        let dot = fastmath::dot(y, dy);
+        for ((d, &yv), &g) in dx.iter_mut().zip(y).zip(dy) {
+            *d = c * yv * (g - dot);
+        }
     }
 }
 
