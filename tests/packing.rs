@@ -3,17 +3,20 @@
 //! row) on the same samples: same loss and the same gradient for every parameter, to 1e-5 of
 //! each gradient's scale. Checked in eval mode (dropout draws differ between layouts) on real
 //! Beauty users, for SASRec, GRU4Rec, and SASRec with modality tables and both correlation
-//! losses; and packing must actually remove padding.
+//! losses; and packing must actually remove padding. Evaluation's forward pass, which computes
+//! the top layer at the read cells only, gives the states of the full forward pass there.
 
 mod common;
 
 use candle_core::{Device, Tensor};
 use kdsr::config::RunConfig;
-use kdsr::data::batch::{steps, train_batch, train_windows, BatchUnit, Layout, SampleMode, Window};
+use kdsr::data::batch::{
+    eval_batch, eval_windows, steps, train_batch, train_windows, BatchUnit, Layout, SampleMode, Window,
+};
 use kdsr::data::split::Split;
 use kdsr::data::{Dataset, DatasetId, DatasetRef};
 use kdsr::modality::Modality;
-use kdsr::model::Ctx;
+use kdsr::model::{Ctx, SeqBatch};
 use kdsr::train::fit::batch_loss;
 use kdsr::train::setup::{self, Setup};
 use kdsr::train::RunOptions;
@@ -80,14 +83,54 @@ fn gru4rec_packed_step_equals_padded_step() {
     check(config(kdsr::model::ModelKind::Gru4rec), 400);
 }
 
-#[test]
-fn sasrec_with_cdl_packed_step_equals_padded_step() {
-    let mut cfg = config(kdsr::model::ModelKind::Sasrec);
-    cfg.max_users = Some(400);
-    let mut mc = cfg.default_modality();
+/// `model` on `users` Beauty users with an attributes table and a cheap teacher (only the
+/// equalities matter here).
+fn with_attributes(model: kdsr::model::ModelKind, users: usize) -> RunConfig {
+    let mut cfg = config(model);
+    cfg.max_users = Some(users);
+    let mut mc = cfg.modality.clone().unwrap_or_else(|| cfg.default_modality());
     mc.modalities = vec![Modality::Attributes];
-    mc.autoencoder.max_epochs = 20; // a cheap teacher: only the equality matters here
+    mc.autoencoder.max_epochs = 20;
     mc.drift.pairs = 0;
     cfg.modality = Some(mc);
-    check(cfg, 400);
+    cfg
+}
+
+#[test]
+fn sasrec_with_cdl_packed_step_equals_padded_step() {
+    check(with_attributes(kdsr::model::ModelKind::Sasrec, 400), 400);
+}
+
+/// The states at the cells evaluation reads (valid and test of every user, one packed pass),
+/// from `forward_at` and from the full `forward`, agree to 1e-5 of their scale.
+fn check_read_cells(cfg: RunConfig, users: usize) {
+    let ds = common::slice(DatasetId::Beauty, users);
+    let split = Split::new(&ds.sequences, cfg.protocol);
+    let opts = RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None };
+    let s = setup::build(&cfg, &ds, &split, &opts).unwrap();
+    let instances: Vec<_> = split.valid.iter().chain(&split.test).copied().collect();
+    let windows = eval_windows(&instances, cfg.train.max_len, true);
+    let (batch, reads) = eval_batch(&ds.sequences, &windows, Layout::Packed);
+    let cells: Vec<u32> = reads.iter().map(|&(c, _)| c).collect();
+    assert_eq!(cells.len(), instances.len());
+    let input = SeqBatch::new(&batch, &Device::Cpu).unwrap();
+    let at = s.model.forward_at(&input, &cells, &mut Ctx::eval()).unwrap();
+    let full = s.model.forward(&input, &mut Ctx::eval()).unwrap();
+    let d = full.dim(2).unwrap();
+    let idx = Tensor::from_slice(&cells, cells.len(), &Device::Cpu).unwrap();
+    let want = full.reshape((batch.rows * batch.width, d)).unwrap().index_select(&idx, 0).unwrap();
+    let (a, b) = (at.to_vec2::<f32>().unwrap(), want.to_vec2::<f32>().unwrap());
+    let scale = b.iter().flatten().map(|v| v.abs()).fold(0f32, f32::max);
+    let diff = a.iter().flatten().zip(b.iter().flatten()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(scale > 0.1 && diff <= 1e-5 * scale, "max |forward_at - forward| {diff} at scale {scale}");
+}
+
+#[test]
+fn sasrec_states_at_read_cells_equal_the_full_forward() {
+    check_read_cells(config(kdsr::model::ModelKind::Sasrec), 300);
+}
+
+#[test]
+fn sasrm_states_at_read_cells_equal_the_full_forward() {
+    check_read_cells(with_attributes(kdsr::model::ModelKind::Sasrm, 300), 300);
 }

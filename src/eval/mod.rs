@@ -12,7 +12,7 @@ pub mod rank;
 use crate::data::batch::{eval_batch, eval_windows, Layout};
 use crate::data::split::Instance;
 use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Result};
 use rayon::prelude::*;
 
 pub use metrics::{Metric, Metrics};
@@ -68,10 +68,8 @@ pub fn rank_instances(
             let windows = eval_windows(instances, opts.max_len, opts.merge);
             for chunk in windows.chunks(opts.batch_size.max(1)) {
                 let (batch, reads) = eval_batch(seqs, chunk, opts.layout);
-                let hidden = model.forward(&SeqBatch::new(&batch, device)?, &mut Ctx::eval())?; // [B, T, D]
                 let (cells, inst_idx): (Vec<u32>, Vec<u32>) = reads.into_iter().unzip();
-                let cells = Tensor::from_vec(cells, inst_idx.len(), device)?;
-                let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&cells, 0)?; // [M, D]
+                let h = model.forward_at(&SeqBatch::new(&batch, device)?, &cells, &mut Ctx::eval())?; // [M, D]
                 let rank_row = |i: usize, row: &[f32]| {
                     let inst = &instances[inst_idx[i] as usize];
                     rank::rank_of(row, target(inst), &history(inst))

@@ -107,12 +107,21 @@ pub struct Recommender {
 impl Recommender {
     /// [B, T] -> [B, T, D]
     pub fn forward(&self, input: &SeqBatch, ctx: &mut Ctx) -> Result<Tensor> {
-        let side = match (&self.modality, self.backbone.traits.inputs) {
+        self.backbone.forward(input, &self.side(input)?, ctx)
+    }
+
+    /// The states at the flat cells `cells` only: [M, D] (see [`super::SeqModel::forward_at`]).
+    pub fn forward_at(&self, input: &SeqBatch, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        self.backbone.forward_at(input, &self.side(input)?, cells, ctx)
+    }
+
+    /// The modality inputs of `input`'s items, as the backbone takes them.
+    fn side(&self, input: &SeqBatch) -> Result<Side> {
+        Ok(match (&self.modality, self.backbone.traits.inputs) {
             (None, _) => Side::default(),
             (Some(m), Inputs::Summed) => Side { summed: Some(m.forward(&input.items)?), streams: Vec::new() },
             (Some(m), Inputs::Streams) => Side { summed: None, streams: m.streams(&input.items)? },
-        };
-        self.backbone.forward(input, &side, ctx)
+        })
     }
 
     /// Candidate item embeddings for ids 1..=N: [N, D] (`ctx`: the training step's or

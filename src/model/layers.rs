@@ -341,6 +341,41 @@ impl AttentionLayer {
         self.finish(&probs, v, ctx)
     }
 
+    /// [`AttentionLayer::attend`] with queries, keys and values all from `x` [B, T, D], computed
+    /// for the flat cells `cells` (`row * T + column`) only: `[M, D]`, one state per cell in
+    /// the order given. Keys and values still come from every cell; the queries, the output
+    /// and the feed-forward sublayers run on `Q` cells per row (the most any row has, short
+    /// rows padded with their column 0), not `T`.
+    pub fn attend_at(&self, x: &Tensor, starts: &[u32], cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let mut per_row = vec![Vec::new(); b];
+        for (k, &c) in cells.iter().enumerate() {
+            let row = per_row.get_mut(c as usize / t).ok_or_else(|| {
+                candle_core::Error::Msg(format!("attend_at: cell {c} outside the batch of {b} x {t}"))
+            })?;
+            row.push(k);
+        }
+        let q = per_row.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (mut flat, mut q_starts, mut cols) = (vec![0u32; b * q], vec![0u32; b * q], vec![0u32; b * q]);
+        let mut pick = vec![0u32; cells.len()];
+        for (r, ks) in per_row.iter().enumerate() {
+            for i in 0..q {
+                let c = ks.get(i).map_or(r * t, |&k| cells[k] as usize);
+                (flat[r * q + i], q_starts[r * q + i], cols[r * q + i]) = (c as u32, starts[c], (c % t) as u32);
+            }
+            for (i, &k) in ks.iter().enumerate() {
+                pick[k] = (r * q + i) as u32;
+            }
+        }
+        let dev = x.device();
+        let xq = x.reshape((b * t, d))?.index_select(&Tensor::from_vec(flat, b * q, dev)?, 0)?.reshape((b, q, d))?;
+        let dh = d / self.n_heads;
+        let scores = self.heads(&self.query, &xq)?.matmul(&self.heads(&self.key, x)?.transpose(2, 3)?)?; // [B, H, Q, T]
+        let probs = crate::ops::softmax::causal_softmax_at(&scores, &q_starts, &cols, 1.0 / (dh as f64).sqrt())?;
+        let out = self.finish_rows(&probs, x, &xq, ctx)?; // [B, Q, D]
+        out.reshape((b * q, d))?.index_select(&Tensor::from_vec(pick, cells.len(), dev)?, 0)
+    }
+
     /// The output and feed-forward sublayers for attention probabilities `probs` [B, H, T, T]
     /// over the values of `x` [B, T, D] (also the residual).
     pub fn finish(&self, probs: &Tensor, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {

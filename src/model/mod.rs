@@ -72,6 +72,13 @@ impl SeqBatch {
     }
 }
 
+/// The rows of `hidden` [B, T, D] at the flat cells `cells` (`row * T + column`): [M, D].
+pub(crate) fn select_cells(hidden: &Tensor, cells: &[u32]) -> Result<Tensor> {
+    let (b, t, d) = hidden.dims3()?;
+    let idx = Tensor::from_slice(cells, cells.len(), hidden.device())?;
+    hidden.reshape((b * t, d))?.index_select(&idx, 0)
+}
+
 /// A non-causal backbone's output laid out as `[B, T, D]`: row `r`'s state `out[r]` ([B, D]) at
 /// its cell `cells[r]` (an index into the row, `None` for an empty row), zero elsewhere.
 pub(crate) fn at_cells(out: &Tensor, cells: &[Option<usize>], t: usize) -> Result<Tensor> {

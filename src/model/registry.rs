@@ -177,6 +177,13 @@ pub trait SeqModel: Sized {
     fn new(cfg: &Self::Config, dims: &Dims, vb: VarBuilder) -> Result<Self>;
     /// [B, T] -> [B, T, D]
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor>;
+    /// The states at the flat cells `cells` (`row * T + column`) only, `[M, D]`: those of
+    /// [`SeqModel::forward`] up to float rounding. Evaluation reads one or two cells per
+    /// sequence, so a backbone may compute its top layer for them alone. Default: `forward`,
+    /// then the selection.
+    fn forward_at(&self, input: &SeqBatch, side: &Side, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        super::select_cells(&self.forward(input, side, ctx)?, cells)
+    }
     /// The ID table `[n_items + 1, D]` (row 0 = padding) that scores items by dot products;
     /// None for an ID-free model, which overrides [`SeqModel::candidates`].
     fn item_table(&self) -> Option<&Tensor>;
@@ -317,6 +324,13 @@ macro_rules! register {
             pub fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
                 match &self.net {
                     $(Net::$variant(m) => m.forward(input, side, ctx),)*
+                }
+            }
+
+            /// See [`SeqModel::forward_at`].
+            pub fn forward_at(&self, input: &SeqBatch, side: &Side, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+                match &self.net {
+                    $(Net::$variant(m) => m.forward_at(input, side, cells, ctx),)*
                 }
             }
 

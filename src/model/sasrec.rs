@@ -100,6 +100,10 @@ impl SeqModel for SasRec {
         self.encode(input, side.summed.as_ref(), ctx)
     }
 
+    fn forward_at(&self, input: &SeqBatch, side: &Side, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        self.encode_at(input, side.summed.as_ref(), cells, ctx)
+    }
+
     fn item_table(&self) -> Option<&Tensor> {
         Some(self.embeddings.table())
     }
@@ -142,6 +146,25 @@ impl SasRec {
     /// sees the cells of its sequence up to itself only. `extra` [B, T, D] (fused modality
     /// embeddings) is added to the item embeddings.
     pub fn encode(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<Tensor> {
+        let (x, starts) = self.below_top(input, extra, ctx)?;
+        match self.layers.last() {
+            Some(top) => top.attend(&x, &x, &starts, ctx),
+            None => Ok(x),
+        }
+    }
+
+    /// [`SasRec::encode`]'s states at the flat cells `cells` only: `[M, D]`, the top layer
+    /// computed for those cells ([`AttentionLayer::attend_at`]).
+    pub fn encode_at(&self, input: &SeqBatch, extra: Option<&Tensor>, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        let (x, starts) = self.below_top(input, extra, ctx)?;
+        match self.layers.last() {
+            Some(top) => top.attend_at(&x, &starts, cells, ctx),
+            None => super::select_cells(&x, cells),
+        }
+    }
+
+    /// The input of the top layer `[B, T, D]` and each cell's sequence start.
+    fn below_top(&self, input: &SeqBatch, extra: Option<&Tensor>, ctx: &mut Ctx) -> Result<(Tensor, Vec<u32>)> {
         let (b, t) = input.items.dims2()?;
         let mut x = self.embeddings.items(&input.items)?;
         if let Some(e) = extra {
@@ -156,9 +179,9 @@ impl SasRec {
         };
         let mut x = self.embeddings.normalise(&x, ctx)?;
         let starts = input.starts()?;
-        for layer in &self.layers {
+        for layer in &self.layers[..self.layers.len().saturating_sub(1)] {
             x = layer.attend(&x, &x, &starts, ctx)?;
         }
-        Ok(x)
+        Ok((x, starts))
     }
 }

@@ -49,6 +49,13 @@ impl SeqModel for Sasrm {
         self.0.encode(input, Some(fused), ctx)
     }
 
+    fn forward_at(&self, input: &SeqBatch, side: &Side, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
+        let Some(fused) = &side.summed else {
+            candle_core::bail!("sasrm: no modality features in the input");
+        };
+        self.0.encode_at(input, Some(fused), cells, ctx)
+    }
+
     fn item_table(&self) -> Option<&Tensor> {
         self.0.item_table()
     }
