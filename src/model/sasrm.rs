@@ -43,20 +43,19 @@ impl SeqModel for Sasrm {
     }
 
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
-        let Some(fused) = &side.summed else {
-            candle_core::bail!("sasrm: no modality features in the input");
-        };
-        self.0.encode(input, Some(fused), ctx)
+        self.0.encode(input, Some(fused(side)?), ctx)
     }
 
     fn forward_at(&self, input: &SeqBatch, side: &Side, cells: &[u32], ctx: &mut Ctx) -> Result<Tensor> {
-        let Some(fused) = &side.summed else {
-            candle_core::bail!("sasrm: no modality features in the input");
-        };
-        self.0.encode_at(input, Some(fused), cells, ctx)
+        self.0.encode_at(input, Some(fused(side)?), cells, ctx)
     }
 
     fn item_table(&self) -> Option<&Tensor> {
         self.0.item_table()
     }
+}
+
+/// The summed modality features SASRM adds to its input embeddings.
+fn fused(side: &Side) -> Result<&Tensor> {
+    side.summed.as_ref().ok_or_else(|| candle_core::Error::Msg("sasrm: no modality features in the input".into()))
 }
