@@ -12,6 +12,7 @@ pub mod rank;
 use crate::data::batch::{eval_batch, eval_windows, Layout};
 use crate::data::split::Instance;
 use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
+use crate::ops::catalogue::ScoreCatalogue;
 use candle_core::{Device, Result};
 use rayon::prelude::*;
 
@@ -35,6 +36,14 @@ pub struct EvalOptions {
     /// One window serves all instances of a user (valid for causal backbones only); otherwise
     /// each instance gets its own window.
     pub merge: bool,
+}
+
+/// The item catalogue as the ranking reads it.
+enum Candidates {
+    /// CPU f32: scored block by block, never materialising the `[M, N]` scores.
+    Fused(ScoreCatalogue),
+    /// Elsewhere: `Eᵀ` [D, N] for one `H Eᵀ` product per forward pass.
+    Transposed(candle_core::Tensor),
 }
 
 /// Rank of each instance's target among all items (1 = best), in instance order.
@@ -64,7 +73,12 @@ pub fn rank_instances(
             let cand = model.candidates(&mut crate::model::Ctx::eval())?.contiguous()?; // [N, D]
             let (n_items, d) = cand.dims2()?;
             let fused = cand.device().is_cpu() && cand.dtype() == candle_core::DType::F32;
-            let cand_t = if fused { None } else { Some(cand.t()?.contiguous()?) }; // [D, N]
+            let candidates = match fused {
+                true => {
+                    Candidates::Fused(crate::ops::with_f32(&cand, "rank", |e| ScoreCatalogue::new(e, (n_items, d)))?)
+                }
+                false => Candidates::Transposed(cand.t()?.contiguous()?), // [D, N]
+            };
             let windows = eval_windows(instances, opts.max_len, opts.merge);
             for chunk in windows.chunks(opts.batch_size.max(1)) {
                 let (batch, reads) = eval_batch(seqs, chunk, opts.layout);
@@ -74,13 +88,11 @@ pub fn rank_instances(
                     let inst = &instances[inst_idx[i] as usize];
                     rank::rank_of(row, target(inst), &history(inst))
                 };
-                let got: Vec<u32> = match &cand_t {
-                    None => crate::ops::with_f32(&h, "rank", |h| {
-                        crate::ops::with_f32(&cand, "rank", |e| {
-                            crate::ops::catalogue::for_each_score_row(h, e, (inst_idx.len(), n_items, d), rank_row)
-                        })
-                    })??,
-                    Some(cand_t) => {
+                let got: Vec<u32> = match &candidates {
+                    Candidates::Fused(catalogue) => {
+                        crate::ops::with_f32(&h, "rank", |h| catalogue.for_each_score_row(h, inst_idx.len(), rank_row))?
+                    }
+                    Candidates::Transposed(cand_t) => {
                         let scores = h.matmul(cand_t)?.to_device(&Device::Cpu)?; // [M, N]
                         crate::ops::with_f32(&scores, "rank", |scores| {
                             scores.par_chunks(n_items).enumerate().map(|(i, row)| rank_row(i, row)).collect()

@@ -15,10 +15,7 @@ pub fn rank_of(scores: &[f32], target: usize, masked: &[usize]) -> u32 {
     if st.is_nan() || masked.contains(&target) {
         return n;
     }
-    let mut above = 0u32;
-    for &s in scores {
-        above += (s >= st) as u32;
-    }
+    let above = count_at_least(scores, st);
     // `above` counted the target itself once (s_t >= s_t).
     let mut rank = above;
     let mut seen = Vec::with_capacity(masked.len());
@@ -31,6 +28,17 @@ pub fn rank_of(scores: &[f32], target: usize, masked: &[usize]) -> u32 {
         }
     }
     rank.max(1)
+}
+
+crate::ops::simd_kernel! {
+    /// `#{j : s_j >= t}`.
+    fn count_at_least(scores: &[f32], t: f32) -> u32 {
+        let mut above = 0u32;
+        for &s in scores {
+            above += (s >= t) as u32;
+        }
+        above
+    }
 }
 
 #[cfg(test)]
