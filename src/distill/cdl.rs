@@ -100,7 +100,7 @@ impl Cdl {
         for (m, table) in tables.iter().enumerate().take(self.teachers.len()) {
             let (teacher, head) = (&self.teachers[m], &self.heads[m]);
             let targets = PairTargets::new(&pairs, teacher, self.cfg.max_pairs, &mut self.rng);
-            let e = table.index_select(&idx, 0)?; // [U, d]
+            let e = crate::ops::gather_rows(table, &idx)?; // [U, d]
             let (holistic, scores) = if self.cfg.holistic {
                 let (l, s) = head.holistic_loss(&e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
                 (Some(l), Some(s))

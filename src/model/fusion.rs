@@ -77,7 +77,7 @@ impl ModalityEmbeddings {
             .iter()
             .zip(&self.projections)
             .map(|(table, proj)| {
-                let e = proj.forward(&table.index_select(&flat, 0)?)?; // [B*T, D]
+                let e = proj.forward(&crate::ops::gather_rows(table, &flat)?)?; // [B*T, D]
                 let d = e.dim(1)?;
                 e.reshape((b, t, d))
             })

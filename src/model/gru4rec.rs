@@ -5,12 +5,12 @@
 //! `r = σ(W_ir x + W_hr h)`, `z = σ(W_iz x + W_hz h)`, `n = tanh(W_in x + r ⊙ (W_hn h))`,
 //! `h' = (1 - z) ⊙ n + z ⊙ h`.
 
-use super::layers::{embedding, linear, Ctx, Linear};
+use super::layers::{embedding, linear, Ctx, Embedding, Linear};
 use super::params::{xavier_normal, xavier_uniform};
 use super::registry::{Dims, SeqModel, Side, Traits};
 use super::SeqBatch;
 use candle_core::{Result, Tensor, D};
-use candle_nn::{Embedding, Init, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

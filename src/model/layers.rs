@@ -2,7 +2,7 @@
 //! linear and embedding constructors with explicit initialisers.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Embedding, Init, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -116,9 +116,31 @@ pub fn linear(inp: usize, out: usize, w_init: Init, b_init: Option<Init>, vb: Va
     Ok(Linear::new(w, b))
 }
 
+/// An embedding table `[n, dim]`: ids of any shape `[..]` -> `[.., dim]`, looked up with
+/// [`crate::ops::gather_rows`] (a fused backward).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    /// The table `[n, dim]`.
+    pub fn embeddings(&self) -> &Tensor {
+        &self.table
+    }
+}
+
+impl Module for Embedding {
+    fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        dims.push(self.table.dim(1)?);
+        crate::ops::gather_rows(&self.table, ids)?.reshape(dims)
+    }
+}
+
 /// Embedding table `[n, dim]` drawn from `init`.
 pub fn embedding(n: usize, dim: usize, init: Init, vb: VarBuilder) -> Result<Embedding> {
-    Ok(Embedding::new(vb.get_with_hints((n, dim), "weight", init)?, dim))
+    Ok(Embedding { table: vb.get_with_hints((n, dim), "weight", init)? })
 }
 
 /// `[B, T, H·dh] -> [B, H, T, dh]` (contiguous).

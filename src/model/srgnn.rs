@@ -15,11 +15,11 @@
 //! RecBole, a padded row's padding item is a graph node (`np.unique` keeps the 0) with a zero
 //! embedding and no edges, so it changes nothing. ID only: it takes no modality embeddings.
 
-use super::layers::{embedding, linear, Ctx, Linear};
+use super::layers::{embedding, linear, Ctx, Embedding, Linear};
 use super::registry::{Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
 use super::SeqBatch;
 use candle_core::{DType, Result, Tensor};
-use candle_nn::{Embedding, Init, Module, VarBuilder};
+use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
