@@ -118,7 +118,7 @@ impl Block {
         // The query cells of `input` [B, T, D]: [B, Tq, D].
         let rows = |input: &Tensor| -> Result<Tensor> {
             match last {
-                Some(idx) => input.reshape((b * t, d))?.index_select(idx, 0)?.reshape((b, 1, d)),
+                Some(idx) => crate::ops::gather_rows(&input.reshape((b * t, d))?, idx)?.reshape((b, 1, d)),
                 None => Ok(input.clone()),
             }
         };

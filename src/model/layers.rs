@@ -282,7 +282,7 @@ impl TokenEmbeddings {
     pub fn positions(&self, pos: &[u32], (b, t): (usize, usize), device: &candle_core::Device) -> Result<Tensor> {
         let d = self.positions.dim(1)?;
         let ids = Tensor::from_slice(pos, b * t, device)?;
-        self.positions.index_select(&ids, 0)?.reshape((b, t, d))
+        crate::ops::gather_rows(&self.positions, &ids)?.reshape((b, t, d))
     }
 
     /// The position table `[max_len, D]`.

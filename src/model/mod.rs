@@ -76,7 +76,7 @@ impl SeqBatch {
 pub(crate) fn select_cells(hidden: &Tensor, cells: &[u32]) -> Result<Tensor> {
     let (b, t, d) = hidden.dims3()?;
     let idx = Tensor::from_slice(cells, cells.len(), hidden.device())?;
-    hidden.reshape((b * t, d))?.index_select(&idx, 0)
+    crate::ops::gather_rows(&hidden.reshape((b * t, d))?, &idx)
 }
 
 /// A non-causal backbone's output laid out as `[B, T, D]`: row `r`'s state `out[r]` ([B, D]) at
@@ -98,7 +98,7 @@ pub(crate) fn place_cells(out: &Tensor, cells: &[Option<usize>], (b, t): (usize,
             pick[*c] = i as u32;
         }
     }
-    padded.index_select(&Tensor::from_vec(pick, b * t, out.device())?, 0)?.reshape((b, t, d))
+    crate::ops::gather_rows(&padded, &Tensor::from_vec(pick, b * t, out.device())?)?.reshape((b, t, d))
 }
 
 /// Popularity: every user gets the same scores, the item's count among training inputs and

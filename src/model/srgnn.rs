@@ -202,7 +202,7 @@ impl SeqModel for SrGnn {
         }
         let d = h.dim(2)?;
         let alias = Tensor::from_vec(g.alias, b * t, dev)?;
-        let seq_hidden = h.reshape((b * t, d))?.index_select(&alias, 0)?.reshape((b, t, d))?;
+        let seq_hidden = crate::ops::gather_rows(&h.reshape((b * t, d))?, &alias)?.reshape((b, t, d))?;
         let last: Vec<u32> = g.last.iter().enumerate().map(|(r, &c)| (r * t + c) as u32).collect();
         let ht = seq_hidden.reshape((b * t, d))?.index_select(&Tensor::from_vec(last, b, dev)?, 0)?; // [B, D]
         let q1 = self.linear_one.forward(&ht)?.unsqueeze(1)?; // [B, 1, D]

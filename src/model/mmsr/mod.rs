@@ -26,6 +26,7 @@
 pub mod graph;
 
 use self::graph::{Bundles, Graph, BI, CROSS, SELF};
+use crate::ops::gather_rows;
 use super::layers::{linear, Ctx, Linear};
 use super::registry::{Clustering, Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
 use super::{ModalityMode, SeqBatch};
@@ -168,10 +169,10 @@ impl HeteLayer {
                 Some((wk, wv)) => Tensor::cat(&[self.w_q.get(t)?, wk.get(t)?, wv.get(t)?], 1)?, // [D, 3D]
                 None => self.w_q.get(t)?,
             };
-            parts.push(flat.index_select(idx, 0)?.matmul(&w)?);
+            parts.push(gather_rows(&flat, idx)?.matmul(&w)?);
         }
         parts.push(Tensor::zeros((1, width), h.dtype(), h.device())?);
-        Tensor::cat(&parts, 0)?.index_select(&m.gather, 0)
+        gather_rows(&Tensor::cat(&parts, 0)?, &m.gather)
     }
 
     fn gate_score(&self, x: &Tensor) -> Result<Tensor> {
@@ -196,7 +197,7 @@ impl HeteLayer {
         let pick = |t: &Tensor, idx: &[u32]| -> Result<Tensor> {
             let (rows, c) = (idx.len(), t.dim(t.rank() - 1)?);
             let flat = t.reshape((t.elem_count() / c, c))?;
-            flat.index_select(&Tensor::from_slice(idx, rows, dev)?, 0)
+            gather_rows(&flat, &Tensor::from_slice(idx, rows, dev)?)
         };
         let (nq, query, homo, homo_bias) = match read {
             None => (n, None, m.homo.clone(), m.homo_bias.clone()),
@@ -497,8 +498,8 @@ impl SeqModel for Mmsr {
                 at += n;
             }
         }
-        let x = source.index_select(&Tensor::from_vec(src, total, dev)?, 0)?; // [total, D]
-        let ty = self.type_embedding.index_select(&Tensor::from_vec(type_ids, total, dev)?, 0)?;
+        let x = gather_rows(&source, &Tensor::from_vec(src, total, dev)?)?; // [total, D]
+        let ty = gather_rows(&self.type_embedding, &Tensor::from_vec(type_ids, total, dev)?)?;
         let pos = Tensor::from_vec(pos_w, (total, max_pos), dev)?.matmul(&self.pos_embedding)?;
         let h0 = Tensor::cat(&[x, ty, pos], 1)?.matmul(&self.w_input)?; // [total, D]
 
