@@ -26,10 +26,10 @@
 pub mod graph;
 
 use self::graph::{Bundles, Graph, BI, CROSS, SELF};
-use crate::ops::gather_rows;
 use super::layers::{linear, Ctx, Linear};
 use super::registry::{Clustering, Dims, Inputs, ModalityUse, SeqModel, Side, Traits};
 use super::{ModalityMode, SeqBatch};
+use crate::ops::gather_rows;
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Init, Module, VarBuilder};
 use serde::{Deserialize, Serialize};
