@@ -192,8 +192,9 @@ impl HeteLayer {
         let s = q.matmul(&k.transpose(1, 2)?.contiguous()?)?; // [R, N, N]
         let w_h = biased(&(leaky(&s, self.slope)? * &m.hete)?, &m.hete_bias)?;
         let hete = ctx.dropout(&w_h, self.dropout)?.matmul(&v)?; // [R, N, D]
-                                                                 // The query rows of a per-node tensor `t` [R, N, C] (with `read`: [R, 1, C]), and of
-                                                                 // the masks.
+
+        // The query rows of a per-node tensor `t` [R, N, C] (with `read`: [R, 1, C]), and of
+        // the masks.
         let pick = |t: &Tensor, idx: &[u32]| -> Result<Tensor> {
             let (rows, c) = (idx.len(), t.dim(t.rank() - 1)?);
             let flat = t.reshape((t.elem_count() / c, c))?;
