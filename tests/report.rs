@@ -310,16 +310,18 @@ fn ordering_section_compares_the_model_order_with_the_paper() {
 /// A reference over two columns (`{ model = "sasrec", "modality.mode" = "-" }`): SASRec + CDL,
 /// which shares the model label with the reference, still gets its paired test against plain
 /// SASRec, as popularity does; a reference no run has is named in the error.
-#[test]
-fn reference_over_two_columns() {
-    let grid = r#"description = "two-column reference"
+/// A grid of `models` on Beauty plus SASRec + CDL (an include), three seeds, with H@20 by
+/// variant and the `[report]` lines `report`.
+fn grid_with_cdl(models: &str, report: &str) -> String {
+    format!(
+        r#"description = "models and SASRec + CDL"
 seeds = [1, 2, 3]
 
 [fixed]
 dataset = "beauty"
 
 [axes]
-model = ["pop", "sasrec"]
+model = {models}
 
 [[include]]
 model.kind = "sasrec"
@@ -329,9 +331,15 @@ modality.mode = "cdl"
 rows = ["dataset", "metric"]
 columns = ["variant"]
 metrics = ["hr@20"]
-reference = { model = "sasrec", "modality.mode" = "-" }
-"#;
-    let s = Setup::new(grid);
+{report}
+"#
+    )
+}
+
+#[test]
+fn reference_over_two_columns() {
+    let grid = grid_with_cdl(r#"["pop", "sasrec"]"#, r#"reference = { model = "sasrec", "modality.mode" = "-" }"#);
+    let s = Setup::new(&grid);
     assert_eq!(s.runs.len(), 9, "pop, sasrec, sasrec + cdl x 3 seeds");
     for (id, model, seed, cfg) in &s.runs {
         let base = hr20(model, *seed).unwrap();
@@ -381,6 +389,34 @@ reference = { model = "sasrec", "modality.mode" = "-" }
     let (code, _, stderr) = s.kdsr(&["report"]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("report.reference: no run has model = sasrec, modality.mode = tuned"), "{stderr}");
+}
+
+/// A whole variant with a display name (`names`, keyed by its labels joined by " / ") is one
+/// column under that name and takes the paper's column of that name; without the name the
+/// same variant borrows nothing (SASRec + CDL is not the paper's SASRec).
+#[test]
+fn a_named_variant_takes_the_papers_column() {
+    let grid = grid_with_cdl(r#"["sasrec"]"#, "paper = \"table2\"\nnames = { \"sasrec / cdl\" = \"KDSR\" }");
+    for (named, text) in
+        [(true, grid.to_string()), (false, grid.replace("names = { \"sasrec / cdl\" = \"KDSR\" }", ""))]
+    {
+        let s = Setup::new(&text);
+        assert_eq!(s.runs.len(), 6, "sasrec, sasrec + cdl x 3 seeds");
+        s.write_records(1.0);
+        let (code, stdout, stderr) = s.kdsr(&["report"]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        let md = read(&s.out().join("hand").join("table.md"));
+        let header = md.lines().next().unwrap();
+        // The paper's Beauty H@20: SASRec 14.07, KDSR 14.68.
+        assert!(header.contains("SASRec (paper)") && md.contains("14.07"), "{md}");
+        if named {
+            assert!(header.contains("| KDSR | KDSR (paper) |"), "{md}");
+            assert!(md.contains("14.68"), "{md}");
+        } else {
+            assert!(header.contains("SASRec / tuned + CDL") && !header.contains("KDSR"), "{md}");
+            assert!(!md.contains("14.68"), "{md}");
+        }
+    }
 }
 
 /// Every grid file of experiments/ plans (full and trial budgets) and reports with no records:

@@ -11,6 +11,7 @@
 //! paper = "table2"                      # the paper's numbers beside ours: table2 | ablation | quantizer
 //! figures = ["drift", "compat"]         # drift (Figure 1) | compat (Figure 3) | encoders (Figure 4)
 //! names = { sasrec = "SASRec" }         # display names of labels (defaults cover the built-ins)
+//!                                       # and of whole variants: { "mmsr / cdl / items" = "KDSR" }
 //! figure_metric = "hr@20"
 //! x = "model"                           # Figure 3 / 4 x axis
 //! ```
@@ -116,7 +117,7 @@ fn default_figure_metric() -> Metric {
 }
 
 /// Display names of built-in labels (the paper's spelling).
-const NAMES: [(&str, &str); 27] = [
+const NAMES: [(&str, &str); 25] = [
     ("beauty", "Beauty"),
     ("clothing", "Cloth."),
     ("sports", "Sport"),
@@ -131,12 +132,8 @@ const NAMES: [(&str, &str); 27] = [
     ("difsr", "DIF-SR"),
     ("srgnn", "SR-GNN"),
     ("mmsr", "MMSR"),
-    ("mmsr-items", "MMSR (item nodes)"),
     ("trans2d", "Trans2D"),
     ("mmsrec", "MMSRec"),
-    // KDSR as the paper's Table 2 runs it: CDL on an MMSR backbone whose modality nodes are the
-    // items' modality embeddings (the tables CDL supervises).
-    ("mmsr-items+cdl", "KDSR"),
     ("frozen", "frozen"),
     ("tuned", "tuned"),
     ("cdl", "tuned + CDL"),
@@ -148,7 +145,26 @@ const NAMES: [(&str, &str); 27] = [
     ("manhattan", "Man"),
 ];
 
+/// Display names of whole variants, by their set of labels (order-free): KDSR as the paper's
+/// Table 2 runs it, CDL on an MMSR backbone whose modality nodes are the items' modality
+/// embeddings (the tables CDL supervises), and that backbone without CDL, its control.
+const VARIANTS: [(&[&str], &str); 2] =
+    [(&["mmsr", "cdl", "items"], "KDSR"), (&["mmsr", "tuned", "items"], "MMSR (item nodes)")];
+
 impl ReportSpec {
+    /// The display name of a whole variant (its labels other than `-`, in plan-column order):
+    /// the grid's `names` under the labels joined by " / ", then the built-ins. None: the
+    /// variant is shown as its labels' names.
+    pub fn variant_name(&self, labels: &[&str]) -> Option<String> {
+        if let Some(toml::Value::String(s)) = self.names.get(&labels.join(" / ")) {
+            return Some(s.clone());
+        }
+        VARIANTS
+            .iter()
+            .find(|(set, _)| set.len() == labels.len() && set.iter().all(|l| labels.contains(l)))
+            .map(|(_, name)| name.to_string())
+    }
+
     /// The display name of a label or metric: the grid's `names`, then the built-ins.
     pub fn name(&self, label: &str) -> String {
         if let Some(toml::Value::String(s)) = self.names.get(label) {
@@ -168,5 +184,22 @@ impl ReportSpec {
             }
             Err(_) => label.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_names_are_order_free_and_the_grid_s_come_first() {
+        let mut spec = ReportSpec::default();
+        assert_eq!(spec.variant_name(&["mmsr", "cdl", "items"]).as_deref(), Some("KDSR"));
+        assert_eq!(spec.variant_name(&["items", "mmsr", "cdl"]).as_deref(), Some("KDSR"));
+        assert_eq!(spec.variant_name(&["mmsr", "tuned", "items"]).as_deref(), Some("MMSR (item nodes)"));
+        assert_eq!(spec.variant_name(&["mmsr", "cdl"]), None, "a subset is not the variant");
+        assert_eq!(spec.variant_name(&["sasrec", "cdl"]), None);
+        spec.names.insert("mmsr / cdl / items".into(), "KDSR (MMSR)".into());
+        assert_eq!(spec.variant_name(&["mmsr", "cdl", "items"]).as_deref(), Some("KDSR (MMSR)"));
     }
 }

@@ -119,13 +119,20 @@ pub(crate) fn distinct(it: impl Iterator<Item = String>) -> Vec<String> {
 impl Table {
     pub fn build(spec: &ReportSpec, summary: &Summary) -> Result<Self> {
         let layout = Layout::new(spec, summary)?;
+        // The variant's labels (other than "-"), and the whole variant's display name if it has one.
+        let variant_labels = |labels: &[String]| -> Vec<String> {
+            layout.variant.iter().filter(|&&i| labels[i] != "-").map(|&i| labels[i].clone()).collect()
+        };
+        let variant_name = |labels: &[String]| -> Option<String> {
+            let parts = variant_labels(labels);
+            spec.variant_name(&parts.iter().map(String::as_str).collect::<Vec<_>>())
+        };
         let variant_of = |labels: &[String]| -> String {
-            let parts: Vec<String> =
-                layout.variant.iter().filter(|&&i| labels[i] != "-").map(|&i| spec.name(&labels[i])).collect();
-            if parts.is_empty() {
-                "-".into()
-            } else {
-                parts.join(" / ")
+            let parts: Vec<String> = variant_labels(labels).iter().map(|l| spec.name(l)).collect();
+            match variant_name(labels) {
+                Some(name) => name,
+                None if parts.is_empty() => "-".into(),
+                None => parts.join(" / "),
             }
         };
         let key = |dims: &[Dim], labels: &[String], metric: Metric| -> Vec<String> {
@@ -144,15 +151,21 @@ impl Table {
             for &m in &spec.metrics {
                 let Some(stat) = g.stats.get(&m) else { continue };
                 // The paper's value must name every label of the cell but the dataset (so that
-                // "SASRec + CDL" does not borrow the paper's SASRec number).
-                let required: Vec<String> = g
+                // "SASRec + CDL" does not borrow the paper's SASRec number); a variant with its
+                // own display name counts as that one label ("KDSR").
+                let named = variant_name(&g.labels);
+                let shown = |i: usize| named.is_none() || !layout.variant.contains(&i);
+                let mut required: Vec<String> = g
                     .labels
                     .iter()
                     .enumerate()
-                    .filter(|(i, l)| Some(*i) != dataset_col && l.as_str() != "-")
+                    .filter(|(i, l)| Some(*i) != dataset_col && l.as_str() != "-" && shown(*i))
                     .map(|(_, l)| spec.name(l))
                     .collect();
-                let mut tags: Vec<String> = g.labels.iter().map(|l| spec.name(l)).collect();
+                required.extend(named.clone());
+                let mut tags: Vec<String> =
+                    g.labels.iter().enumerate().filter(|(i, _)| shown(*i)).map(|(_, l)| spec.name(l)).collect();
+                tags.extend(named);
                 tags.push(m.to_string());
                 let paper = spec.paper.and_then(|t| paper::lookup(t, &tags, &required));
                 entries.push((key(&layout.rows, &g.labels, m), key(&layout.cols, &g.labels, m), *stat, paper));
