@@ -307,9 +307,6 @@ fn ordering_section_compares_the_model_order_with_the_paper() {
     assert!(!read(&s.out().join("hand").join("report.md")).contains("## Model ordering"));
 }
 
-/// A reference over two columns (`{ model = "sasrec", "modality.mode" = "-" }`): SASRec + CDL,
-/// which shares the model label with the reference, still gets its paired test against plain
-/// SASRec, as popularity does; a reference no run has is named in the error.
 /// A grid of `models` on Beauty plus SASRec + CDL (an include), three seeds, with H@20 by
 /// variant and the `[report]` lines `report`.
 fn grid_with_cdl(models: &str, report: &str) -> String {
@@ -336,6 +333,9 @@ metrics = ["hr@20"]
     )
 }
 
+/// A reference over two columns (`{ model = "sasrec", "modality.mode" = "-" }`): SASRec + CDL,
+/// which shares the model label with the reference, still gets its paired test against plain
+/// SASRec, as popularity does; a reference no run has is named in the error.
 #[test]
 fn reference_over_two_columns() {
     let grid = grid_with_cdl(r#"["pop", "sasrec"]"#, r#"reference = { model = "sasrec", "modality.mode" = "-" }"#);

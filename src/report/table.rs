@@ -148,24 +148,25 @@ impl Table {
         // Cells in group order, then metric order.
         let mut entries: Vec<Entry> = Vec::new();
         for g in &summary.groups {
+            // The paper's value must name every label of the cell but the dataset (so that
+            // "SASRec + CDL" does not borrow the paper's SASRec number); a variant with its own
+            // display name counts as that one label ("KDSR").
+            let named = variant_name(&g.labels);
+            let shown = |i: usize| named.is_none() || !layout.variant.contains(&i);
+            let mut required: Vec<String> = g
+                .labels
+                .iter()
+                .enumerate()
+                .filter(|(i, l)| Some(*i) != dataset_col && l.as_str() != "-" && shown(*i))
+                .map(|(_, l)| spec.name(l))
+                .collect();
+            required.extend(named.clone());
+            let mut cell_tags: Vec<String> =
+                g.labels.iter().enumerate().filter(|(i, _)| shown(*i)).map(|(_, l)| spec.name(l)).collect();
+            cell_tags.extend(named);
             for &m in &spec.metrics {
                 let Some(stat) = g.stats.get(&m) else { continue };
-                // The paper's value must name every label of the cell but the dataset (so that
-                // "SASRec + CDL" does not borrow the paper's SASRec number); a variant with its
-                // own display name counts as that one label ("KDSR").
-                let named = variant_name(&g.labels);
-                let shown = |i: usize| named.is_none() || !layout.variant.contains(&i);
-                let mut required: Vec<String> = g
-                    .labels
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, l)| Some(*i) != dataset_col && l.as_str() != "-" && shown(*i))
-                    .map(|(_, l)| spec.name(l))
-                    .collect();
-                required.extend(named.clone());
-                let mut tags: Vec<String> =
-                    g.labels.iter().enumerate().filter(|(i, _)| shown(*i)).map(|(_, l)| spec.name(l)).collect();
-                tags.extend(named);
+                let mut tags = cell_tags.clone();
                 tags.push(m.to_string());
                 let paper = spec.paper.and_then(|t| paper::lookup(t, &tags, &required));
                 entries.push((key(&layout.rows, &g.labels, m), key(&layout.cols, &g.labels, m), *stat, paper));
