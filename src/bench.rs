@@ -11,7 +11,7 @@ use crate::eval::{rank_instances, EvalOptions, Scorer};
 use crate::model::params::ParamStore;
 use crate::model::{Backbone, Ctx, Dims, ModelKind, ModelSpec};
 use crate::optim::Adam;
-use crate::train::fit::batch_loss;
+use crate::train::step::{batch_loss, batch_loss_sharing};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
@@ -139,13 +139,20 @@ fn bench_cdl(
         let mut times: [Vec<f64>; 5] = Default::default();
         for r in 0..=reps {
             let t0 = Instant::now();
-            let (mut loss, _) = batch_loss(&setup.model, batch, &mut ctx, &Device::Cpu)?;
-            let t1 = Instant::now();
-            if with_cdl {
-                if let Some((l, _)) = setup.cdl.as_mut().context("CDL configured")?.loss(batch, &tables)? {
-                    loss = (loss + l)?;
+            // As training takes the step: the pair items' rows come from the input's lookup.
+            let (loss, t1) = if with_cdl {
+                let cdl = setup.cdl.as_mut().context("CDL configured")?;
+                let pairs = cdl.pairs(batch);
+                let (ce, _, rows) = batch_loss_sharing(&setup.model, batch, &pairs.items, &mut ctx, &Device::Cpu)?;
+                let t1 = Instant::now();
+                match cdl.loss_on(&pairs, &rows)? {
+                    Some((l, _)) => ((ce + l)?, t1),
+                    None => (ce, t1),
                 }
-            }
+            } else {
+                let (ce, _) = batch_loss(&setup.model, batch, &mut ctx, &Device::Cpu)?;
+                (ce, Instant::now())
+            };
             let t2 = Instant::now();
             let grads = loss.backward()?;
             let t3 = Instant::now();

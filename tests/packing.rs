@@ -17,8 +17,8 @@ use kdsr::data::split::Split;
 use kdsr::data::{Dataset, DatasetId, DatasetRef};
 use kdsr::modality::Modality;
 use kdsr::model::{Ctx, SeqBatch};
-use kdsr::train::fit::batch_loss;
 use kdsr::train::setup::{self, Setup};
+use kdsr::train::step::{batch_loss, step_loss};
 use kdsr::train::RunOptions;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -33,28 +33,37 @@ fn step(s: &mut Setup, ds: &Dataset, windows: &[Window], layout: Layout) -> (f32
         assert!(parts.holistic > 0.0 && parts.dissected > 0.0);
         loss = (loss + l).unwrap();
     }
+    (loss.to_scalar::<f32>().unwrap(), gradients(s, &loss), batch.items.len())
+}
+
+/// Every parameter's gradient of `loss`, by name.
+fn gradients(s: &Setup, loss: &Tensor) -> Vec<(String, Vec<f32>)> {
     let grads = loss.backward().unwrap();
-    let g = s
-        .params
+    s.params
         .vars()
         .into_iter()
         .map(|(name, v)| {
             let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
             (name, g.flatten_all().unwrap().to_vec1::<f32>().unwrap())
         })
-        .collect();
-    (loss.to_scalar::<f32>().unwrap(), g, batch.items.len())
+        .collect()
 }
 
-fn check(cfg: RunConfig, users: usize) {
+/// `cfg` set up on `users` Beauty users, and the windows of a first training step of 256
+/// targets, as training takes it (its last window may be split), after a seeded shuffle.
+fn first_step(cfg: &RunConfig, users: usize) -> (Dataset, Setup, Vec<Window>) {
     let ds = common::slice(DatasetId::Beauty, users);
     let split = Split::new(&ds.sequences, cfg.protocol);
     let opts = RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None };
-    let mut s = setup::build(&cfg, &ds, &split, &opts).unwrap();
+    let s = setup::build(cfg, &ds, &split, &opts).unwrap();
     let mut windows = train_windows(&split, cfg.train.max_len, SampleMode::Sequence);
     windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
-    // One step of 256 targets, as training takes it (its last window may be split).
     let first = steps(&windows, 256, BatchUnit::Targets).swap_remove(0);
+    (ds, s, first)
+}
+
+fn check(cfg: RunConfig, users: usize) {
+    let (ds, mut s, first) = first_step(&cfg, users);
     assert_eq!(first.iter().map(Window::targets).sum::<usize>(), 256);
     let (l_pad, g_pad, cells_pad) = step(&mut s, &ds, &first, Layout::Padded);
     let (l_pack, g_pack, cells_pack) = step(&mut s, &ds, &first, Layout::Packed);
@@ -99,6 +108,44 @@ fn with_attributes(model: kdsr::model::ModelKind, users: usize) -> RunConfig {
 #[test]
 fn sasrec_with_cdl_packed_step_equals_padded_step() {
     check(with_attributes(kdsr::model::ModelKind::Sasrec, 400), 400);
+}
+
+/// Loss and gradients (bits, by parameter name) of one training step as training takes it
+/// ([`step_loss`]: the correlation losses read their rows in the input's table lookup) and
+/// with the correlation losses gathering from the tables on their own: equal to the bit.
+fn check_shared_lookup(cfg: RunConfig, users: usize) {
+    let (ds, mut s, first) = first_step(&cfg, users);
+    let batch = train_batch(&ds.sequences, &first, Layout::Packed);
+    let bits = |s: &Setup, loss: &Tensor| -> Vec<(String, Vec<u32>)> {
+        let mut out: Vec<(String, Vec<u32>)> =
+            gradients(s, loss).into_iter().map(|(n, g)| (n, g.iter().map(|x| x.to_bits()).collect())).collect();
+        out.push(("loss".into(), vec![loss.to_scalar::<f32>().unwrap().to_bits()]));
+        out
+    };
+    let shared = step_loss(&s.model, s.cdl.as_mut(), &batch, &mut Ctx::eval(), &Device::Cpu).unwrap();
+    assert!(shared.cdl.is_some_and(|p| p.holistic > 0.0 && p.dissected > 0.0));
+    let a = bits(&s, &shared.total);
+    let (ce, _) = batch_loss(&s.model, &batch, &mut Ctx::eval(), &Device::Cpu).unwrap();
+    let tables: Vec<Tensor> = s.model.modality.as_ref().unwrap().tables.clone();
+    let (l, _) = s.cdl.as_mut().unwrap().loss(&batch, &tables).unwrap().expect("the batch has pairs");
+    let b = bits(&s, &(ce + l).unwrap());
+    assert!(a.iter().any(|(n, _)| n.starts_with(kdsr::model::fusion::TABLE_PREFIX)), "no modality table");
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        assert!(x == y, "{name}: the shared lookup changed the value");
+    }
+}
+
+#[test]
+fn sasrec_cdl_step_with_shared_lookup_is_bit_identical() {
+    check_shared_lookup(with_attributes(kdsr::model::ModelKind::Sasrec, 400), 400);
+}
+
+#[test]
+fn nova_cdl_step_with_shared_lookup_is_bit_identical() {
+    // NOVA takes each modality as its own stream rather than summed into the input.
+    let mut cfg = with_attributes(kdsr::model::ModelKind::Nova, 400);
+    cfg.modality.as_mut().unwrap().mode = kdsr::model::ModalityMode::Cdl;
+    check_shared_lookup(cfg, 400);
 }
 
 /// The states at the cells evaluation reads (valid and test of every user, one packed pass),

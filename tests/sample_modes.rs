@@ -11,7 +11,7 @@ use kdsr::data::split::{Protocol, Split};
 use kdsr::data::DatasetId;
 use kdsr::model::params::ParamStore;
 use kdsr::model::{Backbone, Ctx, Dims, ModelKind, ModelSpec};
-use kdsr::train::fit::batch_loss;
+use kdsr::train::step::batch_loss;
 
 fn check(kind: ModelKind) {
     let mut ds = common::slice(DatasetId::Beauty, 200);

@@ -86,29 +86,45 @@ impl Cdl {
         self.heads[m].project(e)
     }
 
+    /// The batch's supervised pairs, shared by every modality; their items (`items`) are the
+    /// rows each modality's terms score.
+    pub fn pairs(&self, batch: &Batch) -> BatchPairs {
+        BatchPairs::from_sequences(batch.sequences(), self.code_faithful)
+    }
+
     /// Every modality's terms on `batch` given the current tables (`tables[m]` is [N+1, d_m]);
     /// empty when the batch has no supervised pair.
     pub fn terms(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Vec<ModalityTerms>> {
-        let pairs = BatchPairs::from_sequences(batch.sequences(), self.code_faithful);
+        let pairs = self.pairs(batch);
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let dev = tables[0].device().clone();
-        let idx = Tensor::from_slice(&pairs.items, pairs.items.len(), &dev)?;
-        let index = PairIndex::new(&pairs, &dev)?;
+        let idx = Tensor::from_slice(&pairs.items, pairs.items.len(), tables[0].device())?;
+        let rows = tables.iter().map(|t| crate::ops::gather_rows(t, &idx)).collect::<Result<Vec<_>>>()?;
+        self.terms_on(&pairs, &rows)
+    }
+
+    /// Every modality's terms on `pairs` given each modality's rows at `pairs.items`
+    /// (`rows[m]` is [U, d_m]); empty when there is no pair.
+    pub fn terms_on(&mut self, pairs: &BatchPairs, rows: &[Tensor]) -> Result<Vec<ModalityTerms>> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let dev = rows[0].device().clone();
+        let index = PairIndex::new(pairs, &dev)?;
         let mut out = Vec::new();
-        for (m, table) in tables.iter().enumerate().take(self.teachers.len()) {
+        for (m, e) in rows.iter().enumerate().take(self.teachers.len()) {
             let (teacher, head) = (&self.teachers[m], &self.heads[m]);
-            let targets = PairTargets::new(&pairs, teacher, self.cfg.max_pairs, &mut self.rng);
-            let e = crate::ops::gather_rows(table, &idx)?; // [U, d]
+            let targets = PairTargets::new(pairs, teacher, self.cfg.max_pairs, &mut self.rng);
+            // e: [U, d]
             let (holistic, scores) = if self.cfg.holistic {
-                let (l, s) = head.holistic_loss(&e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
+                let (l, s) = head.holistic_loss(e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
                 (Some(l), Some(s))
             } else {
                 (None, None)
             };
             let (dissected, logits) = if self.cfg.dissected {
-                match head.dissected_loss(&e, &pairs, &targets, self.code_faithful)? {
+                match head.dissected_loss(e, pairs, &targets, self.code_faithful)? {
                     Some((l, z)) => (Some(l), Some(z)),
                     None => (None, None),
                 }
@@ -131,9 +147,22 @@ impl Cdl {
     /// The weighted correlation loss of `batch` given the current tables (`tables[m]` is
     /// [N+1, d_m]); `None` when the batch has no supervised pair.
     pub fn loss(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Option<(Tensor, CdlParts)>> {
+        let terms = self.terms(batch, tables)?;
+        Self::weighted(terms)
+    }
+
+    /// [`Self::loss`] on `pairs` given each modality's rows at `pairs.items` (`rows[m]` is
+    /// [U, d_m], e.g. from [`crate::model::Recommender::forward_sharing`]).
+    pub fn loss_on(&mut self, pairs: &BatchPairs, rows: &[Tensor]) -> Result<Option<(Tensor, CdlParts)>> {
+        let terms = self.terms_on(pairs, rows)?;
+        Self::weighted(terms)
+    }
+
+    /// `Σ_m (w^hol_m L^hol_m + w^dis_m L^dis_m)` and its unweighted parts.
+    fn weighted(terms: Vec<ModalityTerms>) -> Result<Option<(Tensor, CdlParts)>> {
         let mut total: Option<Tensor> = None;
         let mut parts = CdlParts::default();
-        for t in self.terms(batch, tables)? {
+        for t in terms {
             for (term, w, part) in
                 [(&t.holistic, t.weights.0, &mut parts.holistic), (&t.dissected, t.weights.1, &mut parts.dissected)]
             {

@@ -71,30 +71,48 @@ impl ModalityEmbeddings {
 
     /// Per modality `P_m E_m[items]`: [B, T] -> M × [B, T, D]
     pub fn streams(&self, items: &Tensor) -> Result<Vec<Tensor>> {
+        Ok(self.streams_sharing(items, None)?.0)
+    }
+
+    /// [`Self::streams`], and with `shared` ids [U] also each table's raw rows `E_m[shared]`
+    /// (M × [U, d_m]) from the same lookup ([`crate::ops::gather_rows_pair`]: one table
+    /// gradient per step where two lookups would need two and their sum).
+    pub fn streams_sharing(&self, items: &Tensor, shared: Option<&Tensor>) -> Result<(Vec<Tensor>, Vec<Tensor>)> {
         let (b, t) = items.dims2()?;
         let flat = items.flatten_all()?;
-        self.tables
-            .iter()
-            .zip(&self.projections)
-            .map(|(table, proj)| {
-                let e = proj.forward(&crate::ops::gather_rows(table, &flat)?)?; // [B*T, D]
-                let d = e.dim(1)?;
-                e.reshape((b, t, d))
-            })
-            .collect()
+        let (mut streams, mut rows) = (Vec::new(), Vec::new());
+        for (table, proj) in self.tables.iter().zip(&self.projections) {
+            let e = match shared {
+                Some(ids) => {
+                    let (e, r) = crate::ops::gather_rows_pair(table, &flat, ids)?;
+                    rows.push(r);
+                    e
+                }
+                None => crate::ops::gather_rows(table, &flat)?,
+            };
+            let e = proj.forward(&e)?; // [B*T, D]
+            let d = e.dim(1)?;
+            streams.push(e.reshape((b, t, d))?);
+        }
+        Ok((streams, rows))
     }
 
     /// Σ_m P_m E_m[items]: [B, T] -> [B, T, D]
     pub fn forward(&self, items: &Tensor) -> Result<Tensor> {
-        let mut out: Option<Tensor> = None;
-        for e in self.streams(items)? {
-            out = Some(match out {
-                Some(acc) => (acc + e)?,
-                None => e,
-            });
-        }
-        out.ok_or_else(|| candle_core::Error::Msg("no modality tables".into()))
+        sum_streams(self.streams(items)?)
     }
+}
+
+/// Σ of the streams: M × [B, T, D] -> [B, T, D]
+fn sum_streams(streams: Vec<Tensor>) -> Result<Tensor> {
+    let mut out: Option<Tensor> = None;
+    for e in streams {
+        out = Some(match out {
+            Some(acc) => (acc + e)?,
+            None => e,
+        });
+    }
+    out.ok_or_else(|| candle_core::Error::Msg("no modality tables".into()))
 }
 
 /// A backbone with optional fused modality embeddings: what training and evaluation call.
@@ -115,13 +133,27 @@ impl Recommender {
         self.backbone.forward_at(input, &self.side(input)?, cells, ctx)
     }
 
+    /// [`Self::forward`], and each modality table's rows at `shared` ids [U] read in the same
+    /// lookup as the input's (M × [U, d_m]; empty without modality tables): what the
+    /// correlation losses score, without a second table gradient.
+    pub fn forward_sharing(&self, input: &SeqBatch, shared: &Tensor, ctx: &mut Ctx) -> Result<(Tensor, Vec<Tensor>)> {
+        let (side, rows) = self.side_sharing(input, Some(shared))?;
+        Ok((self.backbone.forward(input, &side, ctx)?, rows))
+    }
+
     /// The modality inputs of `input`'s items, as the backbone takes them.
     fn side(&self, input: &SeqBatch) -> Result<Side> {
-        Ok(match (&self.modality, self.backbone.traits.inputs) {
-            (None, _) => Side::default(),
-            (Some(m), Inputs::Summed) => Side { summed: Some(m.forward(&input.items)?), streams: Vec::new() },
-            (Some(m), Inputs::Streams) => Side { summed: None, streams: m.streams(&input.items)? },
-        })
+        Ok(self.side_sharing(input, None)?.0)
+    }
+
+    fn side_sharing(&self, input: &SeqBatch, shared: Option<&Tensor>) -> Result<(Side, Vec<Tensor>)> {
+        let Some(m) = &self.modality else { return Ok((Side::default(), Vec::new())) };
+        let (streams, rows) = m.streams_sharing(&input.items, shared)?;
+        let side = match self.backbone.traits.inputs {
+            Inputs::Summed => Side { summed: Some(sum_streams(streams)?), streams: Vec::new() },
+            Inputs::Streams => Side { summed: None, streams },
+        };
+        Ok((side, rows))
     }
 
     /// Candidate item embeddings for ids 1..=N: [N, D] (`ctx`: the training step's or

@@ -57,7 +57,7 @@ pub use biased_softmax::biased_softmax;
 pub use catalogue::catalogue_cross_entropy;
 pub use cross_entropy::cross_entropy;
 pub use dropout::dropout;
-pub use gather::gather_rows;
+pub use gather::{gather_rows, gather_rows_pair};
 pub use gelu::gelu;
 pub use gru::gru_sequence;
 pub use layer_norm::layer_norm;

@@ -12,7 +12,7 @@
 //! - `hol_fit_r2_<m>`: the student's fit, `R² = 1 - Σ(s^S - s^T)² / Σ(s^T - mean s^T)²`;
 //! - `dis_acc_<m>`: the share of pairs whose dissected argmax equals the teacher's code.
 
-use super::fit::batch_loss;
+use super::step::batch_loss;
 use crate::data::batch::{steps, train_batch, train_windows, Batch, BatchUnit, Layout, SampleMode};
 use crate::data::split::Split;
 use crate::distill::cdl::Cdl;

@@ -15,8 +15,9 @@
 
 use super::resume::{self, Snapshot, Streams};
 use super::setup::{self, Setup};
+use super::step::{step_loss, StepLoss};
 use crate::config::{ModelSpec, RunConfig, Selection};
-use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Batch, Cloze, Layout, SampleMode};
+use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Cloze, Layout, SampleMode};
 use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset};
 use crate::distill::cdl::Cdl;
@@ -24,7 +25,7 @@ use crate::eval::{rank_instances, EvalOptions, Metric, Metrics, Scorer};
 use crate::io::CodeVersion;
 use crate::model::fusion::TABLE_PREFIX;
 use crate::model::ModalityMode;
-use crate::model::{Ctx, Popularity, Recommender, SeqBatch};
+use crate::model::{Ctx, Popularity, Recommender};
 use crate::optim::Adam;
 use crate::results::record::{self, EpochValue, RecordStatus, RunRecord, Segment};
 use crate::results::{EpochLog, RunDir};
@@ -64,30 +65,6 @@ pub struct RunOutcome {
     /// Earlier processes of a resumed run, and their wall seconds.
     pub segments: Vec<Segment>,
     pub prior_seconds: f64,
-}
-
-/// Mean cross-entropy over the target positions of `batch` (plus the backbone's auxiliary
-/// loss, if any); returns (loss, targets).
-pub fn batch_loss(
-    model: &Recommender,
-    batch: &Batch,
-    ctx: &mut Ctx,
-    device: &Device,
-) -> candle_core::Result<(Tensor, usize)> {
-    let hidden = model.forward(&SeqBatch::new(batch, device)?, ctx)?; // [B, T, D]
-    let d = hidden.dim(2)?;
-    let (rows, targets): (Vec<u32>, Vec<u32>) =
-        batch.targets.iter().enumerate().filter(|(_, &t)| t > 0).map(|(i, &t)| (i as u32, t - 1)).unzip();
-    let m = rows.len();
-    let rows = Tensor::from_vec(rows, m, device)?;
-    let h = hidden.reshape((batch.rows * batch.width, d))?.index_select(&rows, 0)?; // [M, D]
-    let loss = crate::ops::catalogue_cross_entropy(&h, &model.candidates(ctx)?, &targets)?;
-    let ids: Vec<u32> = targets.iter().map(|&t| t + 1).collect();
-    let loss = match model.backbone.aux_loss(&h, &Tensor::from_vec(ids, m, device)?)? {
-        Some(aux) => (loss + aux)?,
-        None => loss,
-    };
-    Ok((loss, m))
 }
 
 fn seed_for(seed: u64, stream: u64) -> u64 {
@@ -298,15 +275,12 @@ fn fit(
                 }
                 _ => train_batch(&ds.sequences, chunk, layout),
             };
-            let (ce, m) = batch_loss(&model, &batch, &mut ctx, &opts.device)?;
+            let StepLoss { total: loss, ce, targets: m, cdl: parts } =
+                step_loss(&model, cdl.as_mut(), &batch, &mut ctx, &opts.device)?;
             let value = ce.to_scalar::<f32>()? as f64;
-            let mut loss = ce;
-            if let Some(c) = cdl.as_mut() {
-                if let Some((l, parts)) = c.loss(&batch, &tables)? {
-                    loss = (loss + l)?;
-                    hol += parts.holistic;
-                    dis += parts.dissected;
-                }
+            if let Some(parts) = parts {
+                hol += parts.holistic;
+                dis += parts.dissected;
             }
             let total = loss.to_scalar::<f32>()? as f64;
             if !total.is_finite() {

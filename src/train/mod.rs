@@ -7,5 +7,6 @@ pub mod fit;
 pub mod reference;
 pub mod resume;
 pub mod setup;
+pub mod step;
 
 pub use fit::{train_run, RunOptions, RunOutcome};
