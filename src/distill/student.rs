@@ -120,6 +120,10 @@ pub struct BatchPairs {
     pub a: Vec<u32>,
     pub b: Vec<u32>,
     pub row: Vec<u32>,
+    /// Per pair `(i, j)`: the index of `(j, i)` (itself for `i = j`). Every teacher score is
+    /// symmetric to the bit (`φ(a, b)` and its sub-vector scores take the same operations in
+    /// the same order either way round), so targets are computed once per unordered pair.
+    pub mirror: Vec<u32>,
     pub rows: usize,
     /// Rows with at least one pair.
     pub rows_with_pairs: usize,
@@ -135,7 +139,7 @@ impl BatchPairs {
     pub fn from_sequences<'a>(seqs: impl Iterator<Item = &'a [u32]>, include_self: bool) -> Self {
         let mut slot: HashMap<u32, u32> = HashMap::new();
         let mut distinct = Vec::new();
-        let (mut a, mut b, mut row) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut a, mut b, mut row, mut mirror) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut rows, mut rows_with_pairs) = (0, 0);
         let mut seen: Vec<u32> = Vec::new();
         for (r, line) in seqs.enumerate() {
@@ -156,18 +160,23 @@ impl BatchPairs {
                 })
                 .collect();
             let before = a.len();
+            // (x, y) is pair `before + x * per + y`, less one when y > x without self pairs.
+            let k = pos.len();
+            let per = if include_self { k } else { k.saturating_sub(1) };
+            let index = |x: usize, y: usize| (before + x * per + y - usize::from(!include_self && y > x)) as u32;
             for (x, &pa) in pos.iter().enumerate() {
                 for (y, &pb) in pos.iter().enumerate() {
                     if x != y || include_self {
                         a.push(pa);
                         b.push(pb);
                         row.push(r as u32);
+                        mirror.push(index(y, x));
                     }
                 }
             }
             rows_with_pairs += usize::from(a.len() > before);
         }
-        Self { items: distinct, a, b, row, rows, rows_with_pairs }
+        Self { items: distinct, a, b, row, mirror, rows, rows_with_pairs }
     }
 
     pub fn len(&self) -> usize {
@@ -176,6 +185,24 @@ impl BatchPairs {
 
     pub fn is_empty(&self) -> bool {
         self.a.is_empty()
+    }
+
+    /// `f(i, j)` for every pair, computed once per unordered pair (`f` must be symmetric).
+    fn symmetric<T: Copy + Default + Send>(&self, f: impl Fn(u32, u32) -> T + Sync) -> Vec<T> {
+        let first: Vec<u32> = (0..self.len() as u32).filter(|&p| self.mirror[p as usize] >= p).collect();
+        let values: Vec<T> = first
+            .par_iter()
+            .map(|&p| {
+                let (i, j) = self.ids(p as usize);
+                f(i, j)
+            })
+            .collect();
+        let mut out = vec![T::default(); self.len()];
+        for (&p, &v) in first.iter().zip(&values) {
+            out[p as usize] = v;
+            out[self.mirror[p as usize] as usize] = v;
+        }
+        out
     }
 
     /// The item ids of pair `p`.
@@ -196,28 +223,21 @@ pub struct PairTargets {
 
 impl PairTargets {
     pub fn new(pairs: &BatchPairs, teacher: &Teacher, max_pairs: usize, rng: &mut ChaCha8Rng) -> Self {
-        let holistic = (0..pairs.len())
-            .into_par_iter()
-            .map(|p| {
-                let (i, j) = pairs.ids(p);
-                teacher.holistic(i, j)
-            })
-            .collect();
-        let dissected: Vec<u32> = if pairs.len() > max_pairs {
-            let mut keep: Vec<u32> = sample(rng, pairs.len(), max_pairs).into_iter().map(|k| k as u32).collect();
-            keep.sort_unstable();
-            keep
-        } else {
-            (0..pairs.len() as u32).collect()
-        };
-        let codes = dissected
-            .par_iter()
-            .map(|&p| {
-                let (i, j) = pairs.ids(p as usize);
-                teacher.code(i, j)
-            })
-            .collect();
-        Self { holistic, dissected, codes }
+        let holistic = pairs.symmetric(|i, j| teacher.holistic(i, j));
+        if pairs.len() > max_pairs {
+            let mut dissected: Vec<u32> = sample(rng, pairs.len(), max_pairs).into_iter().map(|k| k as u32).collect();
+            dissected.sort_unstable();
+            let codes = dissected
+                .par_iter()
+                .map(|&p| {
+                    let (i, j) = pairs.ids(p as usize);
+                    teacher.code(i, j)
+                })
+                .collect();
+            return Self { holistic, dissected, codes };
+        }
+        let codes = pairs.symmetric(|i, j| teacher.code(i, j));
+        Self { holistic, dissected: (0..pairs.len() as u32).collect(), codes }
     }
 }
 
@@ -386,6 +406,31 @@ mod tests {
         assert_eq!((p.rows, p.rows_with_pairs), (3, 2));
         let s = BatchPairs::from_batch(&[3, 1, 3, 0, 2, 2, 0, 0], 2, 4, true);
         assert_eq!((s.len(), s.rows_with_pairs), (5, 2), "2x2 pairs in row 0, (2,2) in row 1");
+    }
+
+    #[test]
+    fn mirrors_pair_up_and_symmetric_targets_equal_direct_ones_to_the_bit() {
+        // 5 items with 4-d representations and 2 sub-vectors; codes from 3 centroids.
+        let repr: Vec<f32> = (0..24).map(|i| ((i * 7919) % 101) as f32 / 37.0 - 1.3).collect();
+        let codebook = Codebook { k: 3, dim: 2, centroids: vec![0.9, -0.2, 0.1, 0.4, -0.5, 0.8] };
+        let batch = [3, 1, 4, 1, 5, 2, 2, 0, 4, 0, 0, 0, 5, 3, 2, 1];
+        for include_self in [false, true] {
+            let pairs = BatchPairs::from_batch(&batch, 4, 4, include_self);
+            for p in 0..pairs.len() {
+                let m = pairs.mirror[p] as usize;
+                assert_eq!((pairs.a[m], pairs.b[m], pairs.row[m]), (pairs.b[p], pairs.a[p], pairs.row[p]), "pair {p}");
+            }
+            for scoring in [Scoring::Cos, Scoring::Dot, Scoring::Euclidean, Scoring::Manhattan] {
+                let t = Teacher::new(repr.clone(), 4, scoring, 2, codebook.clone());
+                let pt = PairTargets::new(&pairs, &t, 1000, &mut ChaCha8Rng::seed_from_u64(0));
+                for p in 0..pairs.len() {
+                    let (i, j) = pairs.ids(p);
+                    assert_eq!(pt.holistic[p].to_bits(), t.holistic(i, j).to_bits(), "{scoring:?} ({i}, {j})");
+                    assert_eq!(pt.codes[p], t.code(i, j), "{scoring:?} ({i}, {j})");
+                }
+                assert!(pt.codes.iter().any(|&c| c != pt.codes[0]), "{scoring:?}: the codes should vary");
+            }
+        }
     }
 
     #[test]
