@@ -183,6 +183,11 @@ fn mmsrec_learns_from_masked_items_and_beats_popularity() {
         m.dropout = 0.1;
         m.embedding_dropout = 0.1;
     }
+    // From scratch on 2,000 users its test metrics swing by ~20% between epochs: on an AMD EPYC
+    // host (AVX2, no AVX-512) epoch 18 had test NDCG@20 0.93 against popularity's 0.97, epochs
+    // 16-17 1.10 and 1.09. The epoch with the best validation NDCG@20 (the paper's selection)
+    // is the stable thing to test.
+    cfg.train.selection = Selection::BestValid;
     beats_popularity_on(&cfg, SLICE, 1.05);
 }
 
