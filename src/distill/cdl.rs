@@ -116,7 +116,7 @@ impl Cdl {
         for (m, e) in rows.iter().enumerate().take(self.teachers.len()) {
             let (teacher, head) = (&self.teachers[m], &self.heads[m]);
             let targets = PairTargets::new(pairs, teacher, self.cfg.max_pairs, &mut self.rng);
-            // e: [U, d]
+            // e: [U, d_m], this modality's rows at pairs.items
             let (holistic, scores) = if self.cfg.holistic {
                 let (l, s) = head.holistic_loss(e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
                 (Some(l), Some(s))

@@ -192,8 +192,8 @@ impl SeqModel for SrGnn {
         let items = input.items.flatten_all()?.to_vec1::<u32>()?;
         let g = graphs(&items, b, t);
         let nodes = Tensor::from_vec(g.nodes, (b, t), dev)?;
+        // The padding node's embedding is zero (RecBole's padding_idx).
         let node_mask = nodes.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?; // [B, T, 1]
-                                                                             // The padding node's embedding is zero (RecBole's padding_idx).
         let mut h = self.item_embedding.forward(&nodes)?.broadcast_mul(&node_mask)?; // [B, T, D]
         let a_in = Tensor::from_vec(g.a_in, (b, t, t), dev)?;
         let a_out = Tensor::from_vec(g.a_out, (b, t, t), dev)?;
@@ -204,7 +204,7 @@ impl SeqModel for SrGnn {
         let alias = Tensor::from_vec(g.alias, b * t, dev)?;
         let seq_hidden = crate::ops::gather_rows(&h.reshape((b * t, d))?, &alias)?.reshape((b, t, d))?;
         let last: Vec<u32> = g.last.iter().enumerate().map(|(r, &c)| (r * t + c) as u32).collect();
-        let ht = seq_hidden.reshape((b * t, d))?.index_select(&Tensor::from_vec(last, b, dev)?, 0)?; // [B, D]
+        let ht = super::select_cells(&seq_hidden, &last)?; // [B, D]
         let q1 = self.linear_one.forward(&ht)?.unsqueeze(1)?; // [B, 1, D]
         let q2 = self.linear_two.forward(&seq_hidden)?; // [B, T, D]
         let alpha = self.linear_three.forward(&candle_nn::ops::sigmoid(&q2.broadcast_add(&q1)?)?)?; // [B, T, 1]
