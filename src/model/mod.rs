@@ -86,6 +86,14 @@ pub(crate) fn at_cells(out: &Tensor, cells: &[Option<usize>], t: usize) -> Resul
     place_cells(out, &flat, (cells.len(), t))
 }
 
+/// Bucketed states laid out as `[B, T, D]`: `sorted[k]` ([B, D], the batch's rows in the order
+/// `order`) at row `order[k]`'s last cell `lens[order[k]] - 1` (not placed for an empty row),
+/// zero elsewhere.
+pub(crate) fn sorted_at_last_cells(sorted: &Tensor, order: &[usize], lens: &[usize], t: usize) -> Result<Tensor> {
+    let cells: Vec<Option<usize>> = order.iter().map(|&r| lens[r].checked_sub(1).map(|c| r * t + c)).collect();
+    place_cells(sorted, &cells, (order.len(), t))
+}
+
 /// States `out` [K, D] laid out as `[B, T, D]`: `out[k]` at the flat cell `cells[k]` (`None`:
 /// not placed), zero elsewhere.
 pub(crate) fn place_cells(out: &Tensor, cells: &[Option<usize>], (b, t): (usize, usize)) -> Result<Tensor> {

@@ -292,14 +292,7 @@ impl SeqModel for Trans2d {
             let w = rows.iter().map(|&r| lens[r]).max().unwrap_or(0).max(1);
             outs.push(self.bucket(&x, rows, &lens, (t, w), ctx)?);
         }
-        // Back to batch order: row r's output is at its place in `order`.
-        let mut place = vec![0u32; b];
-        for (k, &r) in order.iter().enumerate() {
-            place[r] = k as u32;
-        }
-        let out = Tensor::cat(&outs, 0)?.index_select(&Tensor::from_vec(place, b, dev)?, 0)?; // [B, D]
-        let cells: Vec<Option<usize>> = lens.iter().map(|&len| len.checked_sub(1)).collect();
-        super::at_cells(&out, &cells, t)
+        super::sorted_at_last_cells(&Tensor::cat(&outs, 0)?, &order, &lens, t)
     }
 
     fn item_table(&self) -> Option<&Tensor> {
