@@ -10,15 +10,18 @@
 //!   .work/<host>.<pid>/<run_id>/ runs in progress, moved into runs/ when they end
 //!   .work/resumable/<run_id>/    unfinished runs of dead processes, with their resume state
 //!   .locks/<run_id>.lock         held (flock) by the process that trains the run
+//!   .locks/work.lock             held (flock) while a process rearranges .work/
 //! ```
 //!
 //! A run is trained in its process's work folder and renamed into `runs/` in one step, so
 //! `runs/` only ever holds whole records, and a process killed at any point leaves at most a
 //! stale work folder. The next sweep on the same host keeps the runs in it that saved a resume
 //! state ([`crate::train::resume`]: they continue after their last finished epoch, in whichever
-//! process takes them next; a rename claims one) and removes the rest. A process trains a run
-//! only while it holds the run's lock, so sweeps (and `kdsr train --out <grid>/runs`) that
-//! share a grid never train one run twice at once; the lock ends with its process.
+//! process takes them next; a rename claims one) and removes the rest. Sweeps that start
+//! together take turns at this (`.locks/work.lock`), so none removes a resume state another is
+//! moving. A process trains a run only while it holds the run's lock, so sweeps (and `kdsr
+//! train --out <grid>/runs`) that share a grid never train one run twice at once; the lock ends
+//! with its process.
 
 use super::plan::Plan;
 use crate::io::{hostname, write_atomic};
@@ -123,11 +126,17 @@ impl Store {
         self.work_root().join("resumable")
     }
 
+    /// Held while this process moves or removes anything of another process in `.work/`.
+    fn work_lock(&self) -> Result<crate::io::FileLock> {
+        crate::io::FileLock::exclusive(&self.root.join(".locks").join("work.lock"))
+    }
+
     /// Removes `.work/<host>.<pid>` folders of this host whose process is gone, after moving
     /// their runs that hold a resume state to `.work/resumable/` (keeping the further one when
     /// a run is there twice).
     fn clean_stale(&self) -> Result<()> {
         let host = hostname();
+        let _turn = self.work_lock()?;
         let Ok(entries) = std::fs::read_dir(self.work_root()) else { return Ok(()) };
         for e in entries.filter_map(|e| e.ok()) {
             let name = e.file_name().to_string_lossy().to_string();
@@ -197,6 +206,7 @@ impl Store {
             return Ok(false);
         }
         let to = self.work_dir().join(run_id);
+        let _turn = self.work_lock()?;
         std::fs::create_dir_all(self.work_dir()).with_context(|| format!("creating {}", self.work_dir().display()))?;
         if to.exists() {
             std::fs::remove_dir_all(&to).with_context(|| format!("removing {}", to.display()))?;
@@ -228,6 +238,7 @@ impl Store {
     /// Removes this process's work folder and `.work/resumable/` if they are empty.
     pub fn finish(&self) {
         let _ = std::fs::remove_dir(self.work_dir());
+        let _turn = self.work_lock();
         let _ = std::fs::remove_dir(self.resumable_dir());
     }
 }
@@ -236,4 +247,77 @@ impl Store {
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
     !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::resume::{self, Snapshot, Streams};
+    use candle_core::{Device, Tensor};
+
+    /// A resume state of `epoch` finished epochs, as training writes it.
+    fn write_state(run_dir: &Path, epoch: usize) {
+        let t = Tensor::new(&[1f32, 2.0], &Device::Cpu).unwrap();
+        Snapshot {
+            epoch,
+            adam_step: 3,
+            best: 0.5,
+            bad_epochs: 0,
+            best_epoch: epoch,
+            valid: crate::eval::Metrics::default(),
+            epochs: Vec::new(),
+            streams: Streams::new(1, 2, None),
+            seconds: 1.0,
+            segments: Vec::new(),
+            params: BTreeMap::from([("w".to_string(), t.clone())]),
+            moments: BTreeMap::from([("w".to_string(), (t.clone(), t))]),
+            selected: None,
+        }
+        .write(run_dir, "run-a")
+        .unwrap();
+    }
+
+    /// Sweeps started together on one grid clean the same dead process's work folder at once:
+    /// its resume state must end whole in `.work/resumable/`, never removed by one sweep while
+    /// another moves it, and no sweep may fail for it.
+    #[test]
+    fn sweeps_starting_together_keep_a_dead_process_resume_state() {
+        let dead = format!("{}.{}", hostname(), u32::MAX - 1);
+        assert!(!process_alive(u32::MAX - 1));
+        for round in 0..40 {
+            let d = tempfile::tempdir().unwrap();
+            let store = Store { root: d.path().join("grid") };
+            write_state(&store.work_root().join(&dead).join("run-a"), 7);
+            let start = std::sync::Barrier::new(4);
+            let results: Vec<Result<()>> = std::thread::scope(|s| {
+                let cleaners: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            store.clean_stale()
+                        })
+                    })
+                    .collect();
+                cleaners.into_iter().map(|c| c.join().unwrap()).collect()
+            });
+            for r in results {
+                r.unwrap_or_else(|e| panic!("round {round}: a sweep failed: {e:#}"));
+            }
+            let kept = store.resumable_dir().join("run-a");
+            assert_eq!(resume::saved_epoch(&kept), Some(7), "round {round}: the resume state was lost");
+            assert!(!store.work_root().join(&dead).exists(), "round {round}: the stale folder was left");
+        }
+    }
+
+    /// A claim takes the state out of `.work/resumable/` for exactly one process.
+    #[test]
+    fn a_resumable_run_is_claimed_once() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store { root: d.path().join("grid") };
+        write_state(&store.resumable_dir().join("run-a"), 2);
+        assert!(store.claim_resumable("run-a").unwrap());
+        assert_eq!(resume::saved_epoch(&store.work_dir().join("run-a")), Some(2));
+        assert!(!store.claim_resumable("run-a").unwrap());
+        assert!(!store.claim_resumable("run-b").unwrap());
+    }
 }
