@@ -116,6 +116,7 @@ fn bench_cdl(
     ds: &Dataset,
     split: &Split,
     batch: &crate::data::batch::Batch,
+    step256: &crate::data::batch::Batch,
     paths: &DataPaths,
     python: Option<&PathBuf>,
 ) -> Result<Value> {
@@ -135,7 +136,7 @@ fn bench_cdl(
     let mut ctx = Ctx::train(1);
     // Whole step and its parts: backbone forward + cross-entropy, correlation losses (pair
     // targets on the CPU and the student heads), backward, Adam.
-    let mut step = |with_cdl: bool| -> Result<[f64; 5]> {
+    let mut step = |batch: &Batch, with_cdl: bool| -> Result<[f64; 5]> {
         let mut times: [Vec<f64>; 5] = Default::default();
         for r in 0..=reps {
             let t0 = Instant::now();
@@ -167,8 +168,16 @@ fn bench_cdl(
         Ok(times.map(median))
     };
     let parts = |t: [f64; 5]| json!({"forward": t[1], "cdl_losses": t[2], "backward": t[3], "adam": t[4]});
-    let without = step(false)?;
-    let with = step(true)?;
+    // The training step of an epoch (256 targets, packed): what the epoch ratio is made of.
+    let without256 = step(step256, false)?;
+    let with256 = step(step256, true)?;
+    eprintln!(
+        "candle sasrec + modality tables, 256 targets: {:.1} ms; with the CDL losses {:.1} ms (forward {:.1}, \
+         losses {:.1}, backward {:.1}, Adam {:.1})",
+        without256[0], with256[0], with256[1], with256[2], with256[3], with256[4]
+    );
+    let without = step(batch, false)?;
+    let with = step(batch, true)?;
     let extra = with[0] - without[0];
     eprintln!(
         "candle sasrec + modality tables step: {:.1} ms; with the CDL losses: {:.1} ms (+{extra:.1} ms, +{:.0}%; \
@@ -182,7 +191,9 @@ fn bench_cdl(
     );
     let mut out = json!({"modality_step_ms": without[0], "cdl_step_ms": with[0], "cdl_extra_ms": extra,
               "cdl_extra_fraction": extra / without[0],
-              "modality_step_parts_ms": parts(without), "cdl_step_parts_ms": parts(with)});
+              "modality_step_parts_ms": parts(without), "cdl_step_parts_ms": parts(with),
+              "modality_256_targets_step_ms": without256[0], "cdl_256_targets_step_ms": with256[0],
+              "modality_256_targets_step_parts_ms": parts(without256), "cdl_256_targets_step_parts_ms": parts(with256)});
     if let (Some(python), Some((npz, loss))) = (python, reference) {
         let torch = run_torch_script(python, "bench-cdl", npz, reps)?;
         let torch_loss = torch["torch_cdl_loss_eval"].as_f64().context("torch reference: no torch_cdl_loss_eval")?;
@@ -498,7 +509,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     }
     let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
     if args.cdl {
-        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, paths, args.python.as_ref())?);
+        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, &step256, paths, args.python.as_ref())?);
     }
     if args.epochs || args.converge {
         report.insert("epochs".into(), bench_epochs(&ds, paths, args.epochs, args.converge)?);
