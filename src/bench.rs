@@ -49,6 +49,9 @@ pub struct BenchArgs {
     converge: bool,
 }
 
+/// Training steps of an epoch's start timed one after another (`*_epoch_sample_*` entries).
+const EPOCH_SAMPLE: usize = 48;
+
 /// One training configuration of the epoch benchmark.
 fn epoch_config(kind: ModelKind, dim: usize, cdl: bool) -> crate::config::RunConfig {
     let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
@@ -117,6 +120,7 @@ fn bench_cdl(
     split: &Split,
     batch: &crate::data::batch::Batch,
     step256: &crate::data::batch::Batch,
+    sample: &[Batch],
     paths: &DataPaths,
     python: Option<&PathBuf>,
 ) -> Result<Value> {
@@ -136,9 +140,8 @@ fn bench_cdl(
     let mut ctx = Ctx::train(1);
     // Whole step and its parts: backbone forward + cross-entropy, correlation losses (pair
     // targets on the CPU and the student heads), backward, Adam.
-    let mut step = |batch: &Batch, with_cdl: bool| -> Result<[f64; 5]> {
-        let mut times: [Vec<f64>; 5] = Default::default();
-        for r in 0..=reps {
+    let mut one = |batch: &Batch, with_cdl: bool| -> Result<[f64; 5]> {
+        {
             let t0 = Instant::now();
             // As training takes the step: the pair items' rows come from the input's lookup.
             let (loss, t1) = if with_cdl {
@@ -159,10 +162,16 @@ fn bench_cdl(
             let t3 = Instant::now();
             adam.step(&grads)?;
             let t4 = Instant::now();
-            if r > 0 {
-                for (v, d) in times.iter_mut().zip([t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3]) {
-                    v.push(d.as_secs_f64() * 1e3);
-                }
+            Ok([t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3].map(|d| d.as_secs_f64() * 1e3))
+        }
+    };
+    // Median over `reps` steps on one batch after a warm-up.
+    let mut step = |batch: &Batch, with_cdl: bool| -> Result<[f64; 5]> {
+        one(batch, with_cdl)?;
+        let mut times: [Vec<f64>; 5] = Default::default();
+        for _ in 0..reps {
+            for (v, t) in times.iter_mut().zip(one(batch, with_cdl)?) {
+                v.push(t);
             }
         }
         Ok(times.map(median))
@@ -178,6 +187,31 @@ fn bench_cdl(
     );
     let without = step(batch, false)?;
     let with = step(batch, true)?;
+    // The first steps of an epoch, each batch once as an epoch takes them (after one warm-up
+    // step): their batches differ in items and pairs, which one repeated batch does not show.
+    let mut sample_mean = |with_cdl: bool| -> Result<[f64; 5]> {
+        one(&sample[0], with_cdl)?;
+        let mut sum = [0f64; 5];
+        for b in sample {
+            for (s, t) in sum.iter_mut().zip(one(b, with_cdl)?) {
+                *s += t;
+            }
+        }
+        Ok(sum.map(|s| s / sample.len() as f64))
+    };
+    let without_sample = sample_mean(false)?;
+    let with_sample = sample_mean(true)?;
+    eprintln!(
+        "candle sasrec + modality tables, mean of the first {} steps of an epoch: {:.1} ms; with the CDL losses \
+         {:.1} ms (forward {:.1}, losses {:.1}, backward {:.1}, Adam {:.1})",
+        sample.len(),
+        without_sample[0],
+        with_sample[0],
+        with_sample[1],
+        with_sample[2],
+        with_sample[3],
+        with_sample[4]
+    );
     let extra = with[0] - without[0];
     eprintln!(
         "candle sasrec + modality tables step: {:.1} ms; with the CDL losses: {:.1} ms (+{extra:.1} ms, +{:.0}%; \
@@ -193,7 +227,10 @@ fn bench_cdl(
               "cdl_extra_fraction": extra / without[0],
               "modality_step_parts_ms": parts(without), "cdl_step_parts_ms": parts(with),
               "modality_256_targets_step_ms": without256[0], "cdl_256_targets_step_ms": with256[0],
-              "modality_256_targets_step_parts_ms": parts(without256), "cdl_256_targets_step_parts_ms": parts(with256)});
+              "modality_256_targets_step_parts_ms": parts(without256), "cdl_256_targets_step_parts_ms": parts(with256),
+              "epoch_sample_steps": sample.len(),
+              "modality_epoch_sample_step_parts_ms": parts(without_sample), "modality_epoch_sample_step_ms": without_sample[0],
+              "cdl_epoch_sample_step_parts_ms": parts(with_sample), "cdl_epoch_sample_step_ms": with_sample[0]});
     if let (Some(python), Some((npz, loss))) = (python, reference) {
         let torch = run_torch_script(python, "bench-cdl", npz, reps)?;
         let torch_loss = torch["torch_cdl_loss_eval"].as_f64().context("torch reference: no torch_cdl_loss_eval")?;
@@ -420,6 +457,22 @@ fn time_step(model: &crate::model::Recommender, batch: &Batch, adam: &mut Adam, 
     Ok(times.map(median))
 }
 
+/// Mean time (ms) of a whole training step over `batches`, each taken once (as an epoch takes
+/// them) after one warm-up step on the first.
+fn time_sample(model: &crate::model::Recommender, batches: &[Batch], adam: &mut Adam) -> Result<f64> {
+    let mut ctx = Ctx::train(1);
+    let mut total = 0.0;
+    for (k, b) in std::iter::once(&batches[0]).chain(batches).enumerate() {
+        let t0 = Instant::now();
+        let (loss, _) = batch_loss(model, b, &mut ctx, &Device::Cpu)?;
+        adam.step(&loss.backward()?)?;
+        if k > 0 {
+            total += t0.elapsed().as_secs_f64() * 1e3;
+        }
+    }
+    Ok(total / batches.len() as f64)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -434,8 +487,10 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let bench_windows = &windows[..args.batch_size.min(windows.len())];
     let batch = train_batch(&ds.sequences, bench_windows, Layout::Padded);
     let packed = train_batch(&ds.sequences, bench_windows, Layout::Packed);
-    let first_step = steps(&windows, 256, BatchUnit::Targets).swap_remove(0);
-    let step256 = train_batch(&ds.sequences, &first_step, Layout::Packed);
+    let epoch_steps = steps(&windows, 256, BatchUnit::Targets);
+    let step256 = train_batch(&ds.sequences, &epoch_steps[0], Layout::Packed);
+    let sample: Vec<Batch> =
+        epoch_steps.iter().take(EPOCH_SAMPLE).map(|w| train_batch(&ds.sequences, w, Layout::Packed)).collect();
     let device = Device::Cpu;
     let threads = rayon::current_num_threads();
     let mut report = serde_json::Map::new();
@@ -475,6 +530,9 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         }
 
         if kind == ModelKind::Sasrec {
+            let ms = time_sample(&model, &sample, &mut adam)?;
+            eprintln!("candle sasrec, mean of the first {} steps of an epoch: {ms:.1} ms", sample.len());
+            report.insert("sasrec_epoch_sample_step_ms".into(), json!(ms));
             let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
             let opts = EvalOptions {
                 max_len: train.max_len,
@@ -509,7 +567,10 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     }
     let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
     if args.cdl {
-        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batch, &step256, paths, args.python.as_ref())?);
+        report.insert(
+            "cdl".into(),
+            bench_cdl(args.reps, &ds, &split, &batch, &step256, &sample, paths, args.python.as_ref())?,
+        );
     }
     if args.epochs || args.converge {
         report.insert("epochs".into(), bench_epochs(&ds, paths, args.epochs, args.converge)?);
