@@ -49,6 +49,14 @@ pub struct BenchArgs {
     converge: bool,
 }
 
+/// The batches the step benchmarks time: the reference's padded batch, the first training step
+/// of an epoch, and the first [`EPOCH_SAMPLE`] steps.
+struct BenchBatches {
+    padded: Batch,
+    step256: Batch,
+    sample: Vec<Batch>,
+}
+
 /// Training steps of an epoch's start timed one after another (`*_epoch_sample_*` entries).
 const EPOCH_SAMPLE: usize = 48;
 
@@ -118,12 +126,11 @@ fn bench_cdl(
     reps: usize,
     ds: &Dataset,
     split: &Split,
-    batch: &crate::data::batch::Batch,
-    step256: &crate::data::batch::Batch,
-    sample: &[Batch],
+    batches: &BenchBatches,
     paths: &DataPaths,
     python: Option<&PathBuf>,
 ) -> Result<Value> {
+    let BenchBatches { padded: batch, step256, sample } = batches;
     let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2023);
     cfg.modality = Some(cfg.default_modality());
     let opts =
@@ -190,7 +197,7 @@ fn bench_cdl(
     // The first steps of an epoch, each batch once as an epoch takes them (after one warm-up
     // step): their batches differ in items and pairs, which one repeated batch does not show.
     let mut sample_mean = |with_cdl: bool| -> Result<[f64; 5]> {
-        one(&sample[0], with_cdl)?;
+        one(sample.first().context("no training step to time")?, with_cdl)?;
         let mut sum = [0f64; 5];
         for b in sample {
             for (s, t) in sum.iter_mut().zip(one(b, with_cdl)?) {
@@ -461,8 +468,9 @@ fn time_step(model: &crate::model::Recommender, batch: &Batch, adam: &mut Adam, 
 /// them) after one warm-up step on the first.
 fn time_sample(model: &crate::model::Recommender, batches: &[Batch], adam: &mut Adam) -> Result<f64> {
     let mut ctx = Ctx::train(1);
+    let first = batches.first().context("no training step to time")?;
     let mut total = 0.0;
-    for (k, b) in std::iter::once(&batches[0]).chain(batches).enumerate() {
+    for (k, b) in std::iter::once(first).chain(batches).enumerate() {
         let t0 = Instant::now();
         let (loss, _) = batch_loss(model, b, &mut ctx, &Device::Cpu)?;
         adam.step(&loss.backward()?)?;
@@ -485,12 +493,14 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let mut windows = train_windows(&split, train.max_len, SampleMode::Sequence);
     windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2023));
     let bench_windows = &windows[..args.batch_size.min(windows.len())];
-    let batch = train_batch(&ds.sequences, bench_windows, Layout::Padded);
+    let padded = train_batch(&ds.sequences, bench_windows, Layout::Padded);
     let packed = train_batch(&ds.sequences, bench_windows, Layout::Packed);
     let epoch_steps = steps(&windows, 256, BatchUnit::Targets);
     let step256 = train_batch(&ds.sequences, &epoch_steps[0], Layout::Packed);
     let sample: Vec<Batch> =
         epoch_steps.iter().take(EPOCH_SAMPLE).map(|w| train_batch(&ds.sequences, w, Layout::Packed)).collect();
+    let batches = BenchBatches { padded, step256, sample };
+    let (batch, step256, sample) = (&batches.padded, &batches.step256, &batches.sample);
     let device = Device::Cpu;
     let threads = rayon::current_num_threads();
     let mut report = serde_json::Map::new();
@@ -506,12 +516,12 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         for (k, t) in params.tensors() {
             npz.push((format!("{name}.{k}"), t));
         }
-        let (loss, _) = batch_loss(&model, &batch, &mut Ctx::eval(), &device)?;
+        let (loss, _) = batch_loss(&model, batch, &mut Ctx::eval(), &device)?;
         report.insert(format!("{name}_loss_eval"), json!(loss.to_scalar::<f32>()?));
         let mut adam = Adam::new(params.vars(), train.lr, 0.0)?;
         // The padded batch (what the reference runs), the same windows packed several to a row
         // (same targets: the per-target comparison), and a default training step of 256 targets.
-        for (label, b) in [("", &batch), ("_packed", &packed), ("_256_targets", &step256)] {
+        for (label, b) in [("", batch), ("_packed", &packed), ("_256_targets", step256)] {
             let [step, fwd, bwd, opt] = time_step(&model, b, &mut adam, args.reps)?;
             let targets = b.targets.iter().filter(|&&t| t > 0).count();
             eprintln!(
@@ -530,7 +540,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
         }
 
         if kind == ModelKind::Sasrec {
-            let ms = time_sample(&model, &sample, &mut adam)?;
+            let ms = time_sample(&model, sample, &mut adam)?;
             eprintln!("candle sasrec, mean of the first {} steps of an epoch: {ms:.1} ms", sample.len());
             report.insert("sasrec_epoch_sample_step_ms".into(), json!(ms));
             let instances: Vec<Instance> = split.valid.iter().chain(&split.test).copied().collect();
@@ -567,10 +577,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     }
     let n_targets = batch.targets.iter().filter(|&&t| t > 0).count();
     if args.cdl {
-        report.insert(
-            "cdl".into(),
-            bench_cdl(args.reps, &ds, &split, &batch, &step256, &sample, paths, args.python.as_ref())?,
-        );
+        report.insert("cdl".into(), bench_cdl(args.reps, &ds, &split, &batches, paths, args.python.as_ref())?);
     }
     if args.epochs || args.converge {
         report.insert("epochs".into(), bench_epochs(&ds, paths, args.epochs, args.converge)?);
@@ -584,7 +591,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     report.insert("code_version".into(), serde_json::to_value(crate::io::CodeVersion::current())?);
 
     if let Some(python) = &args.python {
-        let torch = run_torch(python, &batch, npz, ds.n_items, train.max_len, threads, args.reps)?;
+        let torch = run_torch(python, batch, npz, ds.n_items, train.max_len, threads, args.reps)?;
         for (k, v) in torch.as_object().context("torch reference printed a non-object")? {
             report.insert(k.clone(), v.clone());
         }
