@@ -148,29 +148,27 @@ fn bench_cdl(
     // Whole step and its parts: backbone forward + cross-entropy, correlation losses (pair
     // targets on the CPU and the student heads), backward, Adam.
     let mut one = |batch: &Batch, with_cdl: bool| -> Result<[f64; 5]> {
-        {
-            let t0 = Instant::now();
-            // As training takes the step: the pair items' rows come from the input's lookup.
-            let (loss, t1) = if with_cdl {
-                let cdl = setup.cdl.as_mut().context("CDL configured")?;
-                let pairs = cdl.pairs(batch);
-                let (ce, _, rows) = batch_loss_sharing(&setup.model, batch, &pairs.items, &mut ctx, &Device::Cpu)?;
-                let t1 = Instant::now();
-                match cdl.loss_on(&pairs, &rows)? {
-                    Some((l, _)) => ((ce + l)?, t1),
-                    None => (ce, t1),
-                }
-            } else {
-                let (ce, _) = batch_loss(&setup.model, batch, &mut ctx, &Device::Cpu)?;
-                (ce, Instant::now())
-            };
-            let t2 = Instant::now();
-            let grads = loss.backward()?;
-            let t3 = Instant::now();
-            adam.step(&grads)?;
-            let t4 = Instant::now();
-            Ok([t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3].map(|d| d.as_secs_f64() * 1e3))
-        }
+        let t0 = Instant::now();
+        // As training takes the step: the pair items' rows come from the input's lookup.
+        let (loss, t1) = if with_cdl {
+            let cdl = setup.cdl.as_mut().context("CDL configured")?;
+            let pairs = cdl.pairs(batch);
+            let (ce, _, rows) = batch_loss_sharing(&setup.model, batch, &pairs.items, &mut ctx, &Device::Cpu)?;
+            let t1 = Instant::now();
+            match cdl.loss_on(&pairs, &rows)? {
+                Some((l, _)) => ((ce + l)?, t1),
+                None => (ce, t1),
+            }
+        } else {
+            let (ce, _) = batch_loss(&setup.model, batch, &mut ctx, &Device::Cpu)?;
+            (ce, Instant::now())
+        };
+        let t2 = Instant::now();
+        let grads = loss.backward()?;
+        let t3 = Instant::now();
+        adam.step(&grads)?;
+        let t4 = Instant::now();
+        Ok([t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3].map(|d| d.as_secs_f64() * 1e3))
     };
     // Median over `reps` steps on one batch after a warm-up.
     let mut step = |batch: &Batch, with_cdl: bool| -> Result<[f64; 5]> {
@@ -496,7 +494,7 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let padded = train_batch(&ds.sequences, bench_windows, Layout::Padded);
     let packed = train_batch(&ds.sequences, bench_windows, Layout::Packed);
     let epoch_steps = steps(&windows, 256, BatchUnit::Targets);
-    let step256 = train_batch(&ds.sequences, &epoch_steps[0], Layout::Packed);
+    let step256 = train_batch(&ds.sequences, epoch_steps.first().context("no training step")?, Layout::Packed);
     let sample: Vec<Batch> =
         epoch_steps.iter().take(EPOCH_SAMPLE).map(|w| train_batch(&ds.sequences, w, Layout::Packed)).collect();
     let batches = BenchBatches { padded, step256, sample };
