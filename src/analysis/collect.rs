@@ -32,6 +32,15 @@ pub struct CollectedRun {
     /// Peak resident memory of that process, MiB (absent in older records).
     pub peak_rss_mib: Option<f64>,
     pub protocol: String,
+    /// How the reported epoch was selected (the record's `selection`).
+    pub selection: String,
+    /// Training targets per epoch (prefix samples) under the run's protocol, on `dataset`.
+    pub n_train_targets: usize,
+    pub dataset: String,
+    /// Test instances the run's metrics average over.
+    pub n_test: usize,
+    /// Whether the run used every user of its dataset (no `max_users`).
+    pub all_users: bool,
     pub code: CodeVersion,
     /// The code versions of the earlier processes of a resumed run (oldest first).
     pub earlier_code: Vec<CodeVersion>,
@@ -170,6 +179,11 @@ pub fn read_record(dir: &Path, labels: Vec<String>, seed: u64) -> Result<Collect
         threads: rec.threads,
         peak_rss_mib: rec.peak_rss_mib,
         protocol: rec.protocol,
+        selection: rec.selection,
+        n_train_targets: rec.n_train_targets,
+        dataset: rec.dataset,
+        n_test: rec.n_test,
+        all_users: rec.config.max_users.is_none(),
         code: rec.code_version,
         earlier_code: rec.resumed_from.into_iter().map(|s| s.code_version).collect(),
         dir: dir.to_path_buf(),

@@ -101,6 +101,10 @@ impl Metrics {
         [&self.hr, &self.mrr, &self.ndcg][kind][j]
     }
 
+    pub fn set(&mut self, metric: Metric, value: f64) {
+        *self.get_mut(metric) = value;
+    }
+
     fn get_mut(&mut self, metric: Metric) -> &mut f64 {
         let (kind, j) = Self::slot(metric);
         &mut [&mut self.hr, &mut self.mrr, &mut self.ndcg][kind][j]

@@ -16,7 +16,7 @@ use crate::ops::catalogue::ScoreCatalogue;
 use candle_core::{Device, Result};
 use rayon::prelude::*;
 
-pub use metrics::{Metric, Metrics};
+pub use metrics::{Metric, MetricKind, Metrics};
 
 /// What scores the candidates.
 pub enum Scorer<'a> {

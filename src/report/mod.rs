@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod diagnostics;
 pub mod figures;
+pub mod hit_counts;
 pub mod ordering;
 pub mod paper;
 pub mod plot;
@@ -119,6 +120,7 @@ pub fn write(plan: &Plan, store: &Store, command: &str) -> Result<Written> {
         gradient_shares: diagnostics::gradient_shares(&collected, &summary)?,
         cost: diagnostics::cost(&collected, &summary),
         ordering: ordering::section(&table),
+        hit_counts: paper_hit_counts(spec, &collected),
     };
     let text = render(plan, store, spec, &collected, &summary, &table, &figs, &sections, command);
     let path = dir.join("report.md");
@@ -133,6 +135,24 @@ struct Sections {
     gradient_shares: Option<String>,
     cost: Option<String>,
     ordering: Option<String>,
+    hit_counts: Option<String>,
+}
+
+/// The hit-count check of the paper's Beauty HR values ([`hit_counts`]), in a report that
+/// shows Table 2 and holds Beauty runs on the paper's full test set (protocol `paper` or
+/// `released`, every user), whose instance count it uses.
+fn paper_hit_counts(spec: &ReportSpec, c: &Collected) -> Option<String> {
+    if spec.paper != Some(spec::PaperTable::Table2) {
+        return None;
+    }
+    let n: BTreeSet<usize> = c
+        .runs
+        .iter()
+        .filter(|r| r.all_users && r.dataset == "beauty" && (r.protocol == "paper" || r.protocol == "released"))
+        .map(|r| r.n_test)
+        .collect();
+    let n = *n.iter().max()?;
+    hit_counts::markdown("Beauty", n)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -152,14 +172,6 @@ fn render(
     if let Some(d) = &g.description {
         let _ = writeln!(out, "{}\n", d.trim());
     }
-    let distinct = |f: &dyn Fn(&crate::analysis::collect::CollectedRun) -> String| -> String {
-        let set: BTreeSet<String> = c.runs.iter().map(f).collect();
-        if set.is_empty() {
-            "none".into()
-        } else {
-            set.into_iter().collect::<Vec<_>>().join(", ")
-        }
-    };
     let seeds: BTreeSet<u64> = c.runs.iter().map(|r| r.seed).collect();
     let _ = writeln!(
         out,
@@ -177,11 +189,7 @@ fn render(
     if !plan.scale.is_full() {
         let _ = writeln!(out, "- **Scaled down** for a trial: {} (not the paper's settings)", plan.scale.describe());
     }
-    let _ = writeln!(
-        out,
-        "- Protocol: {}; selection: test metrics at the epoch with the best validation metric",
-        distinct(&|r| r.protocol.clone())
-    );
+    out += &protocol_lines(&c.runs);
     let short = |v: &crate::io::CodeVersion| {
         format!("{}{}", &v.commit[..v.commit.len().min(12)], if v.dirty { " (dirty)" } else { "" })
     };
@@ -240,6 +248,9 @@ fn render(
     if let Some(text) = &sections.ordering {
         let _ = writeln!(out, "## Model ordering against the paper\n\n{text}");
     }
+    if let Some(text) = &sections.hit_counts {
+        let _ = writeln!(out, "## Are the paper's numbers single runs?\n\n{text}");
+    }
     if let Some(text) = &sections.protocol_bias {
         let _ = writeln!(out, "## Protocol bias: our selection against the released code's\n\n{text}");
     }
@@ -269,6 +280,31 @@ fn render(
                 m.reason.replace('|', "/")
             );
         }
+    }
+    out
+}
+
+/// The provenance lines on protocols: per protocol, how its runs selected the reported epoch
+/// (test-selected protocols say so), and the training targets per dataset.
+fn protocol_lines(runs: &[crate::analysis::collect::CollectedRun]) -> String {
+    let mut by: std::collections::BTreeMap<&str, (BTreeSet<&str>, BTreeSet<(String, usize)>)> = Default::default();
+    for r in runs {
+        let e = by.entry(r.protocol.as_str()).or_default();
+        e.0.insert(r.selection.as_str());
+        e.1.insert((r.dataset.clone(), r.n_train_targets));
+    }
+    if by.is_empty() {
+        return "- Protocol: none\n".into();
+    }
+    let mut out = String::new();
+    for (protocol, (selections, targets)) in by {
+        let targets: Vec<String> = targets.into_iter().map(|(d, n)| format!("{d} {n}")).collect();
+        let _ = writeln!(
+            out,
+            "- Protocol `{protocol}`: {} (training targets: {})",
+            selections.into_iter().collect::<Vec<_>>().join("; "),
+            targets.join(", ")
+        );
     }
     out
 }

@@ -12,13 +12,18 @@
 //! `train.test_every_epoch` they are also ranked after every epoch, in the same pass as the
 //! validation instances (one forward per user for causal backbones), which records the released
 //! code's selection (the best test value of each metric over epochs) for comparison only.
+//!
+//! Under `protocol = "released"` there is no validation set: the test set is ranked after
+//! every epoch, stopping follows the released code's rule ([`released_counter`]), every
+//! learning rate is multiplied by [`RELEASED_LR_GAMMA`] after epoch [`RELEASED_LR_STEP`], and
+//! the reported test value of each metric is its best over the epochs (test-selected).
 
 use super::resume::{self, Snapshot, Streams};
 use super::setup::{self, Setup};
 use super::step::{step_loss, StepLoss};
 use crate::config::{ModelSpec, RunConfig, Selection};
 use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Cloze, Layout, SampleMode};
-use crate::data::split::{Instance, Split};
+use crate::data::split::{Instance, Protocol, Split};
 use crate::data::{DataPaths, Dataset};
 use crate::distill::cdl::Cdl;
 use crate::eval::{rank_instances, EvalOptions, Metric, Metrics, Scorer};
@@ -65,6 +70,41 @@ pub struct RunOutcome {
     /// Earlier processes of a resumed run, and their wall seconds.
     pub segments: Vec<Segment>,
     pub prior_seconds: f64,
+}
+
+/// The released code's StepLR: `lr_dc_step = 40` epochs ...
+pub const RELEASED_LR_STEP: usize = 40;
+/// ... and `lr_dc = 1e-4` (`running_records.log`, line 1; stepped after each epoch's training,
+/// so epochs 41 on train at `lr * 1e-4`).
+pub const RELEASED_LR_GAMMA: f64 = 1e-4;
+
+/// The metrics the released code's stopping rule watches: HR, MRR and NDCG at 5 and 20.
+fn released_watched() -> impl Iterator<Item = Metric> {
+    [crate::eval::MetricKind::Hr, crate::eval::MetricKind::Mrr, crate::eval::MetricKind::Ndcg]
+        .into_iter()
+        .flat_map(|kind| [5, 20].map(|k| Metric { kind, k }))
+}
+
+/// The released code's early-stopping state after the epochs whose test metrics are `tests`
+/// (in order): whether the last epoch improved the best value so far of any watched metric
+/// (strictly, the bests starting at 0), and the patience counter, which rises after an epoch
+/// that improved nothing when the epoch before it improved nothing either, and is 0 otherwise
+/// (`main.py`: `bad_counter = bad_counter + 1 if (last_flag == 0 and current_flag == 0) else 0`).
+pub fn released_counter<'a>(tests: impl IntoIterator<Item = &'a Metrics>) -> (bool, usize) {
+    let mut best: BTreeMap<Metric, f64> = released_watched().map(|m| (m, 0.0)).collect();
+    let (mut last, mut counter) = (false, 0);
+    for t in tests {
+        let mut improved = false;
+        for (m, b) in best.iter_mut() {
+            if t.get(*m) > *b {
+                *b = t.get(*m);
+                improved = true;
+            }
+        }
+        counter = if !last && !improved { counter + 1 } else { 0 };
+        last = improved;
+    }
+    (last, counter)
 }
 
 fn seed_for(seed: u64, stream: u64) -> u64 {
@@ -117,6 +157,7 @@ fn fit(
     let started = Instant::now();
     let t = &cfg.train;
     let split = Split::new(&ds.sequences, cfg.protocol);
+    let released = cfg.protocol == Protocol::Released;
     let sizes = SplitSizes { train_targets: split.n_train_targets(), valid: split.valid.len(), test: split.test.len() };
     let layout = if t.pack { Layout::Packed } else { Layout::Padded };
     let merge = cfg.model.traits().is_none_or(|tr| tr.causal);
@@ -234,7 +275,8 @@ fn fit(
         }
         extra.extend(diagnostics(&model, cdl.as_mut())?);
         let t1 = Instant::now();
-        let valid = evaluate(&Scorer::Model(&model), &split.valid)?;
+        let valid =
+            if split.valid.is_empty() { Metrics::default() } else { evaluate(&Scorer::Model(&model), &split.valid)? };
         extra.extend(rss_column());
         let log = EpochLog {
             epoch: 0,
@@ -254,8 +296,13 @@ fn fit(
             break;
         }
         let mut extra = Vec::new();
+        // The released StepLR scales every group's learning rate after epoch 40.
+        let lr_scale = if released && epoch > RELEASED_LR_STEP { RELEASED_LR_GAMMA } else { 1.0 };
+        if released {
+            adam.set_lr("", t.lr * lr_scale);
+        }
         if let Some(mc) = &cfg.modality {
-            let lr = mc.at.lr(t.lr, epoch, mc.code_faithful);
+            let lr = mc.at.lr(t.lr, epoch, mc.code_faithful) * lr_scale;
             adam.set_lr(TABLE_PREFIX, lr);
             extra.push(("lr_modality".to_string(), lr));
         }
@@ -308,7 +355,9 @@ fn fit(
         }
         extra.extend(diagnostics(&model, cdl.as_mut())?);
         let t1 = Instant::now();
-        let (valid, test) = if t.test_every_epoch {
+        let (valid, test) = if released {
+            (Metrics::default(), Some(evaluate(&Scorer::Model(&model), &split.test)?))
+        } else if t.test_every_epoch {
             let (valid, test) = evaluate_both(&Scorer::Model(&model))?;
             (valid, Some(test))
         } else {
@@ -316,7 +365,16 @@ fn fit(
         };
         extra.extend(rss_column());
         let score = valid.get(metric);
-        let improved = score > best;
+        // Released: "improved" is any watched test metric's best so far, and the counter follows
+        // the released rule; otherwise the validation metric improves or not.
+        let (improved, released_bad) = match &test {
+            Some(tm) if released => {
+                let (improved, counter) =
+                    released_counter(out.epochs.iter().filter_map(|e| e.test.as_ref()).chain([tm]));
+                (improved, Some(counter))
+            }
+            _ => (score > best, None),
+        };
         let selected = improved || t.selection == Selection::Last;
         let log = EpochLog {
             epoch,
@@ -348,7 +406,9 @@ fn fit(
                 if extras.is_empty() { String::new() } else { format!(" |{extras}") }
             );
         }
-        if improved {
+        if let Some(counter) = released_bad {
+            bad_epochs = counter;
+        } else if improved {
             best = score;
             bad_epochs = 0;
         } else {
@@ -397,7 +457,11 @@ fn fit(
     let weights = selected_weights.context("no epoch was selected (is train.max_epochs 0?)")?;
     params.load(&weights).context("restoring the selected weights")?;
     dir.save_checkpoint(&weights).context("saving the selected checkpoint")?;
-    let measured = out.epochs.iter().find(|e| e.epoch == out.best_epoch).and_then(|e| e.test.clone());
+    let measured = match test_best_per_metric(&out.epochs) {
+        // Released: each metric's best test value over the epochs (the released code's report).
+        Some(best) if released && t.selection != Selection::Last => Some(metrics_of(&best, split.test.len())),
+        _ => out.epochs.iter().find(|e| e.epoch == out.best_epoch).and_then(|e| e.test.clone()),
+    };
     out.test = match measured {
         Some(test) => test,
         None => {
@@ -465,6 +529,15 @@ fn test_best_per_metric(epochs: &[EpochLog]) -> Option<BTreeMap<Metric, EpochVal
         .collect()
 }
 
+/// A [`Metrics`] whose every value is the given metric's entry of `best` (over `n` instances).
+fn metrics_of(best: &BTreeMap<Metric, EpochValue>, n: usize) -> Metrics {
+    let mut m = Metrics { n, ..Metrics::default() };
+    for (metric, v) in best {
+        m.set(*metric, v.value);
+    }
+    m
+}
+
 fn final_record(
     cfg: &RunConfig,
     ds: &Dataset,
@@ -482,8 +555,12 @@ fn final_record(
         variant: cfg.variant_name(),
         protocol: cfg.protocol.name().to_string(),
         selection: match cfg.train.selection {
-            Selection::BestValid => format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
             Selection::Last => "test metrics at the last epoch trained".to_string(),
+            Selection::BestValid if cfg.protocol.test_selected() => {
+                "test-selected: each metric's best test value over the epochs (the released code's selection)"
+                    .to_string()
+            }
+            Selection::BestValid => format!("test metrics at the best validation {} epoch", cfg.train.valid_metric),
         },
         seed: cfg.seed,
         config: cfg.clone(),
@@ -511,5 +588,66 @@ fn final_record(
         valid: out.valid.clone(),
         test: out.test.clone(),
         released_selection: test_best_per_metric(&out.epochs),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(hr5: f64, mrr20: f64) -> Metrics {
+        let mut m = Metrics::default();
+        m.set("hr@5".parse().unwrap(), hr5);
+        m.set("mrr@20".parse().unwrap(), mrr20);
+        m
+    }
+
+    #[test]
+    fn released_counter_needs_two_flat_epochs_in_a_row() {
+        // improved, improved, flat (last improved: 0), flat (1), better mrr@20 (0), flat (0), flat (1), flat (2)
+        let tests = [
+            at(1.0, 1.0),
+            at(2.0, 1.0),
+            at(1.5, 0.5),
+            at(1.5, 0.5),
+            at(1.0, 2.0),
+            at(1.0, 1.0),
+            at(1.0, 1.0),
+            at(0.0, 0.0),
+        ];
+        let counters: Vec<(bool, usize)> = (1..=tests.len()).map(|n| released_counter(&tests[..n])).collect();
+        assert_eq!(
+            counters,
+            vec![(true, 0), (true, 0), (false, 0), (false, 1), (true, 0), (false, 0), (false, 1), (false, 2)]
+        );
+        // A metric outside HR/MRR/NDCG@5/20 does not count as an improvement.
+        let mut m = at(2.0, 2.0);
+        m.set("hr@10".parse().unwrap(), 50.0);
+        assert_eq!(released_counter([&at(2.0, 2.0), &m, &m]), (false, 1));
+    }
+
+    #[test]
+    fn metrics_of_takes_each_metrics_own_best() {
+        let epochs: Vec<EpochLog> = [at(1.0, 3.0), at(2.0, 1.0)]
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| EpochLog {
+                epoch: i + 1,
+                loss: 0.0,
+                steps: 0,
+                train_seconds: 0.0,
+                eval_seconds: 0.0,
+                valid: Metrics::default(),
+                test: Some(t),
+                extra: vec![],
+            })
+            .collect();
+        let best = test_best_per_metric(&epochs).unwrap();
+        let m = metrics_of(&best, 7);
+        assert_eq!((m.n, m.get("hr@5".parse().unwrap()), m.get("mrr@20".parse().unwrap())), (7, 2.0, 3.0));
+        assert_eq!(
+            (best["hr@5".parse::<Metric>().unwrap()].epoch, best["mrr@20".parse::<Metric>().unwrap()].epoch),
+            (2, 1)
+        );
     }
 }
