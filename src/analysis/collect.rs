@@ -131,8 +131,8 @@ impl Collected {
     }
 
     /// The records as a DataFrame: label columns (str), `seed`, `run_id`, one f64 column per
-    /// metric (`hr@5`, ...), `best_epoch`, `epochs_run`, `seconds_per_epoch`, `protocol`,
-    /// `commit`, `dirty`.
+    /// metric (`hr@5`, ...), `best_epoch`, `epochs_run`, `seconds_per_epoch`, `protocol`
+    /// (unless a label column has the name), `commit`, `dirty`.
     pub fn frame(&self) -> Result<DataFrame> {
         let mut cols: Vec<Column> = Vec::new();
         for (c, name) in self.columns.iter().enumerate() {
@@ -152,9 +152,13 @@ impl Collected {
             Series::new("seconds_per_epoch".into(), self.runs.iter().map(|r| r.seconds_per_epoch).collect::<Vec<_>>())
                 .into(),
         );
-        cols.push(
-            Series::new("protocol".into(), self.runs.iter().map(|r| r.protocol.as_str()).collect::<Vec<_>>()).into(),
-        );
+        // A grid with a `protocol` axis has it as a label column already.
+        if self.column("protocol").is_none() {
+            cols.push(
+                Series::new("protocol".into(), self.runs.iter().map(|r| r.protocol.as_str()).collect::<Vec<_>>())
+                    .into(),
+            );
+        }
         cols.push(
             Series::new("commit".into(), self.runs.iter().map(|r| r.code.commit.as_str()).collect::<Vec<_>>()).into(),
         );

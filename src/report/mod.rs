@@ -227,6 +227,8 @@ fn render(
     out += &table.markdown();
     if let Some(p) = spec.paper {
         let _ = writeln!(out, "\n{}", paper::caveat(p));
+        let protocols: BTreeSet<&str> = c.runs.iter().map(|r| r.protocol.as_str()).collect();
+        let _ = writeln!(out, "\n{}", paper::protocol_caveat(&protocols));
     }
     let _ = writeln!(
         out,

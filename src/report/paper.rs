@@ -315,6 +315,27 @@ pub fn caveat(table: PaperTable) -> &'static str {
     }
 }
 
+/// Which of a report's protocols select as the paper's numbers were selected (each metric's
+/// best test epoch, the released code's `main.py`), and what the others mean beside them.
+pub fn protocol_caveat(protocols: &std::collections::BTreeSet<&str>) -> String {
+    let released = protocols.contains("released");
+    let others: Vec<String> = protocols.iter().filter(|p| **p != "released").map(|p| format!("`{p}`")).collect();
+    let mut out = String::from("Protocols: ");
+    if released {
+        out += "cells of `released` are produced as the paper's numbers were (the released code's training \
+                targets, stopping rule and per-metric best test epoch: test-selected, not estimates)";
+    } else {
+        out += "no cell here is selected as the paper's numbers were (each metric's best test epoch)";
+    }
+    if !others.is_empty() {
+        out += &format!(
+            "; cells of {} select on validation data, so a test-selected paper number sits above them by construction",
+            others.join(", ")
+        );
+    }
+    out + "."
+}
+
 /// The paper's value whose tags are all among `tags` and include every one of `required`
 /// (None when there is none, or when several different values match).
 pub fn lookup(table: PaperTable, tags: &[String], required: &[String]) -> Option<f64> {

@@ -144,11 +144,19 @@ impl Table {
                 })
                 .collect()
         };
-        let dataset_col = summary.columns.iter().position(|c| c == "dataset");
+        // Columns whose labels the paper's value need not name: the dataset (a tag of its own)
+        // and the protocol (the report's caveat says which protocol selects as the paper did).
+        let untagged: Vec<usize> = summary
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| *c == "dataset" || *c == "protocol")
+            .map(|(i, _)| i)
+            .collect();
         // Cells in group order, then metric order.
         let mut entries: Vec<Entry> = Vec::new();
         for g in &summary.groups {
-            // The paper's value must name every label of the cell but the dataset (so that
+            // The paper's value must name every label of the cell but the dataset and protocol (so that
             // "SASRec + CDL" does not borrow the paper's SASRec number); a variant with its own
             // display name counts as that one label ("KDSR").
             let named = variant_name(&g.labels);
@@ -157,7 +165,7 @@ impl Table {
                 .labels
                 .iter()
                 .enumerate()
-                .filter(|(i, l)| Some(*i) != dataset_col && l.as_str() != "-" && shown(*i))
+                .filter(|(i, l)| !untagged.contains(i) && l.as_str() != "-" && shown(*i))
                 .map(|(_, l)| spec.name(l))
                 .collect();
             required.extend(named.clone());
