@@ -11,7 +11,9 @@ use crate::distill::Teacher;
 use crate::error::bad_input;
 use crate::modality::{load_features, FeatureMatrix, Modality};
 use crate::model::params::ParamStore;
-use crate::model::{Backbone, Dims, ModalityClusters, ModalityEmbeddings, ModalityMode, ModalityUse, Recommender};
+use crate::model::{
+    Backbone, Dims, Inputs, ModalityClusters, ModalityEmbeddings, ModalityMode, ModalityUse, Recommender,
+};
 use crate::train::RunOptions;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -131,10 +133,18 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     for (name, value) in backbone.data_init() {
         params.set(&name, &value)?;
     }
+    if backbone.traits.inputs == Inputs::Tables && mc.autoencoder.hidden != hidden {
+        return Err(bad_input(format!(
+            "{} reads the modality tables unprojected: modality.autoencoder.hidden ({}) must equal the model's embedding width ({hidden})",
+            cfg.model.kind().name(),
+            mc.autoencoder.hidden
+        )));
+    }
     // A backbone that reads only the codes gets no modality tables.
+    let inputs = backbone.traits.inputs;
     let modality = match backbone.traits.modality {
         ModalityUse::Codes => None,
-        _ => Some(ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, &params, &opts.device)?),
+        _ => Some(ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, inputs, &params, &opts.device)?),
     };
     let cdl = match mc.mode {
         ModalityMode::Cdl => {
