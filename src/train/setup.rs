@@ -48,6 +48,13 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     if mc.modalities.is_empty() {
         return Err(bad_input("modality.modalities is empty: list at least one of text, attributes, image"));
     }
+    if cfg.model.traits().is_some_and(|t| t.inputs == Inputs::Tables) && mc.autoencoder.hidden != hidden {
+        return Err(bad_input(format!(
+            "{} reads the modality tables unprojected: modality.autoencoder.hidden ({}) must equal the model's embedding width ({hidden})",
+            cfg.model.kind().name(),
+            mc.autoencoder.hidden
+        )));
+    }
     let train_inputs: Vec<&[u32]> = ds.sequences.iter().zip(&split.train_end).map(|(s, &e)| &s[..e as usize]).collect();
     let mut info = serde_json::Map::new();
     let id_reference = match &mc.drift.id_reference {
@@ -132,13 +139,6 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         .context("neural backbone")?;
     for (name, value) in backbone.data_init() {
         params.set(&name, &value)?;
-    }
-    if backbone.traits.inputs == Inputs::Tables && mc.autoencoder.hidden != hidden {
-        return Err(bad_input(format!(
-            "{} reads the modality tables unprojected: modality.autoencoder.hidden ({}) must equal the model's embedding width ({hidden})",
-            cfg.model.kind().name(),
-            mc.autoencoder.hidden
-        )));
     }
     // A backbone that reads only the codes gets no modality tables.
     let inputs = backbone.traits.inputs;
