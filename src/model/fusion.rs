@@ -4,7 +4,8 @@
 //! autoencoder codes) and a projection `P_m: d_m -> D`. The backbone's input embedding of item
 //! `i` becomes `id_i + Σ_m P_m E_m[i]` (sum fusion at the input; scores stay dot products with
 //! the ID embeddings, as in the released code), or, for backbones that take each modality as
-//! its own stream (NOVA, DIF-SR), each `P_m E_m[i]` separately. The tables are fixed ([`ModalityMode::Frozen`],
+//! its own stream (NOVA, DIF-SR), each `P_m E_m[i]` separately, or each table row `E_m[i]`
+//! itself, with no projection (the released KDSR network, [`Inputs::Tables`]). The tables are fixed ([`ModalityMode::Frozen`],
 //! the two-stage baseline), trained with the recommendation loss only ([`ModalityMode::Tuned`])
 //! or trained with the correlation losses as well ([`ModalityMode::Cdl`], KDSR).
 
@@ -33,17 +34,22 @@ pub const TABLE_PREFIX: &str = "modality_table.";
 pub struct ModalityEmbeddings {
     /// Per modality: [N+1, d_m]
     pub tables: Vec<Tensor>,
-    projections: Vec<Linear>,
+    /// Per modality `P_m` (None: the backbone takes the table rows themselves,
+    /// [`Inputs::Tables`]).
+    projections: Vec<Option<Linear>>,
 }
 
 impl ModalityEmbeddings {
     /// `inits[m] = (name, values [N+1, d], d)`. Trainable tables are created in `params`
-    /// under `modality_table.<name>`; frozen tables are constants.
+    /// under `modality_table.<name>`; frozen tables are constants. `inputs` is how the backbone
+    /// takes them: with [`Inputs::Tables`] there are no projections and each table's width
+    /// must be `hidden`.
     pub fn new(
         inits: &[(String, Vec<f32>, usize)],
         rows: usize,
         hidden: usize,
         mode: ModalityMode,
+        inputs: Inputs,
         params: &ParamStore,
         device: &Device,
     ) -> Result<Self> {
@@ -51,6 +57,9 @@ impl ModalityEmbeddings {
         let mut tables = Vec::new();
         let mut projections = Vec::new();
         for (name, values, dim) in inits {
+            if inputs == Inputs::Tables && *dim != hidden {
+                candle_core::bail!("the {name} table is {dim} wide; a backbone reading the raw tables needs {hidden}");
+            }
             let init = Tensor::from_slice(values, (rows, *dim), device)?;
             let table = match mode {
                 ModalityMode::Frozen => init,
@@ -63,13 +72,16 @@ impl ModalityEmbeddings {
             };
             let b = 1.0 / (*dim as f64).sqrt();
             let u = Init::Uniform { lo: -b, up: b };
-            projections.push(linear(*dim, hidden, u, Some(u), vb.pp(format!("modality_proj.{name}")))?);
+            projections.push(match inputs {
+                Inputs::Tables => None,
+                _ => Some(linear(*dim, hidden, u, Some(u), vb.pp(format!("modality_proj.{name}")))?),
+            });
             tables.push(table);
         }
         Ok(Self { tables, projections })
     }
 
-    /// Per modality `P_m E_m[items]`: [B, T] -> M × [B, T, D]
+    /// Per modality `P_m E_m[items]` (`E_m[items]` without projections): [B, T] -> M × [B, T, D]
     pub fn streams(&self, items: &Tensor) -> Result<Vec<Tensor>> {
         Ok(self.streams_sharing(items, None)?.0)
     }
@@ -90,7 +102,10 @@ impl ModalityEmbeddings {
                 }
                 None => crate::ops::gather_rows(table, &flat)?,
             };
-            let e = proj.forward(&e)?; // [B*T, D]
+            let e = match proj {
+                Some(p) => p.forward(&e)?, // [B*T, D]
+                None => e,
+            };
             let d = e.dim(1)?;
             streams.push(e.reshape((b, t, d))?);
         }
@@ -151,7 +166,7 @@ impl Recommender {
         let (streams, rows) = m.streams_sharing(&input.items, shared)?;
         let side = match self.backbone.traits.inputs {
             Inputs::Summed => Side { summed: Some(sum_streams(streams)?), streams: Vec::new() },
-            Inputs::Streams => Side { summed: None, streams },
+            Inputs::Streams | Inputs::Tables => Side { summed: None, streams },
         };
         Ok((side, rows))
     }

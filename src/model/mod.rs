@@ -9,6 +9,7 @@
 pub mod difsr;
 pub mod fusion;
 pub mod gru4rec;
+pub mod kdsr_rgat;
 pub mod layers;
 pub mod mmsr;
 pub mod mmsrec;

@@ -21,6 +21,9 @@ pub enum Inputs {
     Summed,
     /// Each modality `P_m E_m[i]` as its own stream ([B, T, D] per modality).
     Streams,
+    /// Each modality's table rows `E_m[i]` as their own stream, without a projection (the
+    /// tables' width must be the model's): the released KDSR network gates over them.
+    Tables,
 }
 
 /// Whether a backbone runs with modality embeddings.
@@ -126,7 +129,8 @@ impl Traits {
 pub struct Side {
     /// [B, T, D] (`Inputs::Summed`, when the run has modality embeddings).
     pub summed: Option<Tensor>,
-    /// Per modality [B, T, D] (`Inputs::Streams`), in the run's modality order.
+    /// Per modality [B, T, D] (`Inputs::Streams` or `Inputs::Tables`), in the run's modality
+    /// order.
     pub streams: Vec<Tensor>,
 }
 
@@ -137,7 +141,7 @@ pub struct Dims {
     pub n_items: usize,
     /// Longest history fed to the model.
     pub max_len: usize,
-    /// Number of modality streams (`Inputs::Streams`).
+    /// Number of modality streams (`Inputs::Streams` or `Inputs::Tables`).
     pub streams: usize,
     /// Multi-hot attribute labels of every item `[n_items + 1, A]` (row 0 = padding), for
     /// backbones with an attribute-prediction loss ([`Traits::attribute_labels`]).
@@ -381,6 +385,9 @@ register! {
     Srgnn(super::srgnn::SrGnn) = "srgnn",
     /// MMSR (Hu et al., 2023): typed attention over a heterogeneous item and modality graph.
     Mmsr(super::mmsr::Mmsr) = "mmsr",
+    /// The released KDSR network (Hu et al., 2024): an RGAT layer over each window's item graph,
+    /// a per-node gate over the ID, RGAT and modality rows, a `last_sum` readout.
+    KdsrRgat(super::kdsr_rgat::KdsrRgat) = "kdsr-rgat",
     /// Trans2D (Singer et al., 2022): 2D attention over (position, channel) cells.
     Trans2d(super::trans2d::Trans2d) = "trans2d",
     /// MMSRec (Song et al., 2023): an ID-free two-tower Transformer over frozen modality

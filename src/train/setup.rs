@@ -11,7 +11,9 @@ use crate::distill::Teacher;
 use crate::error::bad_input;
 use crate::modality::{load_features, FeatureMatrix, Modality};
 use crate::model::params::ParamStore;
-use crate::model::{Backbone, Dims, ModalityClusters, ModalityEmbeddings, ModalityMode, ModalityUse, Recommender};
+use crate::model::{
+    Backbone, Dims, Inputs, ModalityClusters, ModalityEmbeddings, ModalityMode, ModalityUse, Recommender,
+};
 use crate::train::RunOptions;
 use anyhow::{Context, Result};
 use candle_core::Tensor;
@@ -45,6 +47,13 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     };
     if mc.modalities.is_empty() {
         return Err(bad_input("modality.modalities is empty: list at least one of text, attributes, image"));
+    }
+    if cfg.model.traits().is_some_and(|t| t.inputs == Inputs::Tables) && mc.autoencoder.hidden != hidden {
+        return Err(bad_input(format!(
+            "{} reads the modality tables unprojected: modality.autoencoder.hidden ({}) must equal the model's embedding width ({hidden})",
+            cfg.model.kind().name(),
+            mc.autoencoder.hidden
+        )));
     }
     let train_inputs: Vec<&[u32]> = ds.sequences.iter().zip(&split.train_end).map(|(s, &e)| &s[..e as usize]).collect();
     let mut info = serde_json::Map::new();
@@ -132,9 +141,10 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
         params.set(&name, &value)?;
     }
     // A backbone that reads only the codes gets no modality tables.
+    let inputs = backbone.traits.inputs;
     let modality = match backbone.traits.modality {
         ModalityUse::Codes => None,
-        _ => Some(ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, &params, &opts.device)?),
+        _ => Some(ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, inputs, &params, &opts.device)?),
     };
     let cdl = match mc.mode {
         ModalityMode::Cdl => {

@@ -93,7 +93,7 @@ impl Default for MmsrConfig {
 /// up to ~100: smaller buckets pad less, larger ones run fewer ops).
 const BUCKET_ROWS: usize = 32;
 /// The reference's masked logits: `-9e15`, and `LeakyReLU(-9e15)` for the heterogeneous ones.
-const HOMO_MASKED: f32 = -9e15;
+pub(crate) const HOMO_MASKED: f32 = -9e15;
 
 #[derive(Debug, Clone)]
 struct HeteLayer {
@@ -132,7 +132,7 @@ fn biased(logits: &Tensor, bias: &Tensor) -> Result<Tensor> {
 }
 
 /// `LeakyReLU(x) = (1 + s)/2 x + (1 - s)/2 |x|`
-fn leaky(x: &Tensor, slope: f64) -> Result<Tensor> {
+pub(crate) fn leaky(x: &Tensor, slope: f64) -> Result<Tensor> {
     x.affine((1.0 + slope) / 2.0, 0.0)? + x.abs()?.affine((1.0 - slope) / 2.0, 0.0)?
 }
 
