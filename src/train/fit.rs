@@ -398,8 +398,13 @@ fn fit(
                 }
                 None => "test after training".into(),
             };
+            let valid = if released {
+                "no validation (test-selected)".to_string()
+            } else {
+                format!("valid {metric} {score:.4}")
+            };
             eprintln!(
-                "epoch {epoch:>3} loss {:.4} | valid {metric} {score:.4}{} | {test} | {n_batches} steps, {train_seconds:.1}s train, {:.1}s eval{}",
+                "epoch {epoch:>3} loss {:.4} | {valid}{} | {test} | {n_batches} steps, {train_seconds:.1}s train, {:.1}s eval{}",
                 log.loss,
                 if improved { " *" } else { "" },
                 log.eval_seconds,
