@@ -63,6 +63,8 @@ const EPOCH_SAMPLE: usize = 48;
 /// One training configuration of the epoch benchmark.
 fn epoch_config(kind: ModelKind, dim: usize, cdl: bool) -> crate::config::RunConfig {
     let mut cfg = crate::config::RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
+    // The hold-out protocol of every earlier benchmark, so that epoch times stay comparable.
+    cfg.protocol = crate::data::split::Protocol::Paper;
     cfg.model.set_width(dim);
     if cdl {
         cfg.modality = Some(cfg.default_modality());
@@ -486,7 +488,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let ds = Dataset::load(&DatasetRef::Named(DatasetId::Beauty), paths)?;
-    let split = Split::new(&ds.sequences, Default::default());
+    let split = Split::new(&ds.sequences, crate::data::split::Protocol::Paper);
     let train = TrainConfig::default();
     let mut windows = train_windows(&split, train.max_len, SampleMode::Sequence);
     windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2023));

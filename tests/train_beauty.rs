@@ -39,7 +39,7 @@ fn trained_sasrec_beats_popularity() {
     // The record is complete and names protocol, selection and code version.
     let rec: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(sas.dir.join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(rec["protocol"], "paper");
+    assert_eq!(rec["protocol"], "valid-users");
     assert_eq!(rec["selection"], "test metrics at the last epoch trained");
     assert_eq!(rec["best_epoch"].as_u64().unwrap() as usize, sas.best_epoch);
     assert!(rec["code_version"]["commit"].is_string());

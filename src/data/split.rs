@@ -25,7 +25,6 @@ pub enum Protocol {
     /// target and never trains, so training targets are positions `1 .. n_train - 2` (each
     /// user's most recent training transition is left out). The protocol of every run before
     /// 2026-12-07; its name stays `paper` because run ids hash it (`holdout` is accepted too).
-    #[default]
     #[value(alias = "holdout")]
     Paper,
     /// The released code's protocol, exactly: every training position `1 .. n_train - 1`
@@ -39,7 +38,9 @@ pub enum Protocol {
     /// The released code's training targets with an honest selection: every user's training
     /// part trains (positions `1 .. n_train - 1`, as `released`); the test instances of a fixed
     /// seeded 10% of the users ([`VALID_USERS_FRACTION`], [`VALID_USERS_SEED`]) are the
-    /// validation set, and the test metrics average over the other users' test instances.
+    /// validation set, and the test metrics average over the other users' test instances. The
+    /// default since 2026-12-07 (README, "Protocols: what the hold-out costs").
+    #[default]
     ValidUsers,
     /// RecBole's leave-one-out: the last item is test, the one before it validation, every
     /// earlier position a training target.

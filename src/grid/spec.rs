@@ -201,7 +201,7 @@ mod tests {
     #[test]
     fn golden_expansion() {
         let r = runs(
-            "seeds = [2023, 2024]\n[fixed]\ndataset = \"beauty\"\nmax_users = 500\ntrain.max_epochs = 2\n\
+            "seeds = [2023, 2024]\n[fixed]\nprotocol = \"paper\"\ndataset = \"beauty\"\nmax_users = 500\ntrain.max_epochs = 2\n\
              [axes]\nmodel.kind = [\"pop\", \"sasrec\", \"gru4rec\"]\nmodel.hidden = [32, 64]\n",
         )
         .unwrap();

@@ -287,23 +287,25 @@ fn render(
 }
 
 /// The provenance lines on protocols: per protocol, how its runs selected the reported epoch
-/// (test-selected protocols say so), and the training targets per dataset.
+/// (test-selected protocols say so), and per dataset the training targets and test instances.
 fn protocol_lines(runs: &[crate::analysis::collect::CollectedRun]) -> String {
-    let mut by: std::collections::BTreeMap<&str, (BTreeSet<&str>, BTreeSet<(String, usize)>)> = Default::default();
+    type Sizes = BTreeSet<(String, usize, usize)>;
+    let mut by: std::collections::BTreeMap<&str, (BTreeSet<&str>, Sizes)> = Default::default();
     for r in runs {
         let e = by.entry(r.protocol.as_str()).or_default();
         e.0.insert(r.selection.as_str());
-        e.1.insert((r.dataset.clone(), r.n_train_targets));
+        e.1.insert((r.dataset.clone(), r.n_train_targets, r.n_test));
     }
     if by.is_empty() {
         return "- Protocol: none\n".into();
     }
     let mut out = String::new();
     for (protocol, (selections, targets)) in by {
-        let targets: Vec<String> = targets.into_iter().map(|(d, n)| format!("{d} {n}")).collect();
+        let targets: Vec<String> =
+            targets.into_iter().map(|(d, n, t)| format!("{d} {n} training targets, {t} test instances")).collect();
         let _ = writeln!(
             out,
-            "- Protocol `{protocol}`: {} (training targets: {})",
+            "- Protocol `{protocol}`: {} ({})",
             selections.into_iter().collect::<Vec<_>>().join("; "),
             targets.join(", ")
         );

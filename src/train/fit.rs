@@ -651,7 +651,7 @@ mod tests {
         let m = metrics_of(&best, 7);
         assert_eq!((m.n, m.get("hr@5".parse().unwrap()), m.get("mrr@20".parse().unwrap())), (7, 2.0, 3.0));
         assert_eq!(
-            (best["hr@5".parse::<Metric>().unwrap()].epoch, best["mrr@20".parse::<Metric>().unwrap()].epoch),
+            (best[&"hr@5".parse::<Metric>().unwrap()].epoch, best[&"mrr@20".parse::<Metric>().unwrap()].epoch),
             (2, 1)
         );
     }
