@@ -160,3 +160,89 @@ pub struct Outcome {
     /// Files (and README blocks) that differ from what the records give.
     pub stale: Vec<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::records::Rec;
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn rec(grid: &str, id: &str, seed: u64, hr20: f64) -> Rec {
+        let mut test = crate::eval::Metrics::default();
+        test.hr[2] = hr20;
+        Rec { grid: grid.into(), run_id: id.into(), seed, code: "c".into(), key: "k".into(), dir: ".".into(), test }
+    }
+
+    /// Runs by (grid, run id, seed, hr@20); a run id in several grids is one run.
+    fn side(runs: &[(&str, &str, u64, f64)]) -> Side {
+        let mut grids_of: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut out: Vec<Rec> = Vec::new();
+        for &(g, id, seed, x) in runs {
+            grids_of.entry(id.into()).or_default().insert(g.into());
+            if !out.iter().any(|r| r.run_id == id) {
+                out.push(rec(g, id, seed, x));
+            }
+        }
+        Side { describe: "x".into(), runs: out, grids_of }
+    }
+
+    fn claim() -> Claim {
+        Claim {
+            id: "c".into(),
+            claim: "t beats c".into(),
+            paper: None,
+            direction: stats::Direction::Greater,
+            measures: vec![spec::Measure::Test("hr@20".parse().unwrap())],
+            compare: Vec::new(),
+        }
+    }
+
+    /// Two grids trained the treatment and the control again (other run ids): each seed's value
+    /// is the mean over both grids' runs, and each grid's own effect is kept; a third grid
+    /// holding the first grid's very runs is the same source, not a replicate.
+    #[test]
+    fn replicates_are_averaged_per_seed_and_reported_per_grid() {
+        let t = side(&[
+            ("a", "t1", 1, 10.0),
+            ("a", "t2", 2, 11.0),
+            ("a", "t3", 3, 12.0),
+            ("b", "u1", 1, 12.0),
+            ("b", "u2", 2, 13.0),
+            ("b", "u3", 3, 13.0),
+            ("copy", "t1", 1, 10.0),
+            ("copy", "t2", 2, 11.0),
+            ("copy", "t3", 3, 12.0),
+        ]);
+        let c = side(&[
+            ("a", "c1", 1, 9.0),
+            ("a", "c2", 2, 10.0),
+            ("a", "c3", 3, 10.0),
+            ("b", "d1", 1, 13.0),
+            ("b", "d2", 2, 13.0),
+            ("b", "d3", 3, 14.0),
+            ("copy", "c1", 1, 9.0),
+            ("copy", "c2", 2, 10.0),
+            ("copy", "c3", 3, 10.0),
+        ]);
+        let cmp = compare("n".into(), "a".into(), t, c, &claim()).unwrap();
+        // pooled: t = 11, 12, 12.5; c = 11, 11.5, 12 -> d = 0, 0.5, 0.5
+        let e = cmp.effects[0].unwrap();
+        assert_eq!((e.n, cmp.seeds.clone()), (3, vec![1, 2, 3]));
+        assert!((e.diff - 1.0 / 3.0).abs() < 1e-12, "{e:?}");
+        let grids: Vec<Vec<String>> = cmp.sources.iter().map(|s| s.grids.clone()).collect();
+        assert_eq!(grids, [vec!["a".to_string(), "copy".into()], vec!["b".into()]]);
+        let own: Vec<f64> = cmp.sources.iter().map(|s| s.effects[0].unwrap().diff).collect();
+        assert!((own[0] - 4.0 / 3.0).abs() < 1e-12 && (own[1] + 2.0 / 3.0).abs() < 1e-12, "{own:?}");
+        let judged = judge(claim(), vec![cmp], 0.05);
+        assert_eq!(judged.verdict, Verdict::NotSupported);
+        assert_eq!(judged.tests, 1);
+    }
+
+    /// A comparison whose cells have no records yet is not tested.
+    #[test]
+    fn no_records_is_not_tested() {
+        let cmp = compare("n".into(), "a".into(), side(&[]), side(&[]), &claim()).unwrap();
+        assert!(cmp.effects[0].is_none() && cmp.sources.is_empty());
+        assert_eq!(judge(claim(), vec![cmp], 0.05).verdict, Verdict::NotTested);
+    }
+}
