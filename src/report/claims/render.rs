@@ -31,7 +31,7 @@ fn fmt_signed(x: f64, decimals: usize) -> String {
 /// The summary table (README block `claims`).
 pub fn summary(c: &Claims) -> String {
     let mut out = String::from(
-        "| claim | paper | comparisons | seeds | verdict | significant for / against (tests) | smallest corrected p |\n\
+        "| claim | paper | comparisons | seeds | verdict | significant for / against (tests) | strongest test (p; corrected p) |\n\
          |---|---|---:|---|---|---|---|\n",
     );
     for j in &c.judged {
@@ -49,25 +49,27 @@ pub fn summary(c: &Claims) -> String {
             j.for_claim,
             j.against,
             j.tests,
-            smallest(j),
+            strongest(j),
         );
     }
     out
 }
 
-/// `0.012 (H@20 +0.25, SASRec)` for the test with the smallest corrected p.
-fn smallest(j: &Judged) -> String {
+/// The claim's strongest test, the one with the smallest p (Holm keeps the order):
+/// `H@20 +0.25, SASRec (p 0.012; 0.11)`, the second p corrected.
+fn strongest(j: &Judged) -> String {
     let mut best: Option<(f64, String)> = None;
     for c in &j.comparisons {
-        for ((m, e), p) in j.claim.measures.iter().zip(&c.effects).zip(&c.p_holm) {
-            if let (Some(e), Some(p)) = (e, p) {
-                if best.as_ref().is_none_or(|(b, _)| p < b) {
-                    best = Some((*p, format!("{} {}, {}", m.name(), fmt_signed(e.diff, m.decimals()), c.name)));
+        for ((m, e), ph) in j.claim.measures.iter().zip(&c.effects).zip(&c.p_holm) {
+            if let (Some(e), Some(p), Some(ph)) = (e, e.and_then(|e| e.p), ph) {
+                if best.as_ref().is_none_or(|(b, _)| p < *b) {
+                    let what = format!("{} {}, {}", m.name(), fmt_signed(e.diff, m.decimals()), c.name);
+                    best = Some((p, format!("{what} (p {}; {})", fmt_p(Some(p)), fmt_p(Some(*ph)))));
                 }
             }
         }
     }
-    best.map_or("-".into(), |(p, what)| format!("{} ({what})", fmt_p(Some(p))))
+    best.map_or("-".into(), |(_, s)| s)
 }
 
 /// One claim's tables (README block `claim:<id>`).
