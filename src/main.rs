@@ -81,7 +81,9 @@ enum Command {
     },
     /// Aggregate a grid's records into reports/<grid>/: summary (CSV, Parquet), the table in
     /// the paper's layout (Markdown, LaTeX, CSV), figures (PNG, SVG) and report.md.
-    Report(kdsr::sweep::cli::PlanArgs),
+    /// `kdsr report claims` instead judges the claims of experiments/claims.toml on every
+    /// grid's records (reports/claims/; `--readme README.md` rewrites its generated blocks).
+    Report(kdsr::report::cli::ReportArgs),
     /// The CI metric gate: a grid's summary against a committed baseline; exit 1 on a regression.
     Gate(kdsr::report::cli::GateArgs),
 }
@@ -127,7 +129,7 @@ fn dispatch(
         Command::Features { command } => kdsr::modality::cli::run(command, paths),
         Command::Train(a) => kdsr::train::cli::run(*a, paths, device),
         Command::Bench(a) => kdsr::bench::run(&a, paths),
-        Command::Report(a) => kdsr::report::cli::report(&a.grid),
+        Command::Report(a) => return kdsr::report::cli::report(&a),
         Command::Gate(a) => return kdsr::report::cli::gate(&a),
         Command::Sweep { command } => {
             return Ok(

@@ -7,6 +7,7 @@
 //! - `report.md`: provenance (runs, seeds, protocol, machine, code version), the table, the
 //!   figures, and every missing run with the reason.
 
+pub mod claims;
 pub mod cli;
 pub mod diagnostics;
 pub mod figures;
@@ -14,6 +15,7 @@ pub mod hit_counts;
 pub mod ordering;
 pub mod paper;
 pub mod plot;
+pub mod readme;
 pub mod spec;
 pub mod table;
 
@@ -93,6 +95,19 @@ pub fn reference_of(plan: &Plan, section: &Section, c: &Collected) -> Result<Opt
         )));
     }
     Ok(Some(reference))
+}
+
+/// A grid's `table.md`, as [`write`] renders it from the grid's records under `out` (README
+/// block `table:<grid>`).
+pub fn table_markdown(grid: &str, out: &std::path::Path) -> Result<String> {
+    let plan = Plan::build(grid, crate::sweep::Scale::default(), None)?;
+    let store = Store::for_plan(out, &plan);
+    let collected = Collected::from_store(&plan, &store)?;
+    let section = Section::of(&plan)?;
+    let reference = reference_of(&plan, &section, &collected)?;
+    let summary = Summary::compute(&collected, reference)?;
+    let table = table::Table::build(&section.spec, &summary).map_err(|e| section.error(&plan, e))?;
+    Ok(table.markdown())
 }
 
 /// Aggregates the grid's records and writes the summary, tables, figures and report.
