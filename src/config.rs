@@ -272,6 +272,7 @@ impl RunConfig {
             ("eval_batch_size", t.eval_batch_size),
             ("max_len", t.max_len),
             ("max_epochs", t.max_epochs),
+            ("patience", t.patience),
         ] {
             if v == 0 {
                 return Err(format!("train.{k} must be at least 1"));
@@ -335,6 +336,11 @@ impl RunConfig {
                 if !(t.mask_ratio > 0.0 && t.mask_ratio <= 1.0) {
                     return Err(format!("train.mask_ratio must be in (0, 1], got {}", t.mask_ratio));
                 }
+            } else if !is_default_mask_ratio(&t.mask_ratio) {
+                return Err(format!(
+                    "train.mask_ratio ({}) only means something with train.sample_mode = \"cloze\" (masked-item training, mmsrec)",
+                    t.mask_ratio
+                ));
             } else if !traits.causal && (t.sample_mode != SampleMode::Prefix || t.pack) {
                 let modes = if traits.cloze { "\"prefix\" or \"cloze\"" } else { "\"prefix\"" };
                 return Err(format!(
@@ -421,6 +427,12 @@ impl RunConfig {
             .ok()
             .and_then(|mut t| t.remove("v"))
             .unwrap_or_else(|| toml::Value::String(value.to_string()));
+        if self.modality.is_none() && !turns_modality_on(key) && key.starts_with("modality.") {
+            return Err(format!(
+                "{key}: this run has no modality embeddings (an ID-only run), so the setting means nothing; \
+                 turn them on first (--cdl, --mode, or modality.mode) instead of letting it switch on CDL"
+            ));
+        }
         let mut table = toml::Table::try_from(self).map_err(|e| e.to_string())?;
         if !set_path(&mut table, key, value) {
             return Err(format!("{key}: not a setting (a part of the key is not a table)"));
@@ -431,6 +443,26 @@ impl RunConfig {
         cfg.validate().map_err(|e| format!("{key}: {e}"))?;
         Ok(cfg)
     }
+}
+
+impl RunConfig {
+    /// Whether the setting `key` means something in this run: `train.mask_ratio` only with
+    /// cloze samples, a `modality.*` setting only with modality embeddings; every other key
+    /// that the config has, yes.
+    pub fn applies(&self, key: &str) -> bool {
+        match key {
+            "train.mask_ratio" => self.train.sample_mode == SampleMode::Cloze,
+            k if k.starts_with("modality.") => self.modality.is_some(),
+            _ => true,
+        }
+    }
+}
+
+/// True for the settings that choose whether and how a run uses modality embeddings
+/// (`modality.mode`, `modality.modalities`, or the whole `modality` table); other `modality.*`
+/// settings only tune a run that already has them.
+pub fn turns_modality_on(key: &str) -> bool {
+    matches!(key, "modality" | "modality.mode" | "modality.modalities")
 }
 
 #[cfg(test)]

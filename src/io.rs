@@ -75,7 +75,14 @@ impl FileLock {
         }
     }
 
+    /// A lock path that is a folder (or under a file) is the user's to fix: bad input.
     fn open(path: &Path) -> Result<std::fs::File> {
+        if path.is_dir() {
+            return Err(crate::error::bad_input(format!(
+                "{}: the lock file's path is a folder; remove it (no process holds a lock there)",
+                path.display()
+            )));
+        }
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -150,6 +157,16 @@ mod tests {
         // A high-water mark: never falls, and covers the 64 MiB just written.
         assert!(after >= before && after >= 64.0, "{before} -> {after}");
         drop(std::hint::black_box(v));
+    }
+
+    #[test]
+    fn a_lock_path_that_is_a_folder_is_bad_input() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("work.lock");
+        std::fs::create_dir(&path).unwrap();
+        for err in [FileLock::exclusive(&path).unwrap_err(), FileLock::try_exclusive(&path).unwrap_err()] {
+            assert!(crate::error::is_bad_input(&err) && err.to_string().contains("work.lock"), "{err:#}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! type or value is an error at the setting's line. The finished config must pass
 //! [`RunConfig::validate`], else the combination is impossible and named as such.
 
-use super::{Grid, Point};
-use crate::config::{get_path, set_path, RunConfig};
+use super::{Assign, Grid, Point};
+use crate::config::{get_path, set_path, turns_modality_on, RunConfig};
 use crate::data::{DatasetId, DatasetRef};
 use crate::model::ModelKind;
 use anyhow::{Context, Result};
@@ -78,11 +78,20 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
             }
         };
         let mut applied_columns = vec![false; grid.columns.len()];
+        // A modality setting applies only to a run that has modality embeddings: by its
+        // model's default or by a setting of the point that turns them on.
+        let has_modality = table.contains_key("modality") || point.assigns.iter().any(|a| turns_modality_on(&a.key));
+        // Settings whose meaning depends on others (train.mask_ratio): judged on the finished
+        // config.
+        let mut conditional: Vec<&Assign> = Vec::new();
         for a in &point.assigns {
             let entry = used.entry(a.key.clone()).or_insert((a.span.clone(), false));
             if a.key == "model.kind" {
                 entry.1 = true;
                 mark(&mut applied_columns, a.column);
+                continue;
+            }
+            if a.key.starts_with("modality.") && !turns_modality_on(&a.key) && !has_modality {
                 continue;
             }
             let mut probe = table.clone();
@@ -99,13 +108,26 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
                     let before: Option<RunConfig> = toml::Value::Table(table.clone()).try_into().ok();
                     if get_path(&back, &a.key).is_some() || before.as_ref() != Some(&cfg) {
                         table = probe;
-                        entry.1 = true;
-                        mark(&mut applied_columns, a.column);
+                        if CONDITIONAL.contains(&a.key.as_str()) {
+                            conditional.push(a);
+                        } else {
+                            entry.1 = true;
+                            mark(&mut applied_columns, a.column);
+                        }
                     }
                 }
             }
         }
-        let config: RunConfig = toml::Value::Table(table).try_into().context("building a RunConfig")?;
+        let mut config: RunConfig = toml::Value::Table(table.clone()).try_into().context("building a RunConfig")?;
+        for a in conditional {
+            if config.applies(&a.key) {
+                used.entry(a.key.clone()).or_insert((a.span.clone(), false)).1 = true;
+                mark(&mut applied_columns, a.column);
+            } else {
+                remove_path(&mut table, &a.key);
+                config = toml::Value::Table(table.clone()).try_into().context("building a RunConfig")?;
+            }
+        }
         let labels: Vec<String> = point
             .labels
             .iter()
@@ -144,6 +166,24 @@ pub fn resolve(grid: &Grid, points: &[Point]) -> Result<Vec<ResolvedRun>> {
             .error(span, format!("`{key}` is not a setting of any run in this grid ({})", known_fields(key, &kinds))));
     }
     Ok(runs)
+}
+
+/// Settings that exist in every run's config but mean something only with others
+/// ([`RunConfig::applies`]); a run where they mean nothing keeps its default.
+const CONDITIONAL: &[&str] = &["train.mask_ratio"];
+
+/// Removes the value at a dotted path (the config's default then applies).
+fn remove_path(table: &mut toml::Table, key: &str) {
+    match key.split_once('.') {
+        None => {
+            table.remove(key);
+        }
+        Some((first, rest)) => {
+            if let Some(toml::Value::Table(inner)) = table.get_mut(first) {
+                remove_path(inner, rest);
+            }
+        }
+    }
 }
 
 fn mark(applied: &mut [bool], column: Option<usize>) {

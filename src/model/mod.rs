@@ -11,6 +11,7 @@ pub mod fusion;
 pub mod gru4rec;
 pub mod kdsr_rgat;
 pub mod layers;
+pub mod limits;
 pub mod mmsr;
 pub mod mmsrec;
 pub mod nova;

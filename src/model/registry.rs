@@ -278,7 +278,12 @@ macro_rules! register {
                 }
             }
 
+            /// Settings that cannot work, as a message naming the key: first the range rules
+            /// every backbone's keys get by name ([`super::limits`]), then the model's own
+            /// [`SeqModel::check`].
             pub fn check(&self) -> std::result::Result<(), String> {
+                let table = toml::Table::try_from(self).map_err(|e| format!("model: {e}"))?;
+                super::limits::check_table("model", &table)?;
                 match self {
                     Self::Pop => Ok(()),
                     $(Self::$variant(c) => <$model>::check(c),)*

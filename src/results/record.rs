@@ -7,7 +7,7 @@
 use crate::config::RunConfig;
 use crate::eval::{Metric, Metrics};
 use crate::io::{write_atomic, CodeVersion};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,8 +91,47 @@ pub struct EpochValue {
 
 impl RunRecord {
     /// Reads `<dir>/metrics.json`; errors name the file and the field.
+    ///
+    /// The record must be what its folder says it is ([`RunRecord::verify`]): a record copied
+    /// from another run or edited is bad input naming the file, never a finished run.
     pub fn read(dir: &Path) -> Result<Self> {
-        read_json(&dir.join("metrics.json"), "a run record")
+        let rec: Self = read_json(&dir.join("metrics.json"), "a run record")?;
+        rec.verify(dir)?;
+        Ok(rec)
+    }
+
+    /// Checks the record against its folder: the folder is named by the record's run id (when
+    /// it is a run folder, `<dataset>-<model>-<hash>`), the record's seed is its config's, and
+    /// `run.toml`, where present, hashes to the run id and holds the record's config.
+    pub fn verify(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("metrics.json");
+        let bad = |msg: String| Err(crate::error::bad_input(format!("{}: {msg}", path.display())));
+        let folder = dir.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let looks_like_run =
+            folder.rsplit_once('-').is_some_and(|(_, h)| h.len() == 16 && h.chars().all(|c| c.is_ascii_hexdigit()));
+        if looks_like_run && folder != self.run_id {
+            return bad(format!("the record of run {}, not of its folder's run {folder}", self.run_id));
+        }
+        if self.seed != self.config.seed {
+            return bad(format!("seed {} but its config's seed is {}", self.seed, self.config.seed));
+        }
+        let toml_path = dir.join("run.toml");
+        if let Ok(text) = std::fs::read_to_string(&toml_path) {
+            let hash = blake3::hash(text.as_bytes()).to_hex();
+            if !self.run_id.ends_with(&format!("-{}", &hash[..16])) {
+                return Err(crate::error::bad_input(format!(
+                    "{}: does not hash to run id {} (edited after the run?)",
+                    toml_path.display(),
+                    self.run_id
+                )));
+            }
+            match toml::from_str::<RunConfig>(&text) {
+                Ok(cfg) if cfg == self.config => {}
+                Ok(_) => return bad(format!("its config is not the one in {}", toml_path.display())),
+                Err(e) => return Err(crate::error::bad_input(format!("{}: {e}", toml_path.display()))),
+            }
+        }
+        Ok(())
     }
 
     /// Writes `<dir>/metrics.json` (atomically: after this the run counts as finished).
@@ -135,8 +174,9 @@ pub fn write_run_toml(dir: &Path, cfg: &RunConfig) -> Result<()> {
 
 /// Reads a JSON record; errors name the file and what it should have been.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not {what}", path.display()))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| crate::error::bad_input(format!("{}: cannot read {what}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| crate::error::bad_input(format!("{}: not {what}: {e}", path.display())))
 }
 
 /// Seconds since the Unix epoch (0 if the clock is before it).
@@ -215,6 +255,52 @@ mod tests {
         std::fs::write(d.path().join("metrics.json"), v.to_string()).unwrap();
         let err = format!("{:#}", RunRecord::read(d.path()).unwrap_err());
         assert!(err.contains("metrics.json") && err.contains("mrr@10"), "{err}");
+        assert!(crate::error::is_bad_input(&RunRecord::read(d.path()).unwrap_err()));
+    }
+
+    #[test]
+    fn a_record_verifies_against_its_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let rec = example();
+        let dir = root.path().join(&rec.run_id);
+        std::fs::create_dir(&dir).unwrap();
+        rec.write(&dir).unwrap();
+        write_run_toml(&dir, &rec.config).unwrap();
+        RunRecord::read(&dir).unwrap();
+        // Another seed's record in this folder: swapped.
+        let mut other = example();
+        other.config.seed = 8;
+        other.seed = 8;
+        other.run_id = other.config.run_id();
+        other.write(&dir).unwrap();
+        let err = RunRecord::read(&dir).unwrap_err();
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains("metrics.json"), "{err:#}");
+        assert!(err.to_string().contains(&other.run_id), "{err:#}");
+        // A seed edited in place.
+        let mut edited = rec.clone();
+        edited.seed = 9;
+        edited.write(&dir).unwrap();
+        assert!(RunRecord::read(&dir).unwrap_err().to_string().contains("seed 9"));
+        // A run.toml edited after the run.
+        rec.write(&dir).unwrap();
+        let text = rec.config.to_toml().replace("seed = 7", "seed = 70");
+        std::fs::write(dir.join("run.toml"), text).unwrap();
+        let err = RunRecord::read(&dir).unwrap_err();
+        assert!(err.to_string().contains("run.toml") && err.to_string().contains("does not hash"), "{err:#}");
+    }
+
+    #[test]
+    fn a_truncated_record_is_bad_input_naming_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        example().write(d.path()).unwrap();
+        let path = d.path().join("metrics.json");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, &text[..text.len() / 2]).unwrap();
+        let err = RunRecord::read(d.path()).unwrap_err();
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains("metrics.json"), "{err:#}");
+        std::fs::write(d.path().join("failed.json"), "{").unwrap();
+        let err = FailedRecord::read(d.path()).unwrap_err();
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains("failed.json"), "{err:#}");
     }
 
     #[test]

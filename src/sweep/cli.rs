@@ -140,6 +140,7 @@ pub fn run(
             if a.grid.shard.is_some() {
                 return Err(bad_input("--shard: the script gives every array task its own shard"));
             }
+            a.slurm.check()?;
             let (plan, store) = a.grid.plan()?;
             check(&plan)?;
             let abs = |p: &Path| std::path::absolute(p).with_context(|| format!("resolving {}", p.display()));
@@ -157,7 +158,7 @@ pub fn run(
                 &abs(&plan.grid.source.path)?,
                 &abs(&a.grid.out)?,
                 &log_dir,
-            );
+            )?;
             let path = a.script.unwrap_or_else(|| store.root.join("slurm.sbatch"));
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -169,7 +170,7 @@ pub fn run(
                 path.display(),
                 plan.all.len(),
                 a.slurm.cpus_per_task,
-                path.display()
+                slurm::quote(&path.display().to_string())
             );
             Ok(Outcome::Done)
         }

@@ -3,6 +3,8 @@
 //! resubmission (or a plain `kdsr sweep run`) finishes whatever a task left undone.
 
 use super::plan::Plan;
+use crate::input_bail;
+use anyhow::Result;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -28,7 +30,7 @@ pub struct SlurmOptions {
 }
 
 /// Shell single-quoting.
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=@%+,".contains(c)) {
         s.to_string()
     } else {
@@ -36,7 +38,84 @@ fn quote(s: &str) -> String {
     }
 }
 
-/// The script text. `data`, `binary`, `workdir`, `grid_file` and `log_dir` should be absolute.
+/// A value for an `#SBATCH` line: as is when plain, else in double quotes, which sbatch's
+/// parser keeps together (spaces, `#`). A value sbatch cannot carry (a double quote, a
+/// backslash, a control character) is an error naming `what`.
+fn sbatch_value(what: &str, v: &str) -> Result<String> {
+    if v.is_empty() || v.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        input_bail!(
+            "{what} {v:?}: an #SBATCH value cannot be empty or hold a double quote, a backslash or a control character"
+        );
+    }
+    if v.chars().all(|c| c.is_ascii_alphanumeric() || "/._-:=@%+,".contains(c)) {
+        Ok(v.to_string())
+    } else {
+        Ok(format!("\"{v}\""))
+    }
+}
+
+/// A Slurm partition or account name (a comma-separated list for partitions): letters, digits,
+/// `_`, `-`, `.`; anything else is cut or misread by sbatch, so it is an error naming the flag.
+fn check_name(flag: &str, v: &str) -> Result<()> {
+    if v.is_empty()
+        || !v.split(',').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)))
+    {
+        input_bail!("{flag} {v:?}: not a Slurm name (letters, digits, `_`, `-`, `.`; partitions comma-separated)");
+    }
+    Ok(())
+}
+
+/// sbatch's `--time` formats: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S` (digits), or
+/// `UNLIMITED` / `infinite`.
+pub fn check_time(v: &str) -> Result<()> {
+    if v.eq_ignore_ascii_case("unlimited") || v.eq_ignore_ascii_case("infinite") {
+        return Ok(());
+    }
+    let digits = |p: &str| !p.is_empty() && p.len() <= 6 && p.chars().all(|c| c.is_ascii_digit());
+    let ok = match v.split_once('-') {
+        Some((days, rest)) => digits(days) && (1..=3).contains(&rest.split(':').count()) && rest.split(':').all(digits),
+        None => (1..=3).contains(&v.split(':').count()) && v.split(':').all(digits),
+    };
+    if !ok {
+        input_bail!("--time {v:?}: not a Slurm time limit (minutes, M:S, H:M:S, D-H, D-H:M, D-H:M:S or UNLIMITED)");
+    }
+    Ok(())
+}
+
+/// sbatch's `--mem` format: a whole number with an optional unit `K`, `M`, `G` or `T`
+/// (megabytes without one).
+pub fn check_mem(v: &str) -> Result<()> {
+    let number = v.strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']).unwrap_or(v);
+    if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
+        input_bail!(
+            "--mem {v:?}: not a Slurm memory size (a whole number with an optional unit K, M, G or T, e.g. 16G)"
+        );
+    }
+    Ok(())
+}
+
+impl SlurmOptions {
+    /// Rejects values sbatch would misread or silently change, naming the flag.
+    pub fn check(&self) -> Result<()> {
+        if self.tasks == Some(0) {
+            input_bail!("--tasks 0: an array needs at least 1 task");
+        }
+        if self.cpus_per_task == 0 {
+            input_bail!("--cpus-per-task 0: a task needs at least 1 CPU");
+        }
+        check_time(&self.time)?;
+        check_mem(&self.mem)?;
+        if let Some(p) = &self.partition {
+            check_name("--partition", p)?;
+        }
+        if let Some(a) = &self.account {
+            check_name("--account", a)?;
+        }
+        Ok(())
+    }
+}
+
+/// The script text and its number of array tasks, after [`SlurmOptions::check`]. `data`, `binary`, `workdir`, `grid_file` and `log_dir` should be absolute.
 #[allow(clippy::too_many_arguments)]
 pub fn script(
     plan: &Plan,
@@ -47,7 +126,8 @@ pub fn script(
     grid_file: &Path,
     out: &Path,
     log_dir: &Path,
-) -> (String, usize) {
+) -> Result<(String, usize)> {
+    opts.check()?;
     let tasks = opts.tasks.unwrap_or(1000).min(plan.all.len()).max(1);
     let mut s = String::new();
     let _ = writeln!(s, "#!/bin/bash");
@@ -61,12 +141,16 @@ pub fn script(
         s,
         "# Submit with `sbatch <this file>`; resubmitting finishes what is left (finished runs are skipped)."
     );
-    let _ = writeln!(s, "#SBATCH --job-name=kdsr-{}", plan.grid.name);
+    let _ = writeln!(s, "#SBATCH --job-name={}", sbatch_value("the grid name", &format!("kdsr-{}", plan.grid.name))?);
     let _ = writeln!(s, "#SBATCH --array=0-{}", tasks - 1);
     let _ = writeln!(s, "#SBATCH --cpus-per-task={}", opts.cpus_per_task);
     let _ = writeln!(s, "#SBATCH --mem={}", opts.mem);
     let _ = writeln!(s, "#SBATCH --time={}", opts.time);
-    let _ = writeln!(s, "#SBATCH --output={}/%A_%a.out", log_dir.display());
+    let log_dir = log_dir.display().to_string();
+    if log_dir.contains('%') {
+        input_bail!("{log_dir}: the Slurm log folder cannot hold `%` (sbatch reads it as a file-name pattern)");
+    }
+    let _ = writeln!(s, "#SBATCH --output={}", sbatch_value("the log folder", &format!("{log_dir}/%A_%a.out"))?);
     if let Some(p) = &opts.partition {
         let _ = writeln!(s, "#SBATCH --partition={p}");
     }
@@ -94,5 +178,5 @@ pub fn script(
     ];
     cmd.extend(plan.scale.to_flags());
     let _ = writeln!(s, "exec {}", cmd.join(" "));
-    (s, tasks)
+    Ok((s, tasks))
 }

@@ -84,7 +84,12 @@ impl Store {
     pub fn status(&self, run_id: &str) -> RunStatus {
         let dir = self.runs_dir().join(run_id);
         if dir.join("metrics.json").is_file() {
-            return RunStatus::Finished;
+            // A record that does not verify (copied from another run, edited, truncated) is
+            // not finished: the run is retried and its record replaced.
+            return match crate::results::record::RunRecord::read(&dir) {
+                Ok(_) => RunStatus::Finished,
+                Err(e) => RunStatus::Failed(format!("record does not verify: {e:#}")),
+            };
         }
         if !dir.join("failed.json").is_file() {
             return RunStatus::Pending;
@@ -215,12 +220,12 @@ impl Store {
     }
 
     /// Moves a run's folder from the work folder into `runs/`, replacing an earlier failed
-    /// record. Returns false (and drops the attempt) when another process finished the run
+    /// or unverified record. Returns false (and drops the attempt) when another process finished the run
     /// meanwhile.
     pub fn publish(&self, run_id: &str) -> Result<bool> {
         let from = self.work_dir().join(run_id);
         let to = self.runs_dir().join(run_id);
-        if to.join("metrics.json").is_file() {
+        if matches!(self.status(run_id), RunStatus::Finished) {
             std::fs::remove_dir_all(&from).ok();
             return Ok(false);
         }

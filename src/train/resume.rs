@@ -14,11 +14,13 @@
 //! against the stored word position). Floats travel as their bit patterns, so nothing is rounded.
 //! `resume/` is removed once the run's final record is written.
 
+use crate::error::bad_input;
 use crate::eval::Metrics;
+use crate::input_bail;
 use crate::io::{save_tensors_atomic, write_atomic};
 use crate::results::record::Segment;
 use crate::results::EpochLog;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,7 +44,7 @@ impl Streams {
     }
 
     fn parse(s: &str, what: &str) -> Result<u128> {
-        s.parse().with_context(|| format!("resume state: bad {what} stream position `{s}`"))
+        s.parse().map_err(|e| bad_input(format!("resume state: bad {what} stream position `{s}`: {e}")))
     }
 
     pub fn shuffle(&self) -> Result<u128> {
@@ -212,14 +214,18 @@ impl Snapshot {
     pub fn read(run_dir: &Path, run_id: &str) -> Result<Self> {
         let d = dir(run_dir);
         let path = d.join(STATE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let s: StateFile = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        // A state that cannot be read or does not fit is the user's to remove (or to start over
+        // with --force): bad input, naming the file.
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| bad_input(format!("{}: cannot read the resume state: {e}", path.display())))?;
+        let s: StateFile = serde_json::from_str(&text)
+            .map_err(|e| bad_input(format!("{}: not a resume state: {e}", path.display())))?;
         if s.run_id != run_id {
-            bail!("{}: the state of run {}, not {run_id}", path.display(), s.run_id);
+            input_bail!("{}: the state of run {}, not {run_id}", path.display(), s.run_id);
         }
         let tpath = d.join(&s.tensors);
         let mut all = candle_core::safetensors::load(&tpath, &candle_core::Device::Cpu)
-            .with_context(|| format!("reading {}", tpath.display()))?;
+            .map_err(|e| bad_input(format!("{}: not a resume state's tensors: {e}", tpath.display())))?;
         let mut take = |prefix: &str| -> BTreeMap<String, Tensor> {
             let keys: Vec<String> = all.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
             keys.into_iter().filter_map(|k| all.remove(&k).map(|v| (k[prefix.len()..].to_string(), v))).collect()
@@ -228,7 +234,7 @@ impl Snapshot {
         let m = take("adam_m.");
         let mut v = take("adam_v.");
         let selected = take("selected.");
-        let incomplete = |k: &str| anyhow::anyhow!("{}: Adam moments of `{k}` incomplete", tpath.display());
+        let incomplete = |k: &str| bad_input(format!("{}: Adam moments of `{k}` incomplete", tpath.display()));
         let moments = m
             .into_iter()
             .map(|(k, a)| match v.remove(&k) {
@@ -321,7 +327,24 @@ mod tests {
         assert_eq!(v(&back.params["a.weight"]), v(&t(1.0)));
         assert_eq!(v(&back.moments["a.weight"].1), v(&t(3.0)));
         assert_eq!(v(&back.selected.unwrap()["a.weight"]), v(&t(4.0)));
-        assert!(Snapshot::read(dir.path(), "run-y").is_err(), "another run's state is refused");
+        let other = Snapshot::read(dir.path(), "run-y").err().expect("another run's state is refused");
+        assert!(crate::error::is_bad_input(&other), "another run's state is refused as bad input: {other:#}");
+        // Damaged state files are bad input naming the file (exit 2), never a silent resume.
+        let state = super::dir(dir.path()).join(STATE);
+        let text = std::fs::read_to_string(&state).unwrap();
+        std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+        let err = Snapshot::read(dir.path(), "run-x").err().expect("a damaged state is refused");
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains(STATE), "{err:#}");
+        std::fs::write(&state, &text).unwrap();
+        let tensors = std::fs::read_dir(super::dir(dir.path()))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .unwrap();
+        std::fs::write(&tensors, vec![0u8; 4096]).unwrap();
+        let err = Snapshot::read(dir.path(), "run-x").err().expect("a damaged state is refused");
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains(".safetensors"), "{err:#}");
         remove(dir.path()).unwrap();
         assert!(!exists(dir.path()));
     }

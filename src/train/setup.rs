@@ -48,6 +48,14 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     if mc.modalities.is_empty() {
         return Err(bad_input("modality.modalities is empty: list at least one of text, attributes, image"));
     }
+    if let Some(c) = cfg.model.traits().and_then(|t| t.clusters) {
+        if c.clusters > ds.n_items {
+            return Err(bad_input(format!(
+                "model.clusters ({}) exceeds the dataset's {} items: k-means needs at most one cluster per item",
+                c.clusters, ds.n_items
+            )));
+        }
+    }
     if cfg.model.traits().is_some_and(|t| t.inputs == Inputs::Tables) && mc.autoencoder.hidden != hidden {
         return Err(bad_input(format!(
             "{} reads the modality tables unprojected: modality.autoencoder.hidden ({}) must equal the model's embedding width ({hidden})",
