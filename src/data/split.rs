@@ -176,7 +176,7 @@ mod tests {
         let s = Split::new(&seqs, Protocol::Released);
         assert_eq!(s.train_end, vec![4, 10, 4]);
         assert!(s.valid.is_empty());
-        assert_eq!(s.test.len(), 1 + 2 + 0);
+        assert_eq!(s.test.len(), 3); // 1 + 2 + 0
         assert_eq!(s.n_train_targets(), 3 + 9 + 3);
         // One more target per user than the hold-out protocol (each user with n_train >= 2).
         assert_eq!(s.n_train_targets(), Split::new(&seqs, Protocol::Paper).n_train_targets() + 3);
