@@ -1,5 +1,6 @@
 //! The `kdsr sweep` subcommands.
 
+use super::cost;
 use super::plan::Plan;
 use super::scheduler::{self, SweepOptions, Workers};
 use super::slurm::{self, SlurmOptions};
@@ -132,7 +133,8 @@ pub fn run(
         SweepCommand::Plan(a) => {
             let (plan, store) = a.grid.plan()?;
             check(&plan)?;
-            print!("{}", plan.render(&store));
+            let costs = estimate_costs(&plan, &a.grid.out, paths);
+            print!("{}", plan.render(&store, &costs));
             Ok(Outcome::Done)
         }
         SweepCommand::Run(a) => sweep_run(a, paths, threads, device, check),
@@ -188,6 +190,9 @@ fn sweep_run(
     check(&plan)?;
     let pending = plan.runs.iter().filter(|r| store.status(&r.run_id) != RunStatus::Finished).count();
     let mut workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
+    let costs = estimate_costs(&plan, &a.grid.out, paths);
+    let statuses: Vec<RunStatus> = plan.runs.iter().map(|r| store.status(&r.run_id)).collect();
+    eprint!("{}", super::plan::cost_summary(&plan.runs, &statuses, &costs));
     if device.is_gpu() {
         // One run at a time on a GPU; its threads serve the CPU side (data, evaluation ranks).
         if a.jobs.is_some_and(|j| j > 1) {
@@ -236,6 +241,13 @@ fn sweep_run(
         );
     }
     Ok(Outcome::Done)
+}
+
+/// Each of the plan's runs' cost, estimated from every grid's records under `out`.
+fn estimate_costs(plan: &Plan, out: &Path, paths: &DataPaths) -> Vec<cost::Estimate> {
+    let history = cost::History::load(out);
+    let targets = cost::training_targets(plan.runs.iter().map(|r| &r.config), paths);
+    plan.runs.iter().map(|r| history.estimate(&r.config, targets.get(&cost::targets_key(&r.config)).copied())).collect()
 }
 
 /// First Ctrl-C (or SIGTERM): start no new runs. Second: exit at once; runs in flight leave

@@ -6,11 +6,13 @@
 //! - [`store`]: the records, `reports/<grid>/runs/<run_id>/`; a run is finished when its
 //!   folder holds `metrics.json`. Runs are trained in a private work folder and moved into
 //!   `runs/` whole, so `runs/` never holds a half-written record.
+//! - [`cost`]: each run's core-hours, estimated from the committed records before it runs.
 //! - [`scheduler`]: parallel runs in this process, each confined to its own rayon pool.
 //! - [`slurm`]: an sbatch array script with one shard per array task.
 //! - [`cli`]: the `kdsr sweep` subcommands.
 
 pub mod cli;
+pub mod cost;
 pub mod plan;
 pub mod scheduler;
 pub mod slurm;

@@ -1,5 +1,6 @@
 //! A sweep's runs: the grid expanded and resolved, scaled down if asked, then sharded.
 
+use super::cost::{self, Basis, Estimate};
 use super::store::{RunStatus, Store};
 use super::{Scale, Shard};
 use crate::grid::{self, Grid, ResolvedRun};
@@ -77,8 +78,9 @@ impl Plan {
         parts.join(" ")
     }
 
-    /// The text `kdsr sweep plan` prints: a summary, then one row per run.
-    pub fn render(&self, store: &Store) -> String {
+    /// The text `kdsr sweep plan` prints: a summary, the cost, then one row per run with its
+    /// core-hours (`costs`: one estimate per run of [`Plan::runs`], see [`cost`]).
+    pub fn render(&self, store: &Store, costs: &[Estimate]) -> String {
         let g = &self.grid;
         let mut out = String::new();
         let _ = writeln!(out, "grid {} ({})", g.name, g.source.path.display());
@@ -115,11 +117,12 @@ impl Plan {
         for w in self.missing_files() {
             let _ = writeln!(out, "warning: {w}");
         }
+        out.push_str(&cost_summary(&self.runs, &statuses, costs));
         let _ = writeln!(out);
 
         let mut header: Vec<String> = vec!["#".into()];
         header.extend(g.columns.iter().cloned());
-        header.extend(["seed".into(), "status".into(), "run_id".into()]);
+        header.extend(["seed".into(), "status".into(), "core-h".into(), "run_id".into()]);
         let mut rows = vec![header];
         let saved = store.saved_epochs();
         for (i, (r, s)) in self.runs.iter().zip(&statuses).enumerate() {
@@ -130,7 +133,13 @@ impl Plan {
                 (_, Some((e, false))) => format!("{} (epoch {e} saved)", s.short()),
                 (_, Some((e, true))) => format!("{} (epoch {e} saved by kdsr train, which resumes it)", s.short()),
             };
-            row.extend([r.config.seed.to_string(), status, r.run_id.clone()]);
+            let core_h = match costs.get(i) {
+                Some(Estimate { core_seconds: Some(c), basis }) => {
+                    format!("{}{}", cost::hours(*c), if *basis == Basis::Record { "" } else { " ~" })
+                }
+                _ => "?".into(),
+            };
+            row.extend([r.config.seed.to_string(), status, core_h, r.run_id.clone()]);
             rows.push(row);
         }
         let widths: Vec<usize> =
@@ -141,4 +150,49 @@ impl Plan {
         }
         out
     }
+}
+
+/// The cost lines of `kdsr sweep plan` and `sweep run`: what the finished runs took, what the
+/// rest will take (with what each estimate rests on), and the costliest model variants left.
+pub fn cost_summary(runs: &[ResolvedRun], statuses: &[RunStatus], costs: &[Estimate]) -> String {
+    let mut out = String::new();
+    if costs.len() != runs.len() {
+        return out;
+    }
+    let mut done = 0.0;
+    let mut left = 0.0;
+    let mut unknown = 0;
+    let mut bases: std::collections::BTreeMap<Basis, usize> = Default::default();
+    let mut by_variant: std::collections::BTreeMap<String, f64> = Default::default();
+    for ((r, s), e) in runs.iter().zip(statuses).zip(costs) {
+        match (s, e.core_seconds) {
+            (RunStatus::Finished, c) => done += c.unwrap_or(0.0),
+            (_, Some(c)) => {
+                left += c;
+                *bases.entry(e.basis).or_default() += 1;
+                *by_variant.entry(r.config.variant_name()).or_default() += c;
+            }
+            (_, None) => unknown += 1,
+        }
+    }
+    let n_done = statuses.iter().filter(|s| **s == RunStatus::Finished).count();
+    let _ = write!(out, "cost: {n_done} finished runs took {} core-h", cost::hours(done));
+    let n_left = runs.len() - n_done;
+    if n_left == 0 {
+        let _ = writeln!(out);
+        return out;
+    }
+    let basis: Vec<String> = bases.iter().map(|(b, n)| format!("{n} from {}", b.describe())).collect();
+    let _ = writeln!(
+        out,
+        "; {n_left} to run: about {} core-h ({}{})",
+        cost::hours(left),
+        basis.join(", "),
+        if unknown > 0 { format!(", {unknown} not estimated: no record of the model") } else { String::new() }
+    );
+    let mut top: Vec<(String, f64)> = by_variant.into_iter().collect();
+    top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let top: Vec<String> = top.iter().take(5).map(|(v, c)| format!("{v} {}", cost::hours(*c))).collect();
+    let _ = writeln!(out, "  left, core-h by model: {}", top.join(", "));
+    out
 }
