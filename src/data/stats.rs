@@ -1,5 +1,8 @@
-//! Dataset statistics in the layout of the paper's Table 1.
+//! Dataset statistics in the layout of the paper's Table 1, and the training context each
+//! sample mode gives the training targets.
 
+use super::batch::{train_windows, SampleMode};
+use super::split::{Protocol, Split};
 use super::{Dataset, DatasetId};
 
 /// One column of Table 1.
@@ -29,6 +32,79 @@ impl Stats {
             sparsity_pct: 100.0 * (1.0 - interactions as f64 / (users as f64 * items as f64).max(1.0)),
         }
     }
+}
+
+/// How much earlier history the training targets see under `train.sample_mode = "sequence"`,
+/// against prefix augmentation (the released code's and RecBole's samples).
+///
+/// The target at sequence position `q` (1-based: `q` earlier items) sees `min(q, L)` items under
+/// prefix augmentation. A sequence-mode window `[start, end)` gives it `q - start`: every target
+/// of a user's first window sees its whole prefix; a later window (laid `L / 2` after the last)
+/// gives its targets between `L - L/2 + 1` and `L` items, so a target is *shortened* when
+/// `q - start < min(q, L)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub dataset: String,
+    pub protocol: Protocol,
+    pub max_len: usize,
+    pub targets: usize,
+    /// Targets with more than `max_len` earlier items (truncated in every mode).
+    pub beyond_max_len: usize,
+    /// Targets sequence mode shows fewer earlier items than prefix augmentation does.
+    pub shortened: usize,
+    /// The fewest earlier items a shortened target sees (0 when none is shortened).
+    pub shortest: usize,
+}
+
+impl Context {
+    pub fn of(ds: &Dataset, protocol: Protocol, max_len: usize) -> Self {
+        let split = Split::new(&ds.sequences, protocol);
+        let mut c = Self {
+            dataset: ds.name.clone(),
+            protocol,
+            max_len,
+            targets: split.n_train_targets(),
+            beyond_max_len: 0,
+            shortened: 0,
+            shortest: 0,
+        };
+        for w in train_windows(&split, max_len, SampleMode::Sequence) {
+            for k in w.first as usize..w.len() {
+                let q = w.start as usize + k + 1; // the target's earlier items
+                let seen = k + 1;
+                if seen < q.min(max_len) {
+                    c.shortened += 1;
+                    c.shortest = if c.shortest == 0 { seen } else { c.shortest.min(seen) };
+                }
+            }
+        }
+        c.beyond_max_len = split.train_end.iter().map(|&e| (e as usize).saturating_sub(max_len + 1)).sum();
+        c
+    }
+
+    pub fn shortened_pct(&self) -> f64 {
+        100.0 * self.shortened as f64 / self.targets.max(1) as f64
+    }
+}
+
+/// Renders [`Context`] rows as a Markdown table.
+pub fn render_context(rows: &[Context]) -> String {
+    let mut out = String::from(
+        "| Dataset | Protocol | Training targets | With > max_len earlier items | Shortened by sequence mode | Fewest items a shortened target sees |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for c in rows {
+        out += &format!(
+            "| {} | {} | {} | {} | {} ({:.1}%) | {} |\n",
+            c.dataset,
+            c.protocol.name(),
+            thousands(c.targets),
+            thousands(c.beyond_max_len),
+            thousands(c.shortened),
+            c.shortened_pct(),
+            if c.shortened == 0 { "-".to_string() } else { format!("{} of {}", c.shortest, c.max_len) }
+        );
+    }
+    out
 }
 
 /// The paper's Table 1: (users, items, interactions, average length, sparsity %).
@@ -133,5 +209,19 @@ mod tests {
         assert!((s.sparsity_pct - 37.5).abs() < 1e-9);
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(999), "999");
+    }
+
+    #[test]
+    fn sequence_mode_shortens_the_targets_of_later_windows() {
+        // One user of 14 items, released protocol: a training part of 12 items, targets
+        // q = 1..=11. L = 4, stride 2: window [0,4) holds q 1-4 (whole prefixes); [2,6) q 5, 6
+        // (3 and 4 items); [4,8) q 7, 8; [6,10) q 9, 10; [7,11) q 11 (4). Shortened: q 5, 7, 9.
+        let ds = Dataset { name: "t".into(), n_items: 14, sequences: vec![(1..=14).collect()], item_tokens: vec![] };
+        let c = Context::of(&ds, Protocol::Released, 4);
+        assert_eq!(c.targets, 11);
+        assert_eq!(c.beyond_max_len, 7, "q = 5..=11");
+        assert_eq!((c.shortened, c.shortest), (3, 3));
+        let prefix_only = Context::of(&ds, Protocol::Released, 50);
+        assert_eq!((prefix_only.shortened, prefix_only.beyond_max_len), (0, 0));
     }
 }
