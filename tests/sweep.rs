@@ -542,3 +542,25 @@ fn runs_in_training_elsewhere_are_left_to_that_process() {
     assert_eq!(s.finished().len(), 3);
     assert_whole(&s.runs_dir());
 }
+
+#[test]
+fn plan_prints_the_cost_of_finished_runs_and_estimates_the_rest_from_them() {
+    let grid =
+        "seeds = [1]\n[fixed]\ndataset = \"beauty\"\nmax_users = 200\nmodel = \"sasrec\"\ntrain.max_epochs = 2\n";
+    let s = Sweep::new("costly", grid);
+    let (code, _, err) = s.run("run", &["--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("cost: 0 finished runs took 0.00 core-h; 1 to run"), "{err}");
+    assert!(err.contains("1 not estimated: no record of the model"), "{err}");
+    // The same grid with a second seed: the new run is estimated from the first's record.
+    std::fs::write(&s.grid, grid.replace("seeds = [1]", "seeds = [1, 2]")).unwrap();
+    let (code, plan, err) = s.run("plan", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(plan.contains("cost: 1 finished runs took"), "{plan}");
+    assert!(plan.contains("1 to run: about") && plan.contains("(1 from same configuration)"), "{plan}");
+    assert!(plan.contains("left, core-h by model: sasrec"), "{plan}");
+    let rows: Vec<&str> = plan.lines().filter(|l| l.contains("beauty-sasrec-")).collect();
+    assert_eq!(rows.len(), 2, "{plan}");
+    assert!(rows[0].contains("done") && !rows[0].contains(" ~ "), "{}", rows[0]);
+    assert!(rows[1].contains("todo") && rows[1].contains(" ~ "), "{}", rows[1]);
+}

@@ -182,17 +182,16 @@ pub fn cost_summary(runs: &[ResolvedRun], statuses: &[RunStatus], costs: &[Estim
         let _ = writeln!(out);
         return out;
     }
-    let basis: Vec<String> = bases.iter().map(|(b, n)| format!("{n} from {}", b.describe())).collect();
-    let _ = writeln!(
-        out,
-        "; {n_left} to run: about {} core-h ({}{})",
-        cost::hours(left),
-        basis.join(", "),
-        if unknown > 0 { format!(", {unknown} not estimated: no record of the model") } else { String::new() }
-    );
+    let mut basis: Vec<String> = bases.iter().map(|(b, n)| format!("{n} from {}", b.describe())).collect();
+    if unknown > 0 {
+        basis.push(format!("{unknown} not estimated: no record of the model"));
+    }
+    let _ = writeln!(out, "; {n_left} to run: about {} core-h ({})", cost::hours(left), basis.join(", "));
     let mut top: Vec<(String, f64)> = by_variant.into_iter().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     let top: Vec<String> = top.iter().take(5).map(|(v, c)| format!("{v} {}", cost::hours(*c))).collect();
-    let _ = writeln!(out, "  left, core-h by model: {}", top.join(", "));
+    if !top.is_empty() {
+        let _ = writeln!(out, "  left, core-h by model: {}", top.join(", "));
+    }
     out
 }
