@@ -9,7 +9,10 @@
 //!   and which tensor file belongs to it.
 //!
 //! Both writes are atomic and `state.json` names its tensor file, so a kill between them leaves
-//! the previous epoch's pair intact. The window order is not stored: it is the training windows
+//! the previous epoch's pair intact. `state.json` carries BLAKE3 checksums of its tensor file
+//! and of itself (its canonical JSON with the checksum left out): a state damaged or edited
+//! after it was written is bad input naming the file, never a silent resume (states written
+//! before the checksums existed are read without them). The window order is not stored: it is the training windows
 //! shuffled once per finished epoch by the seeded shuffle stream, replayed on resume (and checked
 //! against the stored word position). Floats travel as their bit patterns, so nothing is rounded.
 //! `resume/` is removed once the run's final record is written.
@@ -122,6 +125,24 @@ struct StateFile {
     /// Wall seconds of every earlier process.
     seconds: u64,
     segments: Vec<Segment>,
+    /// BLAKE3 of the tensor file's bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tensors_blake3: Option<String>,
+    /// BLAKE3 of this state's pretty JSON with `checksum` absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    checksum: Option<String>,
+}
+
+impl StateFile {
+    fn digest(&self) -> Result<String> {
+        let bare = Self { checksum: None, ..self.clone() };
+        Ok(blake3::hash(serde_json::to_string_pretty(&bare)?.as_bytes()).to_hex().to_string())
+    }
+}
+
+fn file_digest(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
 /// The training loop's state after a finished epoch.
@@ -186,7 +207,7 @@ impl Snapshot {
             tensors.push((format!("selected.{k}"), v.clone()));
         }
         save_tensors_atomic(&d.join(&name), tensors)?;
-        let state = StateFile {
+        let mut state = StateFile {
             run_id: run_id.to_string(),
             epoch: self.epoch,
             tensors: name.clone(),
@@ -199,7 +220,10 @@ impl Snapshot {
             streams: self.streams.clone(),
             seconds: self.seconds.to_bits(),
             segments: self.segments.clone(),
+            tensors_blake3: Some(file_digest(&d.join(&name))?),
+            checksum: None,
         };
+        state.checksum = Some(state.digest()?);
         write_atomic(&d.join(STATE), serde_json::to_string_pretty(&state)?.as_bytes())?;
         for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))?.flatten() {
             let f = e.file_name().to_string_lossy().to_string();
@@ -220,10 +244,22 @@ impl Snapshot {
             .map_err(|e| bad_input(format!("{}: cannot read the resume state: {e}", path.display())))?;
         let s: StateFile = serde_json::from_str(&text)
             .map_err(|e| bad_input(format!("{}: not a resume state: {e}", path.display())))?;
+        let start_over = format!("remove {} (or train with --force) to start the run over", d.display());
+        if s.checksum.as_ref().is_some_and(|c| s.digest().ok().as_ref() != Some(c)) {
+            input_bail!("{}: does not match its checksum: edited or damaged; {start_over}", path.display());
+        }
         if s.run_id != run_id {
             input_bail!("{}: the state of run {}, not {run_id}", path.display(), s.run_id);
         }
         let tpath = d.join(&s.tensors);
+        if let Some(want) = &s.tensors_blake3 {
+            if &file_digest(&tpath)? != want {
+                input_bail!(
+                    "{}: does not match the checksum in {STATE}: damaged or replaced; {start_over}",
+                    tpath.display()
+                );
+            }
+        }
         let mut all = candle_core::safetensors::load(&tpath, &candle_core::Device::Cpu)
             .map_err(|e| bad_input(format!("{}: not a resume state's tensors: {e}", tpath.display())))?;
         let mut take = |prefix: &str| -> BTreeMap<String, Tensor> {
@@ -342,9 +378,28 @@ mod tests {
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .unwrap();
+        let good = std::fs::read(&tensors).unwrap();
         std::fs::write(&tensors, vec![0u8; 4096]).unwrap();
         let err = Snapshot::read(dir.path(), "run-x").err().expect("a damaged state is refused");
         assert!(crate::error::is_bad_input(&err) && err.to_string().contains(".safetensors"), "{err:#}");
+        // One flipped byte in a tensor (a file that still parses) is caught by the checksum.
+        let mut flipped = good.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        std::fs::write(&tensors, &flipped).unwrap();
+        let err = Snapshot::read(dir.path(), "run-x").err().expect("a changed tensor is refused");
+        assert!(err.to_string().contains("checksum") && err.to_string().contains("--force"), "{err:#}");
+        std::fs::write(&tensors, &good).unwrap();
+        // An edited field (Adam's step) is caught by the state's own checksum.
+        std::fs::write(&state, text.replace("\"adam_step\": 12", "\"adam_step\": 13")).unwrap();
+        let err = Snapshot::read(dir.path(), "run-x").err().expect("an edited state is refused");
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains("checksum"), "{err:#}");
+        // A state from before the checksums resumes.
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let obj = old.as_object_mut().unwrap();
+        assert!(obj.remove("checksum").is_some() && obj.remove("tensors_blake3").is_some());
+        std::fs::write(&state, serde_json::to_string_pretty(&old).unwrap()).unwrap();
+        assert_eq!(Snapshot::read(dir.path(), "run-x").unwrap().adam_step, 12);
         remove(dir.path()).unwrap();
         assert!(!exists(dir.path()));
     }
