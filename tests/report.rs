@@ -152,6 +152,20 @@ fn report_aggregates_hand_made_records() {
 }
 
 #[test]
+fn a_record_that_does_not_verify_stops_the_report() {
+    let s = Setup::new(GRID);
+    s.write_records(1.0);
+    // A record copied into another run's folder: not that run's result.
+    let ids: Vec<&String> = s.runs.iter().map(|r| &r.0).collect();
+    let runs = s.out().join("hand").join("runs");
+    std::fs::copy(runs.join(ids[3]).join("metrics.json"), runs.join(ids[4]).join("metrics.json")).unwrap();
+    let (code, _, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&format!("{}/metrics.json", ids[4])) && stderr.contains("not of its folder"), "{stderr}");
+    assert!(!s.out().join("hand").join("report.md").exists(), "no report from records that do not verify");
+}
+
+#[test]
 fn figure4_lines_over_a_numeric_axis() {
     let s = Setup::new(
         r#"seeds = [1, 2]

@@ -82,6 +82,12 @@ impl Collected {
                 labels.insert(0, run.config.dataset.to_string());
             }
             let dir = store.runs_dir().join(&run.run_id);
+            if dir.join("metrics.json").is_file() {
+                // A record that does not verify is an error here, not a missing run: a report
+                // never leaves out a result it was given without saying why and stopping.
+                out.runs.push(read_record(&dir, labels, run.config.seed)?);
+                continue;
+            }
             match store.status(&run.run_id) {
                 RunStatus::Finished => out.runs.push(read_record(&dir, labels, run.config.seed)?),
                 RunStatus::Failed(reason) => out.missing.push(MissingRun {
