@@ -15,7 +15,7 @@ pub mod stats;
 
 use anyhow::Result;
 use records::{Grids, Index, Side};
-use spec::{Claim, ClaimsFile};
+use spec::{Claim, ClaimsFile, Kind};
 use stats::{Effect, Tested, Verdict};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -80,7 +80,13 @@ impl Claims {
                 };
                 let c = cmp.get_ref();
                 let t = records::side(c, c.treatment.get_ref(), &mut grids, &index, out, &err)?;
-                let k = records::side(c, c.control.get_ref(), &mut grids, &index, out, &err)?;
+                let k = match (claim.kind, &c.control, &c.paper) {
+                    (_, Some(control), _) => records::side(c, control.get_ref(), &mut grids, &index, out, &err)?,
+                    (Kind::Reproduce(table), None, Some(tags)) => {
+                        records::paper_side(table, tags.get_ref(), &claim.measures, &t).map_err(err)?
+                    }
+                    _ => return Err(err("no control and no paper cell".into())),
+                };
                 comparisons.push(compare(c.name.clone(), c.grid.clone(), t, k, claim)?);
             }
             judged.push(judge(claim.clone(), comparisons, file.alpha));
@@ -147,10 +153,19 @@ fn judge(claim: Claim, mut comparisons: Vec<Comparison>, alpha: f64) -> Judged {
             }
         }
     }
-    let verdict = stats::verdict(&tests, comparisons.len(), claim.direction, alpha);
     let sig: Vec<&Tested> = tests.iter().filter(|t| t.p_holm < alpha && t.diff != 0.0).collect();
-    let for_claim = sig.iter().filter(|t| claim.direction.agrees(t.diff)).count();
-    Judged { against: sig.len() - for_claim, for_claim, tests: tests.len(), verdict, comparisons, claim }
+    let (verdict, for_claim) = match claim.kind {
+        Kind::Compare(d) => {
+            (stats::verdict(&tests, comparisons.len(), d, alpha), sig.iter().filter(|t| d.agrees(t.diff)).count())
+        }
+        // A reproduction's tests count for it where they find no difference.
+        Kind::Reproduce(_) => (stats::reproduction(&tests, comparisons.len(), alpha), tests.len() - sig.len()),
+    };
+    let against = match claim.kind {
+        Kind::Compare(_) => sig.len() - for_claim,
+        Kind::Reproduce(_) => sig.len(),
+    };
+    Judged { against, for_claim, tests: tests.len(), verdict, comparisons, claim }
 }
 
 /// What `kdsr report claims` wrote or found stale.
@@ -191,7 +206,7 @@ mod tests {
             id: "c".into(),
             claim: "t beats c".into(),
             paper: None,
-            direction: stats::Direction::Greater,
+            kind: Kind::Compare(stats::Direction::Greater),
             measures: vec![spec::Measure::Test("hr@20".parse().unwrap())],
             compare: Vec::new(),
         }
@@ -236,6 +251,36 @@ mod tests {
         let judged = judge(claim(), vec![cmp], 0.05);
         assert_eq!(judged.verdict, Verdict::NotSupported);
         assert_eq!(judged.tests, 1);
+    }
+
+    /// Against the paper's number, the paired test is a one-sample test: seeds at 14.0, 14.2 and
+    /// 14.1 against 14.0681 differ by 0.0319 on average, not significantly: reproduced.
+    #[test]
+    fn a_reproduction_tests_the_seeds_against_the_papers_number() {
+        let t = side(&[("a", "t1", 1, 14.0), ("a", "t2", 2, 14.2), ("a", "t3", 3, 14.1)]);
+        let tags = vec!["Beauty".to_string(), "SASRec".into()];
+        let mut c = claim();
+        c.kind = Kind::Reproduce(crate::report::spec::PaperTable::Table2);
+        let paper = records::paper_side(crate::report::spec::PaperTable::Table2, &tags, &c.measures, &t).unwrap();
+        assert_eq!(paper.per_seed(&c.measures[0], None).unwrap().values().copied().collect::<Vec<_>>(), [14.0681; 3]);
+        let cmp = compare("n".into(), "a".into(), t, paper, &c).unwrap();
+        let e = cmp.effects[0].unwrap();
+        assert!((e.diff - 0.0319).abs() < 1e-9 && e.p.unwrap() > 0.5, "{e:?}");
+        let j = judge(c.clone(), vec![cmp], 0.05);
+        assert_eq!((j.verdict, j.for_claim, j.against), (Verdict::Reproduced, 1, 0));
+        // Seeds well above it: above the paper.
+        let high = side(&[("a", "t1", 1, 15.3), ("a", "t2", 2, 15.5), ("a", "t3", 3, 15.6)]);
+        let paper = records::paper_side(crate::report::spec::PaperTable::Table2, &tags, &c.measures, &high).unwrap();
+        let j = judge(c.clone(), vec![compare("n".into(), "a".into(), high, paper, &c).unwrap()], 0.05);
+        assert_eq!((j.verdict, j.against), (Verdict::AbovePaper, 1));
+        // A cell the paper does not have is an error naming it.
+        let e = records::paper_side(
+            crate::report::spec::PaperTable::Table2,
+            &["Beauty".into(), "Pop".into()],
+            &c.measures,
+            &side(&[]),
+        );
+        assert!(e.unwrap_err().contains("Beauty, Pop"));
     }
 
     /// A comparison whose cells have no records yet is not tested.

@@ -143,6 +143,42 @@ pub fn value(r: &Rec, measure: &Measure) -> Result<Option<f64>> {
     })
 }
 
+/// The paper's side of a reproduction: for every seed of `treatment`, a stand-in run whose
+/// test metrics are the paper's values of the cell `tags` in `table` (so the paired test of a
+/// comparison is a one-sample test against the published number). An error names the cell
+/// and measure the table lacks.
+pub fn paper_side(
+    table: crate::report::spec::PaperTable,
+    tags: &[String],
+    measures: &[Measure],
+    treatment: &Side,
+) -> std::result::Result<Side, String> {
+    let mut test = crate::eval::Metrics::default();
+    for m in measures {
+        let Measure::Test(metric) = m else { return Err(format!("{m}: a reproduction compares test metrics")) };
+        let mut cell = tags.to_vec();
+        cell.push(metric.to_string());
+        let v = crate::report::paper::lookup(table, &cell, tags)
+            .ok_or_else(|| format!("the paper's table has no single value for {} ({metric})", tags.join(", ")))?;
+        test.set(*metric, v);
+    }
+    let seeds: BTreeSet<u64> = treatment.runs.iter().map(|r| r.seed).collect();
+    let runs: Vec<Rec> = seeds
+        .into_iter()
+        .map(|seed| Rec {
+            grid: String::new(),
+            run_id: format!("paper-{seed}"),
+            seed,
+            code: "paper".into(),
+            key: String::new(),
+            dir: PathBuf::new(),
+            test: test.clone(),
+        })
+        .collect();
+    let grids_of = runs.iter().map(|r| (r.run_id.clone(), BTreeSet::new())).collect();
+    Ok(Side { describe: format!("the paper's value ({})", tags.join(", ")), runs, grids_of })
+}
+
 /// The grids' collected records, loaded once each.
 #[derive(Default)]
 pub struct Grids {

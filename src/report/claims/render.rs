@@ -3,7 +3,7 @@
 //! percent) or 3 (`epochs.csv` quantities), relative differences to 1 decimal, p-values to two
 //! significant digits (`< 0.001` below that).
 
-use super::spec::Measure;
+use super::spec::{Kind, Measure};
 use super::stats::Effect;
 use super::{Claims, Comparison, Judged};
 use std::fmt::Write as _;
@@ -74,18 +74,25 @@ fn strongest(j: &Judged) -> String {
 
 /// One claim's tables (README block `claim:<id>`).
 pub fn claim(j: &Judged) -> String {
-    let mut out = format!(
-        "**`{}`**: {} ({}). Claimed: treatment {} control. Verdict: **{}** ({} of {} tests significant for, {} against; Holm over this claim's {} tests).\n",
-        j.claim.id,
-        j.claim.claim,
-        j.claim.paper.as_deref().unwrap_or("paper"),
-        j.claim.direction.symbol(),
-        j.verdict.as_str(),
-        j.for_claim,
-        j.tests,
-        j.against,
-        j.tests,
-    );
+    let (id, text, paper) = (&j.claim.id, &j.claim.claim, j.claim.paper.as_deref().unwrap_or("paper"));
+    let mut out = match j.claim.kind {
+        Kind::Compare(direction) => format!(
+            "**`{id}`**: {text} ({paper}). Claimed: treatment {} control. Verdict: **{}** ({} of {} tests significant for, {} against; Holm over this claim's {} tests).\n",
+            direction.symbol(),
+            j.verdict.as_str(),
+            j.for_claim,
+            j.tests,
+            j.against,
+            j.tests,
+        ),
+        Kind::Reproduce(_) => format!(
+            "**`{id}`**: {text} ({paper}). Claimed: the treatment reaches the paper's number (control: the published value; each seed's difference from it, two-sided one-sample t-test). Verdict: **{}** ({} of {} tests differ significantly from the paper; Holm over this claim's {} tests).\n",
+            j.verdict.as_str(),
+            j.against,
+            j.tests,
+            j.tests,
+        ),
+    };
     for c in &j.comparisons {
         out += &comparison(c, &j.claim.measures);
     }
@@ -93,7 +100,14 @@ pub fn claim(j: &Judged) -> String {
 }
 
 fn comparison(c: &Comparison, measures: &[Measure]) -> String {
-    let grids = |s: &super::records::Side| s.grids().into_iter().collect::<Vec<_>>().join(", ");
+    let grids = |s: &super::records::Side| {
+        let g = s.grids().into_iter().collect::<Vec<_>>();
+        if g.is_empty() && !s.runs.is_empty() {
+            "the paper".to_string()
+        } else {
+            g.join(", ")
+        }
+    };
     let mut out = format!(
         "\n*{}* (grid `{}`): treatment {} [records: {}] vs control {} [records: {}]; seeds {}.\n\n",
         c.name,
@@ -198,7 +212,8 @@ pub fn markdown(c: &Claims, command: &str) -> String {
          - Each comparison pairs the treatment's and the control's runs by seed. A seed's value is the mean over every run, in any grid, with the side's configuration (seed and the settings that only change what is recorded excluded: {}); the same run copied into several grids counts once.\n\
          - Effect: difference of means `diff = mean(t_s - c_s)` over the shared seeds, relative to the control's mean, with the 95% Student t interval of the mean difference; p: two-sided paired t-test.\n\
          - Correction: Holm-Bonferroni within each claim, over all its comparisons x measures (the family); a test is significant when its corrected p < {}.\n\
-         - Verdict: **contradicted** when a test is significant against the claimed direction; else **supported** when every comparison has a test significant in the claimed direction; else **not supported**; **not tested** without a paired test.\n\n\
+         - Verdict: **contradicted** when a test is significant against the claimed direction; else **supported** when every comparison has a test significant in the claimed direction; else **not supported**; **not tested** without a paired test.\n\
+         - Reproductions (`reproduces`): the control is the paper's published value of the cell, so each seed's difference from it is tested (two-sided one-sample t-test); **reproduced** when every comparison is tested and no test is significant, i.e. within seed noise of the paper's number at the seeds run; else **above the paper**, **below the paper** or **above and below the paper**.\n\n\
          ## Summary\n\n{}\n",
         c.file.source.path.display(),
         super::records::RECORD_ONLY.join(", "),

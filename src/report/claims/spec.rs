@@ -16,6 +16,17 @@
 //! grid = "fig3_beauty"                  # experiments/<grid>.toml, records in reports/<grid>/runs
 //! treatment = { model = "sasrec", modality = "tuned + CDL" }   # labels of the grid's plan
 //! control = { model = "sasrec", modality = "tuned" }           # columns ("-": unset)
+//!
+//! [[claim]]                             # a reproduction: the cells reach the paper's numbers
+//! id = "table2-sasrec-beauty"
+//! claim = "SASRec reaches Table 2's numbers on Beauty"
+//! reproduces = "table2"                 # instead of `direction`: the paper's table
+//! measures = ["hr@5", "mrr@5", "hr@20", "mrr@20"]   # the table's metrics
+//! [[claim.compare]]
+//! name = "released (test-selected)"
+//! grid = "protocols"
+//! treatment = { protocol = "released", model = "sasrec", modality = "-" }
+//! paper = ["Beauty", "SASRec"]          # instead of `control`: the table's cell (its tags)
 //! ```
 //!
 //! A measure is a test metric (`hr@5` ... `ndcg@20`, at the selected epoch) or a column of the
@@ -29,6 +40,17 @@ use std::path::Path;
 use toml::Spanned;
 
 use super::stats::Direction;
+use crate::report::spec::PaperTable;
+
+/// What a claim asserts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The treatment above (`Greater`) or below (`Less`) the control.
+    Compare(Direction),
+    /// Each treatment at the paper's value of its cell in this table: per seed, the treatment's
+    /// difference from the published number (a two-sided one-sample t-test against it).
+    Reproduce(PaperTable),
+}
 
 /// What a claim compares on.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,7 +112,12 @@ pub struct Compare {
     pub name: String,
     pub grid: String,
     pub treatment: Spanned<Selector>,
-    pub control: Spanned<Selector>,
+    /// The other side: a cell of the same grid (a `direction` claim).
+    #[serde(default)]
+    pub control: Option<Spanned<Selector>>,
+    /// The other side: the tags of the paper's cell (a `reproduces` claim).
+    #[serde(default)]
+    pub paper: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,7 +127,10 @@ struct RawClaim {
     claim: String,
     #[serde(default)]
     paper: Option<String>,
-    direction: Direction,
+    #[serde(default)]
+    direction: Option<Direction>,
+    #[serde(default)]
+    reproduces: Option<PaperTable>,
     #[serde(default)]
     measures: Option<Spanned<Vec<String>>>,
     compare: Vec<Spanned<Compare>>,
@@ -124,7 +154,7 @@ pub struct Claim {
     pub id: String,
     pub claim: String,
     pub paper: Option<String>,
-    pub direction: Direction,
+    pub kind: Kind,
     pub measures: Vec<Measure>,
     pub compare: Vec<Spanned<Compare>>,
 }
@@ -176,21 +206,49 @@ impl ClaimsFile {
             if c.compare.is_empty() {
                 return Err(source.error(&c.id.span(), format!("{key}.compare: at least one comparison")));
             }
+            let kind = match (c.direction, c.reproduces) {
+                (Some(d), None) => Kind::Compare(d),
+                (None, Some(t)) => Kind::Reproduce(t),
+                _ => {
+                    return Err(source.error(
+                        &c.id.span(),
+                        format!("{key}: give either `direction` (treatment against control) or `reproduces` (against the paper's table)"),
+                    ))
+                }
+            };
+            if matches!(kind, Kind::Reproduce(_)) && measures.iter().any(|m| !matches!(m, Measure::Test(_))) {
+                return Err(source.error(&c.id.span(), format!("{key}.measures: a reproduction compares test metrics")));
+            }
             for (j, cmp) in c.compare.iter().enumerate() {
-                for (side, sel) in [("treatment", &cmp.get_ref().treatment), ("control", &cmp.get_ref().control)] {
-                    if sel.get_ref().is_empty() {
-                        return Err(source.error(&sel.span(), format!("{key}.compare[{j}].{side}: no labels")));
+                let cmp_ref = cmp.get_ref();
+                let here = format!("{key}.compare[{j}]");
+                match (kind, &cmp_ref.control, &cmp_ref.paper) {
+                    (Kind::Compare(_), Some(_), None) | (Kind::Reproduce(_), None, Some(_)) => {}
+                    (Kind::Compare(_), _, _) => {
+                        return Err(source.error(
+                            &cmp.span(),
+                            format!("{here}: a `direction` claim compares with a `control` (no `paper`)"),
+                        ))
+                    }
+                    (Kind::Reproduce(_), _, _) => {
+                        return Err(source.error(
+                            &cmp.span(),
+                            format!("{here}: a `reproduces` claim compares with a `paper` cell (no `control`)"),
+                        ))
+                    }
+                }
+                if let Some(tags) = &cmp_ref.paper {
+                    if tags.get_ref().is_empty() {
+                        return Err(source.error(&tags.span(), format!("{here}.paper: no tags")));
+                    }
+                }
+                for (side, sel) in [("treatment", Some(&cmp_ref.treatment)), ("control", cmp_ref.control.as_ref())] {
+                    if let Some(sel) = sel.filter(|s| s.get_ref().is_empty()) {
+                        return Err(source.error(&sel.span(), format!("{here}.{side}: no labels")));
                     }
                 }
             }
-            claims.push(Claim {
-                id,
-                claim: c.claim,
-                paper: c.paper,
-                direction: c.direction,
-                measures,
-                compare: c.compare,
-            });
+            claims.push(Claim { id, claim: c.claim, paper: c.paper, kind, measures, compare: c.compare });
         }
         Ok(Self { source, alpha, claims })
     }
@@ -246,5 +304,25 @@ control = { model = "y" }
         assert!(e.to_string().contains("c.toml:") && e.to_string().contains("nam"), "{e}");
         let e = parse(&format!("alpha = 2.0\n{ONE}")).unwrap_err();
         assert!(e.to_string().starts_with("c.toml:1: alpha"), "{e}");
+    }
+
+    #[test]
+    fn a_reproduction_names_the_table_and_each_cell() {
+        let reproduce = ONE
+            .replace("direction = \"greater\"", "reproduces = \"table2\"\nmeasures = [\"hr@20\"]")
+            .replace("control = { model = \"y\" }", "paper = [\"Beauty\", \"SASRec\"]");
+        let f = parse(&reproduce).unwrap();
+        assert_eq!(f.claims[0].kind, Kind::Reproduce(PaperTable::Table2));
+        assert_eq!(f.claims[0].compare[0].get_ref().paper.as_ref().unwrap().get_ref().len(), 2);
+        // Both or neither of direction / reproduces; the side that fits the kind.
+        let both = reproduce.replace("reproduces", "direction = \"greater\"\nreproduces");
+        assert!(parse(&both).unwrap_err().to_string().contains("either `direction`"));
+        let e = parse(&ONE.replace("control = { model = \"y\" }", "paper = [\"Beauty\"]")).unwrap_err();
+        assert!(e.to_string().contains("compare[0]: a `direction` claim compares with a `control`"), "{e}");
+        let e =
+            parse(&reproduce.replace("paper = [\"Beauty\", \"SASRec\"]", "control = { model = \"y\" }")).unwrap_err();
+        assert!(e.to_string().contains("compares with a `paper` cell"), "{e}");
+        let e = parse(&reproduce.replace("[\"hr@20\"]", "[\"epochs:drift@1\"]")).unwrap_err();
+        assert!(e.to_string().contains("compares test metrics"), "{e}");
     }
 }

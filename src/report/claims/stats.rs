@@ -13,6 +13,11 @@
 //!   else *supported* when every comparison of the claim has at least one measure significant
 //!   (corrected) in the claimed direction; else *not supported*. A claim without a single
 //!   test (no records, or fewer than two seeds on every comparison) is *not tested*.
+//! - Verdict of a reproduction ([`reproduction`]; the control is the paper's number, so the
+//!   paired test is a one-sample t-test of the seeds against it): *reproduced* when every
+//!   comparison is tested and no test is significant (corrected); else *above the paper*,
+//!   *below the paper*, or *above and below the paper* by the signs of the significant tests.
+//!   Reproduced means within seed noise of the published number, at the seeds run.
 
 use crate::analysis::aggregate::{ci95, paired_t_test};
 
@@ -99,6 +104,10 @@ pub enum Verdict {
     Contradicted,
     NotSupported,
     NotTested,
+    Reproduced,
+    AbovePaper,
+    BelowPaper,
+    AboveAndBelowPaper,
 }
 
 impl Verdict {
@@ -108,6 +117,10 @@ impl Verdict {
             Verdict::Contradicted => "contradicted",
             Verdict::NotSupported => "not supported",
             Verdict::NotTested => "not tested",
+            Verdict::Reproduced => "reproduced",
+            Verdict::AbovePaper => "above the paper",
+            Verdict::BelowPaper => "below the paper",
+            Verdict::AboveAndBelowPaper => "above and below the paper",
         }
     }
 }
@@ -136,6 +149,20 @@ pub fn verdict(tests: &[Tested], comparisons: usize, direction: Direction, alpha
         Verdict::Supported
     } else {
         Verdict::NotSupported
+    }
+}
+
+/// The reproduction rule of the module doc.
+pub fn reproduction(tests: &[Tested], comparisons: usize, alpha: f64) -> Verdict {
+    let significant: Vec<&Tested> = tests.iter().filter(|t| t.p_holm < alpha && t.diff != 0.0).collect();
+    let above = significant.iter().any(|t| t.diff > 0.0);
+    let below = significant.iter().any(|t| t.diff < 0.0);
+    match (above, below) {
+        (true, true) => Verdict::AboveAndBelowPaper,
+        (true, false) => Verdict::AbovePaper,
+        (false, true) => Verdict::BelowPaper,
+        (false, false) if (0..comparisons).all(|c| tests.iter().any(|t| t.comparison == c)) => Verdict::Reproduced,
+        (false, false) => Verdict::NotTested,
     }
 }
 
@@ -185,5 +212,16 @@ mod tests {
         assert_eq!(verdict(&[t(0, -1.0, 0.01)], 1, Direction::Less, 0.05), Verdict::Supported);
         assert_eq!(verdict(&[t(0, 1.0, 0.06)], 1, g, 0.05), Verdict::NotSupported);
         assert_eq!(verdict(&[t(0, 1.0, 0.01)], 2, g, 0.05), Verdict::NotSupported, "an untested comparison");
+    }
+
+    #[test]
+    fn reproduction_rule() {
+        let t = |comparison, diff, p_holm| Tested { comparison, diff, p_holm };
+        assert_eq!(reproduction(&[], 1, 0.05), Verdict::NotTested);
+        assert_eq!(reproduction(&[t(0, 1.0, 0.2), t(0, -0.5, 0.6)], 1, 0.05), Verdict::Reproduced);
+        assert_eq!(reproduction(&[t(0, 1.0, 0.2)], 2, 0.05), Verdict::NotTested, "an untested comparison");
+        assert_eq!(reproduction(&[t(0, 1.0, 0.01), t(0, -0.5, 0.6)], 1, 0.05), Verdict::AbovePaper);
+        assert_eq!(reproduction(&[t(0, -1.0, 0.01)], 2, 0.05), Verdict::BelowPaper);
+        assert_eq!(reproduction(&[t(0, 1.0, 0.01), t(1, -1.0, 0.02)], 2, 0.05), Verdict::AboveAndBelowPaper);
     }
 }
