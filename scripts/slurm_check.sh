@@ -177,7 +177,7 @@ wait_job "$job"
 [[ $(records "$w/resume") == "$runs" ]] || fail "after resubmission $(records "$w/resume") of $runs runs finished"
 [[ $(count "$w/resume/slurmcheck/runs" -mindepth 1 -maxdepth 1 -type d) == "$runs" ]] ||
     fail "runs/ holds other folders than the grid's runs"
-ran=$(cat "$w"/resume/slurmcheck/slurm/"${job}"_*.out | (grep -o '[0-9]* to run' || true) | awk '{s += $1} END {print s + 0}')
+ran=$(cat "$w"/resume/slurmcheck/slurm/"${job}"_*.out | (grep -o '[0-9]* to run (' || true) | awk '{s += $1} END {print s + 0}')
 [[ $ran == $((runs - before)) ]] || fail "the resubmitted job ran $ran runs, expected the $((runs - before)) missing"
 for f in "$w"/before/*.json; do
     cmp -s "$f" "$w/resume/slurmcheck/runs/$(basename "$f" .json)/metrics.json" ||

@@ -550,14 +550,14 @@ fn plan_prints_the_cost_of_finished_runs_and_estimates_the_rest_from_them() {
     let s = Sweep::new("costly", grid);
     let (code, _, err) = s.run("run", &["--quiet"]);
     assert_eq!(code, 0, "{err}");
-    assert!(err.contains("cost: 0 finished runs took 0.00 core-h; 1 to run"), "{err}");
+    assert!(err.contains("cost: 0 finished runs took 0.00 core-h; the 1 left"), "{err}");
     assert!(err.contains("1 not estimated: no record of the model"), "{err}");
     // The same grid with a second seed: the new run is estimated from the first's record.
     std::fs::write(&s.grid, grid.replace("seeds = [1]", "seeds = [1, 2]")).unwrap();
     let (code, plan, err) = s.run("plan", &[]);
     assert_eq!(code, 0, "{err}");
     assert!(plan.contains("cost: 1 finished runs took"), "{plan}");
-    assert!(plan.contains("1 to run: about") && plan.contains("(1 from same configuration)"), "{plan}");
+    assert!(plan.contains("the 1 left: about") && plan.contains("(1 from same configuration)"), "{plan}");
     assert!(plan.contains("left, core-h by model: sasrec"), "{plan}");
     let rows: Vec<&str> = plan.lines().filter(|l| l.contains("beauty-sasrec-")).collect();
     assert_eq!(rows.len(), 2, "{plan}");

@@ -186,7 +186,7 @@ pub fn cost_summary(runs: &[ResolvedRun], statuses: &[RunStatus], costs: &[Estim
     if unknown > 0 {
         basis.push(format!("{unknown} not estimated: no record of the model"));
     }
-    let _ = writeln!(out, "; {n_left} to run: about {} core-h ({})", cost::hours(left), basis.join(", "));
+    let _ = writeln!(out, "; the {n_left} left: about {} core-h ({})", cost::hours(left), basis.join(", "));
     let mut top: Vec<(String, f64)> = by_variant.into_iter().collect();
     top.sort_by(|a, b| b.1.total_cmp(&a.1));
     let top: Vec<String> = top.iter().take(5).map(|(v, c)| format!("{v} {}", cost::hours(*c))).collect();
