@@ -8,6 +8,7 @@
 //! complete even if the process is killed.
 
 pub mod record;
+pub mod seal;
 
 use crate::eval::Metrics;
 use anyhow::{Context, Result};

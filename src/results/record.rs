@@ -1,9 +1,11 @@
 //! The small files of a run's record, each one type that the writer (training, sweep) and the
 //! readers (collect, report, gate) share:
 //! - `run.toml`: the resolved [`RunConfig`] ([`write_run_toml`]),
-//! - `metrics.json`: [`RunRecord`], written last; its presence marks a finished run,
+//! - `metrics.json`: [`RunRecord`], written last; its presence marks a finished run; sealed
+//!   with checksums of itself and of the files above ([`super::seal`]),
 //! - `failed.json`: [`FailedRecord`], for a run that failed (the next sweep retries it).
 
+use super::seal::{self, Seal, Sealed};
 use crate::config::RunConfig;
 use crate::eval::{Metric, Metrics};
 use crate::io::{write_atomic, CodeVersion};
@@ -71,6 +73,10 @@ pub struct RunRecord {
     /// process is `code_version`, `threads`); absent for a run trained in one go.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resumed_from: Vec<Segment>,
+    /// Checksums of this record and of `run.toml` and `epochs.csv`, set when it is written;
+    /// absent in records written before 2026-12-07 (`kdsr sweep seal` adds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<Seal>,
 }
 
 /// One process's share of a resumed run.
@@ -94,10 +100,39 @@ impl RunRecord {
     ///
     /// The record must be what its folder says it is ([`RunRecord::verify`]): a record copied
     /// from another run or edited is bad input naming the file, never a finished run.
+    /// A sealed record must also match its checksums ([`seal::check`]).
     pub fn read(dir: &Path) -> Result<Self> {
-        let rec: Self = read_json(&dir.join("metrics.json"), "a run record")?;
+        Ok(Self::read_checked(dir)?.0)
+    }
+
+    /// [`RunRecord::read`], with the record's JSON as read and what its seal check found.
+    fn read_checked(dir: &Path) -> Result<(Self, serde_json::Value, Sealed)> {
+        let path = dir.join("metrics.json");
+        let value: serde_json::Value = read_json(&path, "a run record")?;
+        let rec: Self = serde_json::from_value(value.clone())
+            .map_err(|e| crate::error::bad_input(format!("{}: not a run record: {e}", path.display())))?;
         rec.verify(dir)?;
-        Ok(rec)
+        let sealed = seal::check(&value, dir)?;
+        Ok((rec, value, sealed))
+    }
+
+    /// Seals a record written before records carried checksums (`kdsr sweep seal`): the record
+    /// must verify against its folder; its JSON is kept as it is (fields this code does not
+    /// know included) and gains `seal`. Returns false for a record already sealed.
+    pub fn seal_legacy(dir: &Path) -> Result<bool> {
+        let (rec, mut value, sealed) = Self::read_checked(dir)?;
+        if sealed == Sealed::Verified {
+            return Ok(false);
+        }
+        seal::seal(&mut value, dir)?;
+        write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(&value)?.as_bytes())?;
+        let back = Self::read(dir)?;
+        anyhow::ensure!(
+            back.test == rec.test && back.valid == rec.valid && back.released_selection == rec.released_selection,
+            "{}: sealing changed the record's metrics",
+            dir.display()
+        );
+        Ok(true)
     }
 
     /// Checks the record against its folder: the folder is named by the record's run id (when
@@ -134,9 +169,12 @@ impl RunRecord {
         Ok(())
     }
 
-    /// Writes `<dir>/metrics.json` (atomically: after this the run counts as finished).
+    /// Writes `<dir>/metrics.json` (atomically: after this the run counts as finished), sealed
+    /// with the `run.toml` and `epochs.csv` that `dir` holds now.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(self)?.as_bytes())
+        let mut value = serde_json::to_value(Self { seal: None, ..self.clone() })?;
+        let rec = Self { seal: Some(seal::seal(&mut value, dir)?), ..self.clone() };
+        write_atomic(&dir.join("metrics.json"), serde_json::to_string_pretty(&rec)?.as_bytes())
     }
 }
 
@@ -233,6 +271,7 @@ mod tests {
                 code_version: CodeVersion { commit: "abc".into(), dirty: false, crate_version: "0.1.0".into() },
                 threads: 2,
             }],
+            seal: None,
         }
     }
 
@@ -243,7 +282,8 @@ mod tests {
         rec.write(d.path()).unwrap();
         let back = RunRecord::read(d.path()).unwrap();
         assert!(back.seconds_per_epoch.is_nan());
-        let same = |r: &RunRecord| RunRecord { seconds_per_epoch: 0.0, ..r.clone() };
+        assert!(back.seal.is_some(), "written sealed");
+        let same = |r: &RunRecord| RunRecord { seconds_per_epoch: 0.0, seal: None, ..r.clone() };
         assert_eq!(same(&back), same(&rec));
     }
 
@@ -287,6 +327,37 @@ mod tests {
         std::fs::write(dir.join("run.toml"), text).unwrap();
         let err = RunRecord::read(&dir).unwrap_err();
         assert!(err.to_string().contains("run.toml") && err.to_string().contains("does not hash"), "{err:#}");
+    }
+
+    #[test]
+    fn a_legacy_record_is_sealed_once_without_changing_a_metric() {
+        let root = tempfile::tempdir().unwrap();
+        let rec = example();
+        let dir = root.path().join(&rec.run_id);
+        std::fs::create_dir(&dir).unwrap();
+        write_run_toml(&dir, &rec.config).unwrap();
+        std::fs::write(dir.join("epochs.csv"), "epoch,loss\n1,6.5\n").unwrap();
+        // As records were written before 2026-12-07: no seal, and a field this code ignores.
+        let mut legacy = serde_json::to_value(&rec).unwrap();
+        legacy["retired_field"] = serde_json::json!(1);
+        std::fs::write(dir.join("metrics.json"), serde_json::to_string_pretty(&legacy).unwrap()).unwrap();
+        let before = RunRecord::read(&dir).unwrap();
+        assert!(before.seal.is_none());
+        assert!(RunRecord::seal_legacy(&dir).unwrap());
+        assert!(!RunRecord::seal_legacy(&dir).unwrap(), "sealed once");
+        let after = RunRecord::read(&dir).unwrap();
+        assert_eq!(after.seal.as_ref().unwrap().files.len(), 2);
+        let plain = |r: &RunRecord| RunRecord { seal: None, seconds_per_epoch: 0.0, ..r.clone() };
+        assert_eq!(plain(&after), plain(&before));
+        let text = std::fs::read_to_string(dir.join("metrics.json")).unwrap();
+        assert!(text.contains("retired_field"), "fields it does not know are kept");
+        // Sealed: the edits a folder check cannot see are refused.
+        std::fs::write(dir.join("metrics.json"), text.replace("\"best_epoch\": 2", "\"best_epoch\": 3")).unwrap();
+        let err = RunRecord::read(&dir).unwrap_err();
+        assert!(crate::error::is_bad_input(&err) && err.to_string().contains("own checksum"), "{err:#}");
+        std::fs::write(dir.join("metrics.json"), &text).unwrap();
+        std::fs::write(dir.join("epochs.csv"), "epoch,loss\n1,6.4\n").unwrap();
+        assert!(RunRecord::read(&dir).unwrap_err().to_string().contains("epochs.csv"));
     }
 
     #[test]

@@ -24,6 +24,15 @@ pub enum SweepCommand {
     Run(RunArgs),
     /// Write an sbatch array script running one shard of the grid per array task.
     Slurm(SlurmArgs),
+    /// Seal the grid's finished records written before records carried checksums (before
+    /// 2026-12-07): each must verify against its folder; its metrics are left as they are.
+    Seal(SealArgs),
+}
+
+#[derive(Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub grid: GridArgs,
 }
 
 /// Which runs: the grid, a trial scale, a shard.
@@ -138,6 +147,22 @@ pub fn run(
             Ok(Outcome::Done)
         }
         SweepCommand::Run(a) => sweep_run(a, paths, threads, device, check),
+        SweepCommand::Seal(a) => {
+            let (plan, store) = a.grid.plan()?;
+            let (mut sealed, mut already) = (0, 0);
+            for run in &plan.all {
+                let dir = store.runs_dir().join(&run.run_id);
+                if dir.join("metrics.json").is_file() {
+                    if crate::results::record::RunRecord::seal_legacy(&dir)? {
+                        sealed += 1;
+                    } else {
+                        already += 1;
+                    }
+                }
+            }
+            println!("sealed {sealed} records ({already} were sealed already) in {}", store.runs_dir().display());
+            Ok(Outcome::Done)
+        }
         SweepCommand::Slurm(a) => {
             if a.grid.shard.is_some() {
                 return Err(bad_input("--shard: the script gives every array task its own shard"));

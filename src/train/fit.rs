@@ -590,6 +590,7 @@ fn final_record(
             .reduce(f64::max),
         total_seconds,
         resumed_from: out.segments.clone(),
+        seal: None,
         valid: out.valid.clone(),
         test: out.test.clone(),
         released_selection: test_best_per_metric(&out.epochs),

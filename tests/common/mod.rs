@@ -96,6 +96,7 @@ pub fn hand_record(cfg: &kdsr::config::RunConfig, test: &[(&str, f64)]) -> Strin
         test: metrics,
         released_selection: None,
         resumed_from: Vec::new(),
+        seal: None,
     };
     serde_json::to_string_pretty(&rec).unwrap()
 }
