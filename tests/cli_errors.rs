@@ -127,3 +127,64 @@ fn gate_without_baseline_is_bad_input_and_plan_warns_of_missing_dataset_files() 
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("warning: dataset `seq:/nonexistent/s.txt`: no such file"), "{text}");
 }
+
+/// A resume state edited or damaged, and a run lock whose path is a folder: exit 2 naming the
+/// file, with the way to start over; never a silent resume.
+#[test]
+fn damaged_resume_states_and_lock_folders_are_bad_input() {
+    let d = tempfile::tempdir().unwrap();
+    let data = d.path().join("tiny.txt");
+    let mut f = std::fs::File::create(&data).unwrap();
+    for u in 0..40 {
+        let items: Vec<String> = (0..8).map(|k| format!("{}", 1 + (u * 7 + k * 3) % 30)).collect();
+        writeln!(f, "{} {}", u + 1, items.join(" ")).unwrap();
+    }
+    let runs = d.path().join("grid").join("runs");
+    let dataset = format!("seq:{}", data.display());
+    let train = |extra: &[&str]| {
+        let mut args =
+            vec!["train", "--dataset", &dataset, "--model", "sasrec", "--epochs", "3", "--out", runs.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = common::kdsr_bin().args(&args).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!text.contains("panicked"), "panic: {text}");
+        (out.status.code().unwrap_or(-1), text)
+    };
+    let (code, text) = train(&["--stop-after", "1"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("paused after epoch 1"), "{text}");
+    let run = std::fs::read_dir(&runs).unwrap().flatten().next().unwrap().path();
+    let state = run.join("resume").join("state.json");
+    let original = std::fs::read_to_string(&state).unwrap();
+
+    // Adam's step edited: the state's own checksum.
+    let mut v: serde_json::Value = serde_json::from_str(&original).unwrap();
+    v["adam_step"] = (v["adam_step"].as_i64().unwrap() + 1).into();
+    std::fs::write(&state, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    let (code, text) = train(&[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("state.json") && text.contains("checksum") && text.contains("--force"), "{text}");
+
+    // Bytes of the tensor file changed (it still parses): the checksum state.json holds of it.
+    std::fs::write(&state, &original).unwrap();
+    let tensors = run.join("resume").join(v["tensors"].as_str().unwrap());
+    let mut bytes = std::fs::read(&tensors).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(&tensors, bytes).unwrap();
+    let (code, text) = train(&[]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(v["tensors"].as_str().unwrap()) && text.contains("checksum"), "{text}");
+
+    // Starting over as the message says, with the run's lock path taken by a folder.
+    let lock =
+        d.path().join("grid").join(".locks").join(format!("{}.lock", run.file_name().unwrap().to_string_lossy()));
+    let _ = std::fs::remove_file(&lock);
+    std::fs::create_dir_all(&lock).unwrap();
+    let (code, text) = train(&["--force"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(".lock") && text.contains("is a folder"), "{text}");
+    std::fs::remove_dir(&lock).unwrap();
+    let (code, text) = train(&["--force"]);
+    assert_eq!(code, 0, "{text}");
+}

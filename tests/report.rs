@@ -163,6 +163,48 @@ fn a_record_that_does_not_verify_stops_the_report() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(&format!("{}/metrics.json", ids[4])) && stderr.contains("not of its folder"), "{stderr}");
     assert!(!s.out().join("hand").join("report.md").exists(), "no report from records that do not verify");
+    // `sweep run` stops the same way before training anything, and so does `gate`.
+    let (code, _, stderr) = s.kdsr(&["sweep", "run"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}/metrics.json", ids[4])) && stderr.contains("to train the run again"),
+        "{stderr}"
+    );
+    let base = s.dir.path().join("baseline.toml");
+    let (code, _, stderr) = s.kdsr(&["gate", "--baseline", base.to_str().unwrap(), "--write-baseline"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&format!("{}/metrics.json", ids[4])), "{stderr}");
+}
+
+#[test]
+fn a_sealed_record_edited_or_given_another_epochs_table_is_refused() {
+    let s = Setup::new(GRID);
+    s.write_records(1.0);
+    let (code, stdout, stderr) = s.kdsr(&["sweep", "seal"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("sealed 8 records (0 were sealed already)"), "{stdout}");
+    let (code, stdout, _) = s.kdsr(&["sweep", "seal"]);
+    assert!(code == 0 && stdout.contains("sealed 0 records (8 were sealed already)"), "{stdout}");
+    let (code, _, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 0, "{stderr}");
+    let runs = s.out().join("hand").join("runs");
+    let (a, b) = (&s.runs[0].0, &s.runs[1].0);
+    // A metric edited by hand: the folder checks cannot see it, the seal does.
+    let path = runs.join(a).join("metrics.json");
+    let text = read(&path);
+    std::fs::write(&path, text.replacen("\"hr@20\": 2.0", "\"hr@20\": 2.5", 1)).unwrap();
+    assert_ne!(read(&path), text, "the edit applies");
+    for args in [&["report"][..], &["sweep", "run"][..]] {
+        let (code, _, stderr) = s.kdsr(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(&format!("{a}/metrics.json")) && stderr.contains("own checksum"), "{stderr}");
+    }
+    std::fs::write(&path, &text).unwrap();
+    // Another run's per-epoch table.
+    std::fs::copy(runs.join(b).join("epochs.csv"), runs.join(a).join("epochs.csv")).unwrap();
+    let (code, _, stderr) = s.kdsr(&["report"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains(&format!("{a}/epochs.csv")) && stderr.contains("does not match"), "{stderr}");
 }
 
 #[test]
@@ -277,10 +319,11 @@ fn protocol_bias_and_gradient_share_sections() {
                 .map(|m| (m, EpochValue { value: rec.test.get(m) + bump(m), epoch: 3 }))
                 .collect(),
         );
-        rec.write(&d).unwrap();
+        // The per-epoch table first, then the record that seals it (as training writes them).
         let csv = "epoch,loss,grad_text_ce,grad_text_holistic,grad_text_dissected\n\
                    1,9.0,3.0,1.0,0.0\n2,8.0,2.0,1.0,1.0\n3,7.0,1.0,1.0,2.0\n";
         std::fs::write(d.join("epochs.csv"), csv).unwrap();
+        rec.write(&d).unwrap();
     }
     let (code, stdout, stderr) = s.kdsr(&["report"]);
     assert_eq!(code, 0, "{stdout}{stderr}");

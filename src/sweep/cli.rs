@@ -204,6 +204,20 @@ pub fn run(
     }
 }
 
+/// A record in the grid's folder that does not verify (copied from another run, edited after
+/// the run, a sealed file changed) stops the sweep before anything trains, as it stops
+/// `report` and `gate`: retraining over it would replace the evidence without a word.
+fn refuse_records_that_do_not_verify(plan: &Plan, store: &Store) -> Result<()> {
+    for run in &plan.runs {
+        let dir = store.runs_dir().join(&run.run_id);
+        if dir.join("metrics.json").is_file() {
+            crate::results::record::RunRecord::read(&dir)
+                .map_err(|e| bad_input(format!("{e:#}; remove {} to train the run again", dir.display())))?;
+        }
+    }
+    Ok(())
+}
+
 fn sweep_run(
     a: RunArgs,
     paths: &DataPaths,
@@ -213,6 +227,7 @@ fn sweep_run(
 ) -> Result<Outcome> {
     let (plan, store) = a.grid.plan()?;
     check(&plan)?;
+    refuse_records_that_do_not_verify(&plan, &store)?;
     let pending = plan.runs.iter().filter(|r| store.status(&r.run_id) != RunStatus::Finished).count();
     let mut workers = Workers::choose(threads, a.jobs, a.run_threads, pending)?;
     let costs = estimate_costs(&plan, &a.grid.out, paths);

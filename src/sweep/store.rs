@@ -85,7 +85,7 @@ impl Store {
         let dir = self.runs_dir().join(run_id);
         if dir.join("metrics.json").is_file() {
             // A record that does not verify (copied from another run, edited, truncated) is
-            // not finished: the run is retried and its record replaced.
+            // not finished (`sweep run` refuses to start while one is there).
             return match crate::results::record::RunRecord::read(&dir) {
                 Ok(_) => RunStatus::Finished,
                 Err(e) => RunStatus::Failed(format!("record does not verify: {e:#}")),
