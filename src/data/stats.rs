@@ -54,9 +54,16 @@ pub struct Context {
     pub shortened: usize,
     /// The fewest earlier items a shortened target sees (0 when none is shortened).
     pub shortest: usize,
+    /// Positions one epoch runs the network over (the sum of window lengths), in
+    /// [`Context::MODES`] order: the per-epoch cost of each mode, up to attention's extra
+    /// factor of the window length.
+    pub positions: [usize; 3],
 }
 
 impl Context {
+    /// The modes whose cost [`Context::positions`] counts.
+    pub const MODES: [SampleMode; 3] = [SampleMode::Sequence, SampleMode::FullContext, SampleMode::Prefix];
+
     pub fn of(ds: &Dataset, protocol: Protocol, max_len: usize) -> Self {
         let split = Split::new(&ds.sequences, protocol);
         let mut c = Self {
@@ -67,6 +74,7 @@ impl Context {
             beyond_max_len: 0,
             shortened: 0,
             shortest: 0,
+            positions: Self::MODES.map(|m| train_windows(&split, max_len, m).iter().map(|w| w.len()).sum()),
         };
         for w in train_windows(&split, max_len, SampleMode::Sequence) {
             for k in w.first as usize..w.len() {
@@ -90,18 +98,22 @@ impl Context {
 /// Renders [`Context`] rows as a Markdown table.
 pub fn render_context(rows: &[Context]) -> String {
     let mut out = String::from(
-        "| Dataset | Protocol | Training targets | With > max_len earlier items | Shortened by sequence mode | Fewest items a shortened target sees |\n|---|---|---:|---:|---:|---:|\n",
+        "| Dataset | Protocol | Training targets | With > max_len earlier items | Shortened by sequence mode | Fewest items a shortened target sees | Positions per epoch: sequence | full-context | prefix |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in rows {
+        let ratio = |n: usize| format!("{} ({:.1}x)", thousands(n), n as f64 / c.positions[0].max(1) as f64);
         out += &format!(
-            "| {} | {} | {} | {} | {} ({:.1}%) | {} |\n",
+            "| {} | {} | {} | {} | {} ({:.1}%) | {} | {} | {} | {} |\n",
             c.dataset,
             c.protocol.name(),
             thousands(c.targets),
             thousands(c.beyond_max_len),
             thousands(c.shortened),
             c.shortened_pct(),
-            if c.shortened == 0 { "-".to_string() } else { format!("{} of {}", c.shortest, c.max_len) }
+            if c.shortened == 0 { "-".to_string() } else { format!("{} of {}", c.shortest, c.max_len) },
+            thousands(c.positions[0]),
+            ratio(c.positions[1]),
+            ratio(c.positions[2]),
         );
     }
     out
@@ -221,6 +233,9 @@ mod tests {
         assert_eq!(c.targets, 11);
         assert_eq!(c.beyond_max_len, 7, "q = 5..=11");
         assert_eq!((c.shortened, c.shortest), (3, 3));
+        // Positions: sequence 5 windows of 4; full-context [0,4) and a window of 4 for each of
+        // q 5..=11; prefix min(q, 4) for each q: 1 + 2 + 3 + 4 + 7 * 4.
+        assert_eq!(c.positions, [20, 4 + 7 * 4, 10 + 7 * 4]);
         let prefix_only = Context::of(&ds, Protocol::Released, 50);
         assert_eq!((prefix_only.shortened, prefix_only.beyond_max_len), (0, 0));
     }
