@@ -117,19 +117,57 @@ fn graphs(items: &[u32], b: usize, t: usize) -> Graphs {
     g
 }
 
+/// The width a row of `len` real cells (left-aligned) is computed at: the next of 1, 2, 3, 4,
+/// 6, 8, 12, 16, ... (powers of two and their 1.5x: at most a third of a group is padding), at
+/// most the batch's width `t`.
+fn row_width(len: usize, t: usize) -> usize {
+    let p = len.max(1).next_power_of_two();
+    let w = if p >= 4 && len <= p / 4 * 3 { p / 4 * 3 } else { p };
+    w.min(t)
+}
+
 impl SrGnn {
+    /// The session embeddings [n, D] of `n` rows of `items` [n, w] (left-aligned windows), whose
+    /// graphs are `g` and whose node embeddings are `h` [n, w, D].
+    fn sessions(&self, items: &[u32], g: Graphs, mut h: Tensor) -> Result<Tensor> {
+        let (n, w, _) = h.dims3()?;
+        let dev = h.device().clone();
+        let dev = &dev;
+        let a_in = Tensor::from_vec(g.a_in, (n, w, w), dev)?;
+        let a_out = Tensor::from_vec(g.a_out, (n, w, w), dev)?;
+        for _ in 0..self.step {
+            h = self.cell(&a_in, &a_out, &h)?;
+        }
+        let d = h.dim(2)?;
+        let alias = Tensor::from_vec(g.alias, n * w, dev)?;
+        let seq_hidden = crate::ops::gather_rows(&h.reshape((n * w, d))?, &alias)?.reshape((n, w, d))?;
+        let last: Vec<u32> = g.last.iter().enumerate().map(|(r, &c)| (r * w + c) as u32).collect();
+        let ht = super::select_cells(&seq_hidden, &last)?; // [n, D]
+        let q1 = self.linear_one.forward(&ht)?.unsqueeze(1)?; // [n, 1, D]
+        let q2 = self.linear_two.forward(&seq_hidden)?; // [n, w, D]
+        let alpha = self.linear_three.forward(&candle_nn::ops::sigmoid(&q2.broadcast_add(&q1)?)?)?; // [n, w, 1]
+        let cell_mask = Tensor::from_vec(items.to_vec(), (n, w), dev)?.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let a = seq_hidden.broadcast_mul(&alpha)?.broadcast_mul(&cell_mask)?.sum(1)?; // [n, D]
+        self.linear_transform.forward(&Tensor::cat(&[a, ht], 1)?) // [n, D]
+    }
+
     /// One gated graph step: `h` [B, T, D] -> [B, T, D].
     fn cell(&self, a_in: &Tensor, a_out: &Tensor, h: &Tensor) -> Result<Tensor> {
         let input_in = a_in.matmul(&self.edge_in.forward(h)?)?.broadcast_add(&self.b_iah)?;
         let input_out = a_out.matmul(&self.edge_out.forward(h)?)?.broadcast_add(&self.b_ioh)?;
         let inputs = Tensor::cat(&[input_in, input_out], 2)?; // [B, T, 2D]
-        let gi = Linear::new(self.w_ih.clone(), Some(self.b_ih.clone())).forward(&inputs)?; // [B, T, 3D]
-        let gh = Linear::new(self.w_hh.clone(), Some(self.b_hh.clone())).forward(h)?;
         let d = h.dim(2)?;
-        let part = |x: &Tensor, k: usize| x.narrow(2, k * d, d);
-        let r = candle_nn::ops::sigmoid(&(part(&gi, 0)? + part(&gh, 0)?)?)?;
-        let z = candle_nn::ops::sigmoid(&(part(&gi, 1)? + part(&gh, 1)?)?)?;
-        let n = (part(&gi, 2)? + (r * part(&gh, 2)?)?)?.tanh()?;
+        // The gates' three blocks of W_ih and W_hh (rows k D..(k + 1) D) applied one at a time:
+        // the same products as one [3D]-wide layer, without slicing (and, backward, zero-filling)
+        // activations three times their width.
+        let gate = |w: &Tensor, b: &Tensor, k: usize, x: &Tensor| {
+            Linear::new(w.narrow(0, k * d, d)?, Some(b.narrow(0, k * d, d)?)).forward(x)
+        };
+        let gi = |k| gate(&self.w_ih, &self.b_ih, k, &inputs);
+        let gh = |k| gate(&self.w_hh, &self.b_hh, k, h);
+        let r = candle_nn::ops::sigmoid(&(gi(0)? + gh(0)?)?)?;
+        let z = candle_nn::ops::sigmoid(&(gi(1)? + gh(1)?)?)?;
+        let n = (gi(2)? + (r * gh(2)?)?)?.tanh()?;
         // (1 - z) h + z n = h + z (n - h)
         h + (z * (n - h)?)?
     }
@@ -186,32 +224,51 @@ impl SeqModel for SrGnn {
     }
 
     /// [B, T] (one window per row) -> [B, T, D], the session output at each row's last item.
+    ///
+    /// Rows are independent graphs, so each is computed at the width its own length needs: the
+    /// rows are grouped by [`row_width`] and every group runs as one [n, w] batch (a prefix
+    /// batch of Beauty holds ~6 real cells per row in 50 columns). Within a row this is the
+    /// same graph and the same arithmetic as at width T: cells past its end are padding, whose
+    /// node has a zero embedding and no edges, and never read.
     fn forward(&self, input: &SeqBatch, _side: &Side, _ctx: &mut Ctx) -> Result<Tensor> {
         let (b, t) = input.items.dims2()?;
         let dev = input.items.device();
         let items = input.items.flatten_all()?.to_vec1::<u32>()?;
-        let g = graphs(&items, b, t);
-        let nodes = Tensor::from_vec(g.nodes, (b, t), dev)?;
-        // The padding node's embedding is zero (RecBole's padding_idx).
-        let node_mask = nodes.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?; // [B, T, 1]
-        let mut h = self.item_embedding.forward(&nodes)?.broadcast_mul(&node_mask)?; // [B, T, D]
-        let a_in = Tensor::from_vec(g.a_in, (b, t, t), dev)?;
-        let a_out = Tensor::from_vec(g.a_out, (b, t, t), dev)?;
-        for _ in 0..self.step {
-            h = self.cell(&a_in, &a_out, &h)?;
+        let lens: Vec<usize> =
+            (0..b).map(|r| items[r * t..(r + 1) * t].iter().rposition(|&v| v != 0).map_or(1, |c| c + 1)).collect();
+        let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for (r, &len) in lens.iter().enumerate() {
+            groups.entry(row_width(len, t)).or_default().push(r);
         }
-        let d = h.dim(2)?;
-        let alias = Tensor::from_vec(g.alias, b * t, dev)?;
-        let seq_hidden = crate::ops::gather_rows(&h.reshape((b * t, d))?, &alias)?.reshape((b, t, d))?;
-        let last: Vec<u32> = g.last.iter().enumerate().map(|(r, &c)| (r * t + c) as u32).collect();
-        let ht = super::select_cells(&seq_hidden, &last)?; // [B, D]
-        let q1 = self.linear_one.forward(&ht)?.unsqueeze(1)?; // [B, 1, D]
-        let q2 = self.linear_two.forward(&seq_hidden)?; // [B, T, D]
-        let alpha = self.linear_three.forward(&candle_nn::ops::sigmoid(&q2.broadcast_add(&q1)?)?)?; // [B, T, 1]
-        let cell_mask = input.items.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let a = seq_hidden.broadcast_mul(&alpha)?.broadcast_mul(&cell_mask)?.sum(1)?; // [B, D]
-        let out = self.linear_transform.forward(&Tensor::cat(&[a, ht], 1)?)?; // [B, D]
-        let cells: Vec<Option<usize>> = g.last.iter().map(|&c| Some(c)).collect();
+        let mut position = vec![0u32; b];
+        let mut next = 0;
+        let mut parts = Vec::with_capacity(groups.len());
+        for (&w, rows) in &groups {
+            let sub: Vec<u32> = rows.iter().flat_map(|&r| items[r * t..r * t + w].iter().copied()).collect();
+            let g = graphs(&sub, rows.len(), w);
+            parts.push((sub, g, rows.len(), w));
+            for &r in rows {
+                position[r] = next;
+                next += 1;
+            }
+        }
+        // Every group's node embeddings in one lookup (one scatter into the table's gradient).
+        let all_nodes: Vec<u32> = parts.iter().flat_map(|(_, g, _, _)| g.nodes.iter().copied()).collect();
+        let all_nodes = Tensor::from_vec(all_nodes, parts.iter().map(|p| p.2 * p.3).sum::<usize>(), dev)?;
+        // The padding node's embedding is zero (RecBole's padding_idx).
+        let node_mask = all_nodes.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(1)?;
+        let h0 = self.item_embedding.forward(&all_nodes)?.broadcast_mul(&node_mask)?; // [Σ n w, D]
+        let d = h0.dim(1)?;
+        let mut outs = Vec::with_capacity(parts.len());
+        let mut offset = 0;
+        for (sub, g, n, w) in parts {
+            let h = h0.narrow(0, offset, n * w)?.reshape((n, w, d))?;
+            offset += n * w;
+            outs.push(self.sessions(&sub, g, h)?);
+        }
+        let out = if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 0)? };
+        let out = crate::ops::gather_rows(&out, &Tensor::from_vec(position, b, dev)?)?; // [B, D]
+        let cells: Vec<Option<usize>> = lens.iter().map(|&len| Some(len - 1)).collect();
         super::at_cells(&out, &cells, t)
     }
 
@@ -236,5 +293,15 @@ mod tests {
         assert_eq!((at(&g.a_in, 2, 1), at(&g.a_in, 2, 3), at(&g.a_in, 4, 2)), (0.5, 0.5, 1.0));
         assert_eq!(g.alias, vec![1, 2, 3, 2, 4, 0]);
         assert_eq!(g.last, vec![4]);
+    }
+
+    #[test]
+    fn rows_are_computed_at_the_width_their_length_needs() {
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 25, 33, 50].map(|l| row_width(l, 50)),
+            [1, 2, 3, 4, 6, 6, 8, 12, 12, 16, 32, 48, 50]
+        );
+        assert_eq!(row_width(0, 50), 1, "an empty row is one padding cell");
+        assert_eq!(row_width(7, 6), 6, "never wider than the batch");
     }
 }

@@ -1,7 +1,9 @@
 //! `kdsr bench`: times one training step (forward, cross-entropy over all items, backward,
 //! Adam) of SASRec and GRU4Rec on a real Beauty batch, and one full evaluation, then runs the
 //! PyTorch reference (`bench/torch_ref.py`) on the same batch with the same initial weights
-//! and writes both to a JSON report.
+//! and writes both to a JSON report. `--models` adds the per-model table ([`models`]).
+
+mod models;
 
 use crate::config::TrainConfig;
 use crate::data::batch::{steps, train_batch, train_windows, Batch, BatchUnit, Layout, SampleMode};
@@ -47,6 +49,17 @@ pub struct BenchArgs {
     /// time and the test metrics.
     #[arg(long)]
     converge: bool,
+    /// Also time these models' training steps as a run trains them on full Beauty (comma
+    /// separated; `sasrec` first makes it the ratios' reference), and write the table to
+    /// --models-out.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    models: Vec<ModelKind>,
+    /// Steps timed per model with --models (an epoch's first steps, after one untimed step).
+    #[arg(long, default_value_t = 24, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    model_steps: usize,
+    /// Where --models writes its Markdown table.
+    #[arg(long, default_value = "reports/bench/models.md")]
+    models_out: PathBuf,
 }
 
 /// The batches the step benchmarks time: the reference's padded batch, the first training step
@@ -488,6 +501,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let ds = Dataset::load(&DatasetRef::Named(DatasetId::Beauty), paths)?;
+    if args.models.contains(&ModelKind::Pop) {
+        bail!(crate::error::bad_input("--models: pop has no training step to time"));
+    }
     let split = Split::new(&ds.sequences, crate::data::split::Protocol::Paper);
     let train = TrainConfig::default();
     let mut windows = train_windows(&split, train.max_len, SampleMode::Sequence);
@@ -581,6 +597,28 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     }
     if args.epochs || args.converge {
         report.insert("epochs".into(), bench_epochs(&ds, paths, args.epochs, args.converge)?);
+    }
+    if !args.models.is_empty() {
+        let mut rows = Vec::new();
+        for &kind in &args.models {
+            let r = models::time_model(kind, &ds, paths, args.model_steps)?;
+            eprintln!(
+                "{}: {:.1} ms per step, {:.1} s per epoch ({} steps)",
+                r.name,
+                r.step_ms(),
+                r.epoch_s(),
+                r.steps_per_epoch
+            );
+            rows.push(r);
+        }
+        let names: Vec<&str> = args.models.iter().map(|k| k.name()).collect();
+        let command =
+            format!("kdsr --threads {threads} bench --models {} --model-steps {}", names.join(","), args.model_steps);
+        if let Some(dir) = args.models_out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        crate::io::write_atomic(&args.models_out, models::render(&rows, threads, &command).as_bytes())?;
+        report.insert("models".into(), models::to_json(&rows));
     }
     report.insert("ops".into(), bench_ops(args.reps, ds.n_items, n_targets)?);
     report.insert(
