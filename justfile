@@ -68,10 +68,15 @@ lint:
     cargo fmt --check
     cargo clippy --release --all-targets -- -D warnings
 
-# Time SASRec/GRU4Rec steps (padded, packed, 256 targets) and a full evaluation against PyTorch, then full-Beauty epochs (1 and 2 threads) and SASRec to early stopping; writes reports/bench/latest.json and latest-1thread.json. About 25 minutes.
+# Time SASRec/GRU4Rec steps (padded, packed, 256 targets) and a full evaluation against PyTorch, then full-Beauty epochs (1 and 2 threads) and SASRec to early stopping; writes reports/bench/latest.json and latest-1thread.json; then every model's training step at 1 thread (reports/bench/models.md). About 30 minutes.
 bench: build torch-venv
     {{kdsr}} --threads 2 bench --cdl --epochs --converge --python {{venv}}/bin/python
     {{kdsr}} --threads 1 bench --epochs --python {{venv}}/bin/python --out reports/bench/latest-1thread.json
+    just bench-models
+
+# Every model's training step as a run trains it on full Beauty, 1 thread, beside SASRec's (reports/bench/models.md). A few minutes.
+bench-models: build
+    {{kdsr}} --threads 1 bench --models sasrec,gru4rec,srgnn,mmsrec,sasrm,nova,difsr,trans2d,mmsr,kdsr-rgat --reps 1 --out reports/bench/latest-models.json
 
 # A git-ignored virtual environment with torch and numpy for the PyTorch reference.
 torch-venv:
