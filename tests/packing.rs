@@ -18,7 +18,7 @@ use kdsr::data::{Dataset, DatasetId, DatasetRef};
 use kdsr::modality::Modality;
 use kdsr::model::{Ctx, SeqBatch};
 use kdsr::train::setup::{self, Setup};
-use kdsr::train::step::{batch_loss, step_loss};
+use kdsr::train::step::{batch_loss, by_width, step_loss, whole_batch_loss};
 use kdsr::train::RunOptions;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -180,4 +180,40 @@ fn sasrec_states_at_read_cells_equal_the_full_forward() {
 #[test]
 fn sasrm_states_at_read_cells_equal_the_full_forward() {
     check_read_cells(with_attributes(kdsr::model::ModelKind::Sasrm, 300), 300);
+}
+
+/// A model that is not causal trains each step's prefix samples in groups of rows of similar
+/// length (`batch_loss`): the same loss and gradients as the whole padded batch, for every
+/// such model, and the groups hold far fewer cells.
+#[test]
+fn non_causal_models_train_in_width_groups_with_the_same_step() {
+    use kdsr::model::ModelKind;
+    for kind in [ModelKind::Srgnn, ModelKind::Difsr, ModelKind::Trans2d, ModelKind::Mmsr, ModelKind::KdsrRgat] {
+        let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
+        assert_eq!(cfg.train.sample_mode, SampleMode::Prefix, "{kind:?} trains on prefix samples");
+        let ds = common::slice(DatasetId::Beauty, 300);
+        let split = Split::new(&ds.sequences, cfg.protocol);
+        let opts = RunOptions { device: Device::Cpu, progress: false, paths: common::paths(), stop_after: None };
+        let s = setup::build(&cfg, &ds, &split, &opts).unwrap();
+        let mut windows = train_windows(&split, cfg.train.max_len, cfg.train.sample_mode);
+        windows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
+        let first = steps(&windows, 256, BatchUnit::Targets).swap_remove(0);
+        let batch = train_batch(&ds.sequences, &first, Layout::Padded);
+        let groups = by_width(&batch);
+        let cells: usize = groups.iter().map(|g| g.items.len()).sum();
+        assert!(groups.len() > 2 && cells * 2 < batch.items.len(), "{kind:?}: {} groups, {cells} cells", groups.len());
+        let run = |grouped: bool| {
+            let f = if grouped { batch_loss } else { whole_batch_loss };
+            let (loss, m) = f(&s.model, &batch, &mut Ctx::eval(), &Device::Cpu).unwrap();
+            assert_eq!(m, 256);
+            (loss.to_scalar::<f32>().unwrap(), gradients(&s, &loss))
+        };
+        let ((l_group, g_group), (l_whole, g_whole)) = (run(true), run(false));
+        assert!((l_group - l_whole).abs() <= 1e-5 * l_whole.abs(), "{kind:?} loss: {l_group} vs {l_whole}");
+        for ((name, a), (_, b)) in g_group.iter().zip(&g_whole) {
+            let scale = b.iter().map(|v| v.abs()).fold(0f32, f32::max);
+            let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+            assert!(diff <= 1e-5 * scale.max(1e-3), "{kind:?} {name}: max |grouped - whole| {diff} at scale {scale}");
+        }
+    }
 }

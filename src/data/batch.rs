@@ -42,6 +42,15 @@ pub enum SampleMode {
     Cloze,
 }
 
+/// The width a row of `len` real cells (left-aligned) is computed at: the next of 1, 2, 3, 4,
+/// 6, 8, 12, 16, ... (powers of two and their 1.5x: at most a third of a group is padding), at
+/// most the batch's width `t`.
+pub fn row_width(len: usize, t: usize) -> usize {
+    let p = len.max(1).next_power_of_two();
+    let w = if p >= 4 && len <= p / 4 * 3 { p / 4 * 3 } else { p };
+    w.min(t)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub user: u32,
@@ -564,5 +573,15 @@ mod tests {
                 assert_eq!(b.pos[c as usize], i.pos - 1);
             }
         }
+    }
+
+    #[test]
+    fn rows_are_computed_at_the_width_their_length_needs() {
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 25, 33, 50].map(|l| row_width(l, 50)),
+            [1, 2, 3, 4, 6, 6, 8, 12, 12, 16, 32, 48, 50]
+        );
+        assert_eq!(row_width(0, 50), 1, "an empty row is one padding cell");
+        assert_eq!(row_width(7, 6), 6, "never wider than the batch");
     }
 }

@@ -117,15 +117,6 @@ fn graphs(items: &[u32], b: usize, t: usize) -> Graphs {
     g
 }
 
-/// The width a row of `len` real cells (left-aligned) is computed at: the next of 1, 2, 3, 4,
-/// 6, 8, 12, 16, ... (powers of two and their 1.5x: at most a third of a group is padding), at
-/// most the batch's width `t`.
-fn row_width(len: usize, t: usize) -> usize {
-    let p = len.max(1).next_power_of_two();
-    let w = if p >= 4 && len <= p / 4 * 3 { p / 4 * 3 } else { p };
-    w.min(t)
-}
-
 impl SrGnn {
     /// The session embeddings [n, D] of `n` rows of `items` [n, w] (left-aligned windows), whose
     /// graphs are `g` and whose node embeddings are `h` [n, w, D].
@@ -226,7 +217,7 @@ impl SeqModel for SrGnn {
     /// [B, T] (one window per row) -> [B, T, D], the session output at each row's last item.
     ///
     /// Rows are independent graphs, so each is computed at the width its own length needs: the
-    /// rows are grouped by [`row_width`] and every group runs as one [n, w] batch (a prefix
+    /// rows are grouped by [`crate::data::batch::row_width`] and every group runs as one [n, w] batch (a prefix
     /// batch of Beauty holds ~6 real cells per row in 50 columns). Within a row this is the
     /// same graph and the same arithmetic as at width T: cells past its end are padding, whose
     /// node has a zero embedding and no edges, and never read.
@@ -238,7 +229,7 @@ impl SeqModel for SrGnn {
             (0..b).map(|r| items[r * t..(r + 1) * t].iter().rposition(|&v| v != 0).map_or(1, |c| c + 1)).collect();
         let mut groups: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
         for (r, &len) in lens.iter().enumerate() {
-            groups.entry(row_width(len, t)).or_default().push(r);
+            groups.entry(crate::data::batch::row_width(len, t)).or_default().push(r);
         }
         let mut position = vec![0u32; b];
         let mut next = 0;
@@ -293,15 +284,5 @@ mod tests {
         assert_eq!((at(&g.a_in, 2, 1), at(&g.a_in, 2, 3), at(&g.a_in, 4, 2)), (0.5, 0.5, 1.0));
         assert_eq!(g.alias, vec![1, 2, 3, 2, 4, 0]);
         assert_eq!(g.last, vec![4]);
-    }
-
-    #[test]
-    fn rows_are_computed_at_the_width_their_length_needs() {
-        assert_eq!(
-            [1, 2, 3, 4, 5, 6, 7, 9, 12, 13, 25, 33, 50].map(|l| row_width(l, 50)),
-            [1, 2, 3, 4, 6, 6, 8, 12, 12, 16, 32, 48, 50]
-        );
-        assert_eq!(row_width(0, 50), 1, "an empty row is one padding cell");
-        assert_eq!(row_width(7, 6), 6, "never wider than the batch");
     }
 }
