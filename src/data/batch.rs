@@ -51,6 +51,19 @@ pub fn row_width(len: usize, t: usize) -> usize {
     w.min(t)
 }
 
+/// The width a training step runs a prefix row of `len` real cells at, grouping rows of similar
+/// length (`train::step::by_width`): 8, 16 or the batch's width `t`. Coarser than
+/// [`row_width`]: every group is a separate forward pass, whose lookups each add a whole
+/// table's gradient.
+pub fn group_width(len: usize, t: usize) -> usize {
+    let w = match len {
+        0..=8 => 8,
+        9..=16 => 16,
+        _ => t,
+    };
+    w.min(t)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub user: u32,
@@ -583,5 +596,7 @@ mod tests {
         );
         assert_eq!(row_width(0, 50), 1, "an empty row is one padding cell");
         assert_eq!(row_width(7, 6), 6, "never wider than the batch");
+        assert_eq!([1, 8, 9, 16, 17, 50].map(|l| group_width(l, 50)), [8, 8, 16, 16, 50, 50]);
+        assert_eq!(group_width(3, 5), 5);
     }
 }

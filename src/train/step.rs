@@ -73,7 +73,7 @@ pub fn whole_batch_loss(model: &Recommender, batch: &Batch, ctx: &mut Ctx, devic
 }
 
 /// The rows of a padded batch of one left-aligned sequence per row, grouped by the width their
-/// length needs ([`crate::data::batch::row_width`]), each group a batch of that width; empty
+/// length needs ([`crate::data::batch::group_width`]), each group a batch of that width; empty
 /// for a packed or cloze batch (rows holding several sequences, or masked cells).
 pub fn by_width(batch: &Batch) -> Vec<Batch> {
     let (b, t) = (batch.rows, batch.width);
@@ -87,7 +87,7 @@ pub fn by_width(batch: &Batch) -> Vec<Batch> {
         if row[..len].contains(&0) || batch.pos[r * t] != 0 {
             return Vec::new();
         }
-        groups.entry(crate::data::batch::row_width(len, t)).or_default().push(r);
+        groups.entry(crate::data::batch::group_width(len, t)).or_default().push(r);
     }
     let cells = |v: &[u32], rows: &[usize], w: usize| -> Vec<u32> {
         rows.iter().flat_map(|&r| v[r * t..r * t + w].iter().copied()).collect()
