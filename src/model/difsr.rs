@@ -180,6 +180,7 @@ impl SeqModel for DifSr {
             clusters: None,
             item_tower: false,
             cloze: false,
+            own_row_groups: false,
         }
     }
 

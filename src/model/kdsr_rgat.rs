@@ -211,6 +211,7 @@ impl SeqModel for KdsrRgat {
             clusters: None,
             item_tower: false,
             cloze: false,
+            own_row_groups: false,
         }
     }
 

@@ -90,6 +90,7 @@ impl SeqModel for Nova {
             clusters: None,
             item_tower: false,
             cloze: false,
+            own_row_groups: false,
         }
     }
 

@@ -75,6 +75,10 @@ pub struct Traits {
     /// returns a state at every cell, so it can train on masked items
     /// (`train.sample_mode = "cloze"`).
     pub cloze: bool,
+    /// Computes each row of a padded prefix batch at the width its own length needs, so the
+    /// training step runs the batch whole instead of in groups of rows
+    /// (`crate::train::step::by_width`).
+    pub own_row_groups: bool,
 }
 
 /// The k-means clustering of each modality's autoencoder codes that a backbone asks for.
@@ -109,6 +113,7 @@ impl Traits {
             clusters: None,
             item_tower: false,
             cloze: false,
+            own_row_groups: false,
         }
     }
 
@@ -121,6 +126,7 @@ impl Traits {
         clusters: None,
         item_tower: false,
         cloze: false,
+        own_row_groups: false,
     };
 }
 

@@ -27,6 +27,7 @@ impl SeqModel for Sasrm {
             clusters: None,
             item_tower: false,
             cloze: false,
+            own_row_groups: false,
         }
     }
 

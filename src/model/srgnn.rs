@@ -176,6 +176,7 @@ impl SeqModel for SrGnn {
             clusters: None,
             item_tower: false,
             cloze: false,
+            own_row_groups: true,
         }
     }
 

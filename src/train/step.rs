@@ -52,7 +52,8 @@ pub fn step_loss(
 /// the width its longest row needs. Rows do not interact, so the loss and gradients are those
 /// of the whole batch up to float rounding (and the order of dropout draws).
 pub fn batch_loss(model: &Recommender, batch: &Batch, ctx: &mut Ctx, device: &Device) -> Result<(Tensor, usize)> {
-    let groups = if model.backbone.traits.causal { Vec::new() } else { by_width(batch) };
+    let traits = model.backbone.traits;
+    let groups = if traits.causal || traits.own_row_groups { Vec::new() } else { by_width(batch) };
     if groups.len() <= 1 {
         return whole_batch_loss(model, batch, ctx, device);
     }

@@ -334,6 +334,7 @@ impl SeqModel for Mmsr {
             clusters,
             item_tower: false,
             cloze: false,
+            own_row_groups: false,
         }
     }
 
