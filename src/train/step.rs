@@ -48,8 +48,8 @@ pub fn step_loss(
 /// loss, if any); returns (loss, targets).
 ///
 /// A model that is not causal trains on prefix samples, one per row padded to the batch's
-/// longest: its rows are run in groups of similar length instead ([`by_width`]), each group at
-/// the width its longest row needs. Rows do not interact, so the loss and gradients are those
+/// longest: its rows are run in groups of similar length instead ([`by_width`]: widths 8, 16
+/// and the batch's). Rows do not interact, so the loss and gradients are those
 /// of the whole batch up to float rounding (and the order of dropout draws).
 pub fn batch_loss(model: &Recommender, batch: &Batch, ctx: &mut Ctx, device: &Device) -> Result<(Tensor, usize)> {
     let traits = model.backbone.traits;
