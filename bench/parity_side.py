@@ -11,6 +11,15 @@ kdsr's parity tests (tests/parity_side.rs reads the fixture this script writes).
   wide.
 - NOVA: the paper's equations (no official code), causal: Q, K from the gated fusion of the
   layer input with the position and side streams, V from the layer input only.
+- NOVA, cloze variant (`model.variant = "cloze"`, BERT4Rec-style as the NOVA paper trains it):
+  the same layers with a bidirectional mask over the real cells (padding keys masked), a mask
+  embedding `mask_embedding` [1, D] in place of the item embedding at a masked cell, zero side
+  streams there, positions `arange(W)` from a table of MAX_LEN + 1 rows. Two batches:
+  `nova_cloze` appends the mask after each row's items (as BERT4Rec predicts) and reads it
+  (the state is reported at the row's last real cell, where kdsr places it; the other cells'
+  entries are the states of the items themselves); `nova_cloze_masked` is a masked-item batch
+  (CLOZE_ITEMS with CLOZE_MASKED: a masked cell reads the mask, a cell replaced by a random
+  item reads that item) whose loss is the mean cross-entropy over the target cells.
 
 Every parameter p (sorted by name), element j: 0.5 * sin(0.37 * (j + 1) + 1.3 * p). The side
 stream m, cell (b, t), element k: 0.2 * cos(0.11 * (k + 1) + 0.7 * m + 0.3 * (b * T + t)) at real
@@ -30,6 +39,11 @@ torch.set_default_dtype(torch.float64)
 N_ITEMS, D, H, INNER, LAYERS, STREAMS, ATTRS, MAX_LEN = 10, 8, 2, 16, 2, 2, 4, 6
 ITEMS = [[3, 1, 4, 1, 5, 0], [9, 2, 6, 0, 0, 0]]
 TARGETS = [7, 8]
+# A masked-item batch from ITEMS: cell (0, 2) replaced by a random item (7), masked cells read
+# the mask embedding; targets are the cells' original items.
+CLOZE_ITEMS = [[3, 1, 7, 1, 5, 0], [9, 2, 6, 0, 0, 0]]
+CLOZE_MASKED = [[0, 1, 0, 0, 1, 0], [1, 0, 0, 0, 0, 0]]
+CLOZE_TARGETS = [[0, 1, 4, 0, 5, 0], [9, 0, 6, 0, 0, 0]]
 LAMBDA = 10.0
 EPS = 1e-12
 # Weights large enough that the attention scores, and so the gate, are far from uniform.
@@ -197,6 +211,85 @@ def nova_forward(P, items, side):
     return r
 
 
+def nova_cloze_shapes():
+    s = nova_shapes()
+    s["position_embedding.weight"] = (MAX_LEN + 1, D)
+    s["mask_embedding"] = (1, D)
+    return s
+
+
+def nova_bidirectional(P, x, side, valid):
+    """x: [B, W, D] input embeddings, side: STREAMS x [B, W, D], valid: [B, W] real keys."""
+    b, w, _ = x.shape
+    r = layer_norm(P, "LayerNorm", x)
+    pos = P["position_embedding.weight"][torch.arange(w)].unsqueeze(0).expand(b, w, D)
+    mask = ((1.0 - valid.double()) * -1e9).view(b, 1, 1, w)
+    dh = D // H
+    for l in range(LAYERS):
+        pre = f"trm_encoder.layer.{l}"
+        att = pre + ".multi_head_attention"
+        feats = torch.stack([r, pos] + list(side), dim=2)
+        g = torch.sigmoid(feats @ P[pre + ".fusion.gate.weight"].T)
+        fused = (feats * g).sum(dim=2)
+        q, k = split(linear(P, f"{att}.query", fused)), split(linear(P, f"{att}.key", fused))
+        v = split(linear(P, f"{att}.value", r))
+        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + mask, dim=-1)
+        x = layer_norm(P, f"{att}.LayerNorm", linear(P, f"{att}.dense", merge(probs @ v)) + r)
+        r = feed_forward(P, pre + ".feed_forward", x)
+    return r
+
+
+def nova_cloze_forward(P, items, side):
+    """Each row's items, then the mask; the mask's state replaces the last real cell's."""
+    lens = [sum(1 for i in row if i) for row in items]
+    b, w = len(items), max(lens) + 1
+    x, valid = torch.zeros(b, w, D), torch.zeros(b, w, dtype=torch.bool)
+    s = torch.zeros(STREAMS, b, w, D)
+    for r in range(b):
+        for c in range(lens[r]):
+            x[r, c] = P["item_embedding.weight"][items[r][c]]
+            s[:, r, c] = side[:, r, c]
+        x[r, lens[r]] = P["mask_embedding"][0]
+        valid[r, : lens[r] + 1] = True
+    h = nova_bidirectional(P, x, s, valid)
+    out = h[:, : len(items[0])].clone()
+    for r in range(b):
+        out[r, lens[r] - 1] = h[r, lens[r]]
+    return out
+
+
+def run_nova_masked():
+    P = fill(nova_cloze_shapes())
+    side = streams(ITEMS)
+    b, t = len(CLOZE_ITEMS), len(CLOZE_ITEMS[0])
+    x, valid = torch.zeros(b, t, D), torch.zeros(b, t, dtype=torch.bool)
+    s = side.clone()
+    for r in range(b):
+        for c in range(t):
+            if CLOZE_ITEMS[r][c] == 0:
+                continue
+            valid[r, c] = True
+            if CLOZE_MASKED[r][c]:
+                x[r, c] = P["mask_embedding"][0]
+                s[:, r, c] = 0.0
+            else:
+                x[r, c] = P["item_embedding.weight"][CLOZE_ITEMS[r][c]]
+    h = nova_bidirectional(P, x, s, valid)
+    cells = [(r, c) for r in range(b) for c in range(t) if CLOZE_TARGETS[r][c]]
+    states = torch.stack([h[r, c] for r, c in cells])
+    targets = torch.tensor([CLOZE_TARGETS[r][c] for r, c in cells])
+    loss = F.cross_entropy(states @ P["item_embedding.weight"][1:].T, targets - 1)
+    loss.backward()
+    return {
+        "items": CLOZE_ITEMS,
+        "masked": CLOZE_MASKED,
+        "targets": CLOZE_TARGETS,
+        "hidden": [h[r, c].tolist() for r in range(b) for c in range(t) if CLOZE_ITEMS[r][c]],
+        "loss": loss.item(),
+        "grads": {n: p.grad.flatten().tolist() for n, p in P.items()},
+    }
+
+
 def run(shapes, forward, aux):
     P = fill(shapes)
     side = streams(ITEMS)
@@ -224,6 +317,8 @@ if __name__ == "__main__":
         "labels": labels().flatten().tolist(),
         "difsr": run(difsr_shapes(), difsr_forward, difsr_aux),
         "nova": run(nova_shapes(), nova_forward, None),
+        "nova_cloze": run(nova_cloze_shapes(), nova_cloze_forward, None),
+        "nova_cloze_masked": run_nova_masked(),
         "torch": torch.__version__,
     }
     with open(sys.argv[1], "w") as f:

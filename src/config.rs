@@ -206,6 +206,25 @@ impl RunConfig {
         }
     }
 
+    /// After a model setting that changed whether the model is causal or trains on masked
+    /// items (`model.variant = "cloze"` for nova): the sample settings [`RunConfig::set_model`]
+    /// gives a model with the new traits, so one `--set` switches the variant.
+    fn follow_traits(&mut self, before: Option<crate::model::Traits>) {
+        let (Some(before), Some(after)) = (before, self.model.traits()) else { return };
+        if (before.causal, before.cloze) == (after.causal, after.cloze) {
+            return;
+        }
+        let d = TrainConfig::default();
+        let t = &mut self.train;
+        (t.sample_mode, t.batch_unit, t.pack) = if after.cloze {
+            (SampleMode::Cloze, BatchUnit::Sequences, false)
+        } else if !after.causal {
+            (SampleMode::Prefix, d.batch_unit, false)
+        } else {
+            (d.sample_mode, d.batch_unit, d.pack)
+        };
+    }
+
     /// The modality settings the paper uses on this dataset: text and attributes, (α, β) =
     /// (1, 0.5) on Amazon and (0.5, 0.1) on ML-1M.
     pub fn default_modality(&self) -> ModalityConfig {
@@ -325,7 +344,7 @@ impl RunConfig {
             if t.sample_mode == SampleMode::Cloze {
                 if !traits.cloze {
                     return Err(format!(
-                        "model {name} has no mask token: train.sample_mode = \"cloze\" (masked-item training) is for mmsrec"
+                        "model {name} (with these settings) has no mask token: train.sample_mode = \"cloze\" (masked-item training) is for mmsrec and for nova with model.variant = \"cloze\""
                     ));
                 }
                 if t.batch_unit != BatchUnit::Sequences || t.pack {
@@ -437,9 +456,12 @@ impl RunConfig {
         if !set_path(&mut table, key, value) {
             return Err(format!("{key}: not a setting (a part of the key is not a table)"));
         }
-        let cfg: Self = toml::Value::Table(table)
+        let mut cfg: Self = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| format!("{key}: {}", e.message().trim_end()))?;
+        if key.starts_with("model.") {
+            cfg.follow_traits(self.model.traits());
+        }
         cfg.validate().map_err(|e| format!("{key}: {e}"))?;
         Ok(cfg)
     }
@@ -512,6 +534,21 @@ mod tests {
         Preset::Paper.apply(&mut paper);
         assert_eq!((paper.train.batch_size, paper.train.batch_unit), (512, BatchUnit::Targets));
         assert!(matches!(paper.model, ModelSpec::Gru4rec(ref c) if c.embedding == 128));
+    }
+
+    #[test]
+    fn one_setting_switches_nova_to_cloze_training_and_back() {
+        let causal = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Nova, 2023);
+        assert!(!causal.to_toml().contains("variant"), "the default variant stays out of run files");
+        let cloze = causal.with_setting("model.variant", "\"cloze\"").unwrap();
+        let t = &cloze.train;
+        assert_eq!((t.sample_mode, t.batch_unit, t.pack), (SampleMode::Cloze, BatchUnit::Sequences, false));
+        assert!(cloze.to_toml().contains("variant = \"cloze\"") && cloze.run_id() != causal.run_id());
+        assert_eq!(cloze.with_setting("model.variant", "\"causal\"").unwrap(), causal);
+        // Prefix samples train the cloze variant too; sequence samples do not (not causal).
+        assert!(cloze.with_setting("train.sample_mode", "\"prefix\"").is_ok());
+        assert!(cloze.with_setting("train.sample_mode", "\"sequence\"").unwrap_err().contains("not causal"));
+        assert!(causal.with_setting("train.sample_mode", "\"cloze\"").unwrap_err().contains("model.variant"));
     }
 
     #[test]

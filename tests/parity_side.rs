@@ -2,6 +2,9 @@
 //! their reference forward passes: same weights, same items and side streams; hidden states,
 //! loss (cross-entropy + DIF-SR's attribute loss) and every parameter's gradient.
 //!
+//! NOVA also in its cloze variant: at the mask appended after a history, and on a masked-item
+//! batch.
+//!
 //! The fixture tests/fixtures/parity_side.json is written by `bench/parity_side.py` (torch
 //! 2.15.0, float64); see that script for the weights' pattern and what is transcribed.
 
@@ -10,7 +13,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::{assert_close as close, floats};
 use kdsr::model::params::ParamStore;
-use kdsr::model::{difsr::DifSrConfig, nova::NovaConfig};
+use kdsr::model::{difsr::DifSrConfig, nova::NovaConfig, nova::Variant};
 use kdsr::model::{Backbone, Ctx, Dims, ModelSpec, SeqBatch, Side};
 
 const N_ITEMS: usize = 10;
@@ -106,4 +109,65 @@ fn difsr_matches_reference_forward_loss_and_gradients() {
 fn nova_matches_reference_forward_loss_and_gradients() {
     let cfg = NovaConfig { hidden: D, n_layers: 2, n_heads: 2, inner: 16, ..Default::default() };
     check(ModelSpec::Nova(cfg), "nova", 6);
+}
+
+#[test]
+fn nova_cloze_matches_reference_at_the_appended_mask() {
+    let cfg =
+        NovaConfig { hidden: D, n_layers: 2, n_heads: 2, inner: 16, variant: Variant::Cloze, ..Default::default() };
+    check(ModelSpec::Nova(cfg), "nova_cloze", 6);
+}
+
+/// A masked-item batch: the mask embedding at masked cells (their side streams zeroed), a
+/// random item where the draw replaced one, bidirectional attention; states at every real
+/// cell, the mean cross-entropy over the target cells, every gradient.
+#[test]
+fn nova_cloze_matches_reference_on_a_masked_item_batch() {
+    let fx = common::fixture("parity_side.json");
+    let want = &fx["nova_cloze_masked"];
+    let dev = Device::Cpu;
+    let cfg =
+        NovaConfig { hidden: D, n_layers: 2, n_heads: 2, inner: 16, variant: Variant::Cloze, ..Default::default() };
+    let dims =
+        Dims { n_items: N_ITEMS, max_len: MAX_LEN, streams: STREAMS, attribute_labels: None, clusters: Vec::new() };
+    let params = ParamStore::new(0);
+    let model = Backbone::new(&ModelSpec::Nova(cfg), &dims, params.var_builder(&dev)).unwrap().unwrap();
+    let grads_want = want["grads"].as_object().unwrap();
+    common::fill_pattern(&params, 0.5, &grads_want.keys().map(String::as_str).collect::<Vec<_>>());
+    let rows = |key: &str| -> Vec<Vec<u32>> {
+        want[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect())
+            .collect()
+    };
+    let (items, masked, targets) = (rows("items"), rows("masked"), rows("targets"));
+    let (b, t) = (items.len(), items[0].len());
+    let mut batch = SeqBatch::left_aligned(Tensor::new(items.clone(), &dev).unwrap()).unwrap();
+    batch.masked = masked.iter().flatten().map(|&m| m == 1).collect();
+    let streams = Tensor::from_vec(floats(&fx["streams"]), (STREAMS, b, t, D), &dev).unwrap();
+    let side = Side { summed: None, streams: (0..STREAMS).map(|m| streams.get(m).unwrap()).collect() };
+    let h = model.forward(&batch, &side, &mut Ctx::eval()).unwrap(); // [B, T, D]
+
+    let real: Vec<u32> = (0..b * t).filter(|&c| items[c / t][c % t] != 0).map(|c| c as u32).collect();
+    let flat = h.reshape((b * t, D)).unwrap();
+    let got = flat.index_select(&Tensor::new(real, &dev).unwrap(), 0).unwrap().flatten_all().unwrap();
+    let hidden_want: Vec<f32> = want["hidden"].as_array().unwrap().iter().flat_map(floats).collect();
+    close(&got.to_vec1::<f32>().unwrap(), &hidden_want, "nova_cloze_masked hidden");
+
+    let cells: Vec<u32> = (0..b * t).filter(|&c| targets[c / t][c % t] != 0).map(|c| c as u32).collect();
+    let zero_based: Vec<u32> = cells.iter().map(|&c| targets[c as usize / t][c as usize % t] - 1).collect();
+    let states = flat.index_select(&Tensor::new(cells, &dev).unwrap(), 0).unwrap();
+    let loss =
+        kdsr::ops::catalogue_cross_entropy(&states, &model.candidates(&[], &mut Ctx::eval()).unwrap(), &zero_based)
+            .unwrap();
+    let got = loss.to_dtype(DType::F32).unwrap().to_scalar::<f32>().unwrap();
+    close(&[got], &[want["loss"].as_f64().unwrap() as f32], "nova_cloze_masked loss");
+    let grads = loss.backward().unwrap();
+    for (name, var) in &params.vars() {
+        let w = floats(&grads_want[name]);
+        let g = grads.get(var.as_tensor()).map(|g| g.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        close(&g.unwrap_or_else(|| vec![0.0; w.len()]), &w, &format!("nova_cloze_masked grad {name}"));
+    }
 }
