@@ -9,6 +9,11 @@ kdsr's parity tests (tests/parity_side.rs reads the fixture this script writes).
   carry zero streams and a zero item vector (`padding_idx=0`), positions are `arange(T)`, the
   attention mask is RecBole's (key padding + causal, additive -10000), rows are `max_len`
   wide.
+- DIF-SR, categorical side information (`model.side = "categorical"`, the reference's): one
+  stream, the sum over each item's attributes (labels()) of the rows of the attribute table
+  `feature_embed_layer_list.0.token_seq_embedding` [ATTRS, D], which the reference never
+  trains (a plain dict inside RecBole's ContextSeqEmbAbstractLayer): detached here, its
+  gradient reported as zeros.
 - NOVA: the paper's equations (no official code), causal: Q, K from the gated fusion of the
   layer input with the position and side streams, V from the layer input only.
 - NOVA, cloze variant (`model.variant = "cloze"`, BERT4Rec-style as the NOVA paper trains it):
@@ -136,11 +141,14 @@ def base_shapes():
     }
 
 
-def difsr_shapes():
+ATTRIBUTE_TABLE = "feature_embed_layer_list.0.token_seq_embedding"
+
+
+def difsr_shapes(streams=STREAMS):
     s = base_shapes()
     for l in range(LAYERS):
         pre = f"trm_encoder.layer.{l}"
-        extra = ["query_p", "key_p"] + [f"{n}.{m}" for n in ["query_layers", "key_layers"] for m in range(STREAMS)]
+        extra = ["query_p", "key_p"] + [f"{n}.{m}" for n in ["query_layers", "key_layers"] for m in range(streams)]
         s.update(block_shapes(pre, extra))
         fl = pre + ".multi_head_attention.fusion_layer.projection"
         s[fl + ".0.weight"], s[fl + ".0.bias"] = (MAX_LEN, MAX_LEN), (MAX_LEN,)
@@ -160,7 +168,7 @@ def difsr_forward(P, items, side):
     for l in range(LAYERS):
         att = f"trm_encoder.layer.{l}.multi_head_attention"
         sc = lambda q, k, inp: split(linear(P, f"{att}.{q}", inp)) @ split(linear(P, f"{att}.{k}", inp)).transpose(-1, -2)
-        table = [sc(f"query_layers.{m}", f"key_layers.{m}", side[m]).unsqueeze(-2) for m in range(STREAMS)]
+        table = [sc(f"query_layers.{m}", f"key_layers.{m}", side[m]).unsqueeze(-2) for m in range(len(side))]
         table.append(sc("query", "key", x).unsqueeze(-2))
         table.append(sc("query_p", "key_p", pos).unsqueeze(-2))
         stack = torch.cat(table, dim=-2)  # [B, H, T, K, T]
@@ -173,6 +181,19 @@ def difsr_forward(P, items, side):
         x = layer_norm(P, f"{att}.LayerNorm", linear(P, f"{att}.dense", ctx) + x)
         x = feed_forward(P, f"trm_encoder.layer.{l}.feed_forward", x)
     return x
+
+
+def difsr_categorical_shapes():
+    s = difsr_shapes(1)
+    s[ATTRIBUTE_TABLE] = (ATTRS, D)
+    return s
+
+
+def difsr_categorical_forward(P, items, _side):
+    """The attribute stream: per cell, the sum of the (untrained) table rows of its item's attributes."""
+    it = torch.tensor(items)
+    stream = labels()[it] @ P[ATTRIBUTE_TABLE].detach()  # [B, T, D]; row 0 (padding) has none
+    return difsr_forward(P, items, stream.unsqueeze(0))
 
 
 def difsr_aux(P, h, targets):
@@ -190,17 +211,14 @@ def nova_shapes():
     return s
 
 
-def nova_forward(P, items, side):
-    it = torch.tensor(items)
-    b, t = it.shape
-    r = layer_norm(P, "LayerNorm", P["item_embedding.weight"][it])
-    pos = P["position_embedding.weight"][torch.arange(t)].unsqueeze(0).expand(b, t, D)
-    mask = recbole_mask(items)
+def nova_layers(P, r, pos, side, mask):
+    """NOVA's layers over r [B, T, D] (after the input LayerNorm), positions and side streams
+    [B, T, D] each, an additive attention mask [B, 1, T, T] or [B, 1, 1, T]."""
     dh = D // H
     for l in range(LAYERS):
         pre = f"trm_encoder.layer.{l}"
         att = pre + ".multi_head_attention"
-        feats = torch.stack([r, pos] + [side[m] for m in range(STREAMS)], dim=2)  # [B, T, k, D]
+        feats = torch.stack([r, pos] + list(side), dim=2)  # [B, T, k, D]
         g = torch.sigmoid(feats @ P[pre + ".fusion.gate.weight"].T)  # [B, T, k, 1]
         fused = (feats * g).sum(dim=2)
         q, k = split(linear(P, f"{att}.query", fused)), split(linear(P, f"{att}.key", fused))
@@ -209,6 +227,14 @@ def nova_forward(P, items, side):
         x = layer_norm(P, f"{att}.LayerNorm", linear(P, f"{att}.dense", merge(probs @ v)) + r)
         r = feed_forward(P, pre + ".feed_forward", x)
     return r
+
+
+def nova_forward(P, items, side):
+    it = torch.tensor(items)
+    b, t = it.shape
+    r = layer_norm(P, "LayerNorm", P["item_embedding.weight"][it])
+    pos = P["position_embedding.weight"][torch.arange(t)].unsqueeze(0).expand(b, t, D)
+    return nova_layers(P, r, pos, side, recbole_mask(items))
 
 
 def nova_cloze_shapes():
@@ -221,22 +247,9 @@ def nova_cloze_shapes():
 def nova_bidirectional(P, x, side, valid):
     """x: [B, W, D] input embeddings, side: STREAMS x [B, W, D], valid: [B, W] real keys."""
     b, w, _ = x.shape
-    r = layer_norm(P, "LayerNorm", x)
     pos = P["position_embedding.weight"][torch.arange(w)].unsqueeze(0).expand(b, w, D)
     mask = ((1.0 - valid.double()) * -1e9).view(b, 1, 1, w)
-    dh = D // H
-    for l in range(LAYERS):
-        pre = f"trm_encoder.layer.{l}"
-        att = pre + ".multi_head_attention"
-        feats = torch.stack([r, pos] + list(side), dim=2)
-        g = torch.sigmoid(feats @ P[pre + ".fusion.gate.weight"].T)
-        fused = (feats * g).sum(dim=2)
-        q, k = split(linear(P, f"{att}.query", fused)), split(linear(P, f"{att}.key", fused))
-        v = split(linear(P, f"{att}.value", r))
-        probs = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh) + mask, dim=-1)
-        x = layer_norm(P, f"{att}.LayerNorm", linear(P, f"{att}.dense", merge(probs @ v)) + r)
-        r = feed_forward(P, pre + ".feed_forward", x)
-    return r
+    return nova_layers(P, layer_norm(P, "LayerNorm", x), pos, side, mask)
 
 
 def nova_cloze_forward(P, items, side):
@@ -305,7 +318,7 @@ def run(shapes, forward, aux):
     return {
         "hidden": real,
         "loss": loss.item(),
-        "grads": {n: p.grad.flatten().tolist() for n, p in P.items()},
+        "grads": {n: (p.grad if p.grad is not None else torch.zeros_like(p)).flatten().tolist() for n, p in P.items()},
     }
 
 
@@ -316,6 +329,7 @@ if __name__ == "__main__":
         "streams": streams(ITEMS).flatten().tolist(),
         "labels": labels().flatten().tolist(),
         "difsr": run(difsr_shapes(), difsr_forward, difsr_aux),
+        "difsr_categorical": run(difsr_categorical_shapes(), difsr_categorical_forward, difsr_aux),
         "nova": run(nova_shapes(), nova_forward, None),
         "nova_cloze": run(nova_cloze_shapes(), nova_cloze_forward, None),
         "nova_cloze_masked": run_nova_masked(),

@@ -206,11 +206,19 @@ impl RunConfig {
         }
     }
 
-    /// After a model setting that changed whether the model is causal or trains on masked
-    /// items (`model.variant = "cloze"` for nova): the sample settings [`RunConfig::set_model`]
-    /// gives a model with the new traits, so one `--set` switches the variant.
+    /// After a model setting that changed the model's traits (`model.variant = "cloze"` for
+    /// nova, `model.side = "categorical"` for difsr): the sample settings and modality mode
+    /// [`RunConfig::set_model`] gives a model with the new traits, so one `--set` switches the
+    /// variant. A modality mode the run chose itself (not the old default) stays.
     fn follow_traits(&mut self, before: Option<crate::model::Traits>) {
         let (Some(before), Some(after)) = (before, self.model.traits()) else { return };
+        if let (Some(mc), Some(old), Some(new)) =
+            (self.modality.as_mut(), before.modality.default_mode(), after.modality.default_mode())
+        {
+            if mc.mode == old {
+                mc.mode = new;
+            }
+        }
         if (before.causal, before.cloze) == (after.causal, after.cloze) {
             return;
         }
@@ -304,7 +312,10 @@ impl RunConfig {
         let name = self.model.kind().name();
         if let Some(traits) = self.model.traits() {
             match (traits.modality, &self.modality) {
-                (ModalityUse::Required(_) | ModalityUse::Frozen | ModalityUse::Codes, None) => {
+                (
+                    ModalityUse::Required(_) | ModalityUse::Frozen | ModalityUse::Codes | ModalityUse::Attributes,
+                    None,
+                ) => {
                     return Err(format!(
                         "model {name} needs modality embeddings: add [modality] (e.g. modality.modalities = [\"text\", \"attributes\"])"
                     ));
@@ -323,6 +334,11 @@ impl RunConfig {
                         if name == "mmsr" { ", or model.modality_nodes = \"items\" for tuned tables or CDL (KDSR on MMSR)" } else { "" }
                     ));
                 }
+                (ModalityUse::Attributes, Some(mc)) if mc.mode != crate::model::ModalityMode::Frozen => {
+                    return Err(format!(
+                        "model {name} (with these settings) reads only the attribute ids, not trainable modality tables: set modality.mode = \"frozen\""
+                    ));
+                }
                 (ModalityUse::Codes, Some(mc)) => {
                     let width = self.model.width().unwrap_or(0);
                     if traits.clusters.is_some() && mc.autoencoder.hidden != width {
@@ -338,7 +354,7 @@ impl RunConfig {
                 self.modality.as_ref().is_some_and(|mc| mc.modalities.contains(&crate::modality::Modality::Attributes));
             if traits.attribute_labels && !has_attributes {
                 return Err(format!(
-                    "model {name}'s attribute loss (model.attribute_loss) needs the attributes modality in modality.modalities"
+                    "model {name} (with these settings) reads the item attributes (model.attribute_loss, or categorical side information): it needs the attributes modality in modality.modalities"
                 ));
             }
             if t.sample_mode == SampleMode::Cloze {
@@ -549,6 +565,19 @@ mod tests {
         assert!(cloze.with_setting("train.sample_mode", "\"prefix\"").is_ok());
         assert!(cloze.with_setting("train.sample_mode", "\"sequence\"").unwrap_err().contains("not causal"));
         assert!(causal.with_setting("train.sample_mode", "\"cloze\"").unwrap_err().contains("model.variant"));
+    }
+
+    #[test]
+    fn one_setting_switches_difsr_to_categorical_attributes() {
+        let codes = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Difsr, 2023);
+        assert!(!codes.to_toml().contains("side"), "the default side information stays out of run files");
+        let cat = codes.with_setting("model.side", "\"categorical\"").unwrap();
+        assert_eq!(cat.modality.as_ref().unwrap().mode, crate::model::ModalityMode::Frozen);
+        assert!(cat.to_toml().contains("side = \"categorical\"") && cat.run_id() != codes.run_id());
+        assert_eq!(cat.with_setting("model.side", "\"codes\"").unwrap(), codes);
+        assert!(cat.with_setting("modality.mode", "\"tuned\"").unwrap_err().contains("attribute ids"));
+        let text_only = cat.with_setting("modality.modalities", "[\"text\"]").unwrap_err();
+        assert!(text_only.contains("attributes modality"), "{text_only}");
     }
 
     #[test]

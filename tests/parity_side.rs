@@ -1,4 +1,5 @@
-//! Parity of the side-information backbones (DIF-SR, NOVA) with PyTorch transcriptions of
+//! Parity of the side-information backbones (DIF-SR with modality streams and with categorical
+//! attributes, NOVA) with PyTorch transcriptions of
 //! their reference forward passes: same weights, same items and side streams; hidden states,
 //! loss (cross-entropy + DIF-SR's attribute loss) and every parameter's gradient.
 //!
@@ -12,8 +13,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::{assert_close as close, floats};
+use kdsr::model::difsr::{DifSrConfig, SideInfo};
+use kdsr::model::nova::{NovaConfig, Variant};
 use kdsr::model::params::ParamStore;
-use kdsr::model::{difsr::DifSrConfig, nova::NovaConfig, nova::Variant};
 use kdsr::model::{Backbone, Ctx, Dims, ModelSpec, SeqBatch, Side};
 
 const N_ITEMS: usize = 10;
@@ -103,6 +105,21 @@ fn difsr_matches_reference_forward_loss_and_gradients() {
     let cfg = DifSrConfig { hidden: D, n_layers: 2, n_heads: 2, inner: 16, ..Default::default() };
     // Five columns: the model pads its rows to max_len (6) itself, as the gate needs.
     check(ModelSpec::Difsr(cfg), "difsr", 5);
+}
+
+/// The reference's side information: the items' attribute ids embedded and sum-pooled, the
+/// table never trained (its gradient is zero on both sides); the run's modality streams unused.
+#[test]
+fn difsr_categorical_matches_reference_forward_loss_and_gradients() {
+    let cfg = DifSrConfig {
+        hidden: D,
+        n_layers: 2,
+        n_heads: 2,
+        inner: 16,
+        side: SideInfo::Categorical,
+        ..Default::default()
+    };
+    check(ModelSpec::Difsr(cfg), "difsr_categorical", 5);
 }
 
 #[test]

@@ -12,9 +12,18 @@
 //! attribute-prediction loss `λ · mean BCE(W_a h + b_a, y)`, `y` the multi-hot attributes of
 //! the target item (reference: λ = 10 on Beauty).
 //!
-//! Adaptations, stated: the side streams are the run's modality embeddings (text, attributes
-//! codes through a projection to the hidden width) instead of categorical attribute
-//! embeddings, and every stream has the hidden width. The `concat` and `gate` fusions mix a
+//! Side information (`model.side`):
+//! - `categorical` (the reference's): one stream, each item's attribute ids (categories and
+//!   brand, the attributes modality) embedded and sum-pooled, `s_i = Σ_{a ∈ A(i)} T[a]`
+//!   (`pooling_mode: sum`). The reference's attribute table is not a registered module
+//!   (RecBole's `ContextSeqEmbAbstractLayer` keeps it in a plain dict), so it keeps PyTorch's
+//!   `nn.Embedding` init `N(0, 1)` and is never trained; so here (a parameter the optimiser
+//!   never receives a gradient for). Its width is the hidden width (the reference's Beauty
+//!   config: 64 at hidden 256; the same 64 at this harness's default hidden 64).
+//! - `codes` (the default, the runs before 2026-12-07): the run's modality embeddings (text
+//!   and attributes codes through projections to the hidden width) as the side streams.
+//!
+//! Adaptations, stated: every stream has the hidden width. The `concat` and `gate` fusions mix a
 //! query's scores over all `max_len` key columns with a Linear before the mask (as the
 //! reference does, padding columns included), so they see later positions: the model is not
 //! causal with them and trains on prefix samples in rows padded to `max_len`; `sum` is causal.
@@ -40,6 +49,23 @@ pub enum ScoreFusion {
     Gate,
 }
 
+/// What DIF-SR's side streams are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SideInfo {
+    /// The run's modality embeddings, one stream per modality.
+    #[default]
+    Codes,
+    /// The items' attribute ids, embedded and sum-pooled (the reference).
+    Categorical,
+}
+
+impl SideInfo {
+    fn is_codes(&self) -> bool {
+        *self == Self::Codes
+    }
+}
+
 transformer_config! {
     /// SASRec's RecBole settings (the paper trains every model at the same width and batch),
     /// the reference's gate fusion and λ = 10.
@@ -47,6 +73,9 @@ transformer_config! {
         fusion: ScoreFusion = ScoreFusion::Gate,
         /// Weight λ of the attribute-prediction loss (0: off). Needs the attributes modality.
         attribute_loss: f64 = 10.0,
+        /// Left out of the run file when `codes` (run ids from before the switch stay).
+        #[serde(skip_serializing_if = "SideInfo::is_codes")]
+        side: SideInfo = SideInfo::Codes,
     }
 }
 
@@ -166,6 +195,9 @@ pub struct DifSr {
     attributes: Option<(Linear, Tensor, f64)>,
     /// Rows are padded to this width (`concat` and `gate` fusions).
     full_width: Option<usize>,
+    /// `side = "categorical"`: the attribute table `T` [A, D] (never trained) and each item's
+    /// attribute columns.
+    categorical: Option<(Tensor, Vec<Vec<u32>>)>,
 }
 
 impl SeqModel for DifSr {
@@ -175,8 +207,11 @@ impl SeqModel for DifSr {
         Traits {
             causal: cfg.fusion == ScoreFusion::Sum,
             inputs: Inputs::Streams,
-            modality: ModalityUse::Required(ModalityMode::Tuned),
-            attribute_labels: cfg.attribute_loss > 0.0,
+            modality: match cfg.side {
+                SideInfo::Codes => ModalityUse::Required(ModalityMode::Tuned),
+                SideInfo::Categorical => ModalityUse::Attributes,
+            },
+            attribute_labels: cfg.attribute_loss > 0.0 || cfg.side == SideInfo::Categorical,
             clusters: None,
             item_tower: false,
             cloze: false,
@@ -200,9 +235,30 @@ impl SeqModel for DifSr {
         let d = cfg.hidden;
         let embeddings =
             TokenEmbeddings::new(dims.n_items, dims.max_len, d, cfg.layer_norm_eps, init, cfg.hidden_dropout, &vb)?;
+        let categorical = match (cfg.side, &dims.attribute_labels) {
+            (SideInfo::Codes, _) => None,
+            (SideInfo::Categorical, None) => {
+                candle_core::bail!("difsr: model.side = \"categorical\" needs the attributes modality")
+            }
+            (SideInfo::Categorical, Some(labels)) => {
+                let a = labels.dim(1)?;
+                let table = vb.pp("feature_embed_layer_list").pp(0).get_with_hints(
+                    (a, d),
+                    "token_seq_embedding",
+                    Init::Randn { mean: 0.0, stdev: 1.0 },
+                )?;
+                let columns = labels
+                    .to_vec2::<f32>()?
+                    .iter()
+                    .map(|row| row.iter().enumerate().filter(|(_, &y)| y != 0.0).map(|(c, _)| c as u32).collect())
+                    .collect();
+                Some((table, columns))
+            }
+        };
+        let streams = if categorical.is_some() { 1 } else { dims.streams };
         let enc = vb.pp("trm_encoder").pp("layer");
         let blocks =
-            (0..cfg.n_layers).map(|l| Block::new(cfg, dims.streams, dims.max_len, enc.pp(l))).collect::<Result<_>>()?;
+            (0..cfg.n_layers).map(|l| Block::new(cfg, streams, dims.max_len, enc.pp(l))).collect::<Result<_>>()?;
         let attributes = match (&dims.attribute_labels, cfg.attribute_loss > 0.0) {
             (Some(labels), true) => {
                 let a = labels.dim(1)?;
@@ -213,7 +269,7 @@ impl SeqModel for DifSr {
             _ => None,
         };
         let full_width = (cfg.fusion != ScoreFusion::Sum).then_some(dims.max_len);
-        Ok(Self { embeddings, blocks, attributes, full_width })
+        Ok(Self { embeddings, blocks, attributes, full_width, categorical })
     }
 
     fn forward(&self, input: &SeqBatch, side: &Side, ctx: &mut Ctx) -> Result<Tensor> {
@@ -226,7 +282,10 @@ impl SeqModel for DifSr {
         let mask = items.ne(0u32)?.to_dtype(DType::F32)?.unsqueeze(2)?; // [B, W, 1]
         let padded = |s: &Tensor| s.pad_with_zeros(1, 0, width - t)?.broadcast_mul(&mask);
         let x = padded(&self.embeddings.items(&input.items)?)?;
-        let streams = side.streams.iter().map(padded).collect::<Result<Vec<_>>>()?;
+        let streams = match &self.categorical {
+            Some((table, columns)) => vec![padded(&attribute_stream(table, columns, &input.items)?)?],
+            None => side.streams.iter().map(padded).collect::<Result<Vec<_>>>()?,
+        };
         let items_v = items.flatten_all()?.to_vec1::<u32>()?;
         // A real cell is at its own position; a padding cell at its column (arange positions).
         let pos: Vec<u32> = (0..b * width)
@@ -281,6 +340,26 @@ impl SeqModel for DifSr {
         let bce = ((logits.relu()? - (&logits * &y)?)? + logits.abs()?.neg()?.exp()?.affine(1.0, 1.0)?.log()?)?;
         Ok(Some(bce.mean_all()?.affine(*lambda, 0.0)?))
     }
+}
+
+/// The sum-pooled attribute embeddings of `items` [B, T]: `s = Σ_{a ∈ A(i)} T[a]` [B, T, D]
+/// (zero for padding and for an item without attributes). `T` is a constant here: the
+/// reference never trains it.
+fn attribute_stream(table: &Tensor, columns: &[Vec<u32>], items: &Tensor) -> Result<Tensor> {
+    let (b, t) = items.dims2()?;
+    let d = table.dim(1)?;
+    let rows = table.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut out = vec![0f32; b * t * d];
+    for (cell, &item) in items.flatten_all()?.to_vec1::<u32>()?.iter().enumerate() {
+        let Some(cols) = columns.get(item as usize) else {
+            candle_core::bail!("difsr: item {item} beyond the attribute labels of {} items", columns.len())
+        };
+        let acc = &mut out[cell * d..(cell + 1) * d];
+        for &c in cols {
+            acc.iter_mut().zip(&rows[c as usize]).for_each(|(o, v)| *o += v);
+        }
+    }
+    Tensor::from_vec(out, (b, t, d), items.device())?.to_dtype(table.dtype())
 }
 
 /// RecBole's additive attention mask, `[B, 1, W, W]` row-major: 0 where cell `i` may attend

@@ -40,6 +40,10 @@ pub enum ModalityUse {
     /// Reads only the items' autoencoder codes ([`Dims::clusters`]), not modality tables: a run
     /// file needs `[modality]` (which features, which autoencoder) with `mode = "frozen"`.
     Codes,
+    /// Reads only the items' attribute ids ([`Dims::attribute_labels`]) as categorical
+    /// features, not modality tables: a run file needs `[modality]` with the attributes
+    /// modality and `mode = "frozen"`.
+    Attributes,
 }
 
 impl ModalityUse {
@@ -48,7 +52,7 @@ impl ModalityUse {
         match self {
             Self::Optional | Self::Never => None,
             Self::Required(m) => Some(m),
-            Self::Frozen | Self::Codes => Some(ModalityMode::Frozen),
+            Self::Frozen | Self::Codes | Self::Attributes => Some(ModalityMode::Frozen),
         }
     }
 }
@@ -64,7 +68,7 @@ pub struct Traits {
     pub inputs: Inputs,
     pub modality: ModalityUse,
     /// Needs the items' multi-hot attribute labels ([`Dims::attribute_labels`], from the
-    /// attributes modality) for its auxiliary loss.
+    /// attributes modality): for its auxiliary loss, or as categorical features.
     pub attribute_labels: bool,
     /// Needs each modality's autoencoder codes clustered by k-means ([`Dims::clusters`]).
     pub clusters: Option<Clustering>,

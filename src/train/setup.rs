@@ -148,10 +148,10 @@ pub fn build(cfg: &RunConfig, ds: &Dataset, split: &Split, opts: &RunOptions) ->
     for (name, value) in backbone.data_init() {
         params.set(&name, &value)?;
     }
-    // A backbone that reads only the codes gets no modality tables.
+    // A backbone that reads only the codes or the attribute ids gets no modality tables.
     let inputs = backbone.traits.inputs;
     let modality = match backbone.traits.modality {
-        ModalityUse::Codes => None,
+        ModalityUse::Codes | ModalityUse::Attributes => None,
         _ => Some(ModalityEmbeddings::new(&inits, ds.n_items + 1, hidden, mc.mode, inputs, &params, &opts.device)?),
     };
     let cdl = match mc.mode {
