@@ -305,7 +305,9 @@ pub fn caveat(table: PaperTable) -> &'static str {
     match table {
         PaperTable::Table2 => {
             "Paper: Table 2 of the paper (best epoch per metric on the test set, as in the released code; tuned \
-             hyper-parameters, 128-d embeddings, batch 512; its KDSR column uses MMSR as the backbone)."
+             hyper-parameters, 128-d embeddings, batch 512). Its KDSR column is, digit for digit, the best results of \
+             the released code's logged Beauty run, whose network is the RGAT network (`kdsr-rgat`), not MMSR \
+             (../shared/paper/official-code-notes.md §7)."
         }
         PaperTable::Ablation => {
             "Paper: the paper's ablation table; its row symbols were lost in extraction and are reconstructed \
