@@ -208,6 +208,7 @@ impl Nova {
         // Gather sources: [every cell | mask | zero] for the items, [every cell | zero] for the
         // side streams (a masked cell's streams would be its target's).
         let (mask_row, zero_row) = ((b * t) as u32, (b * t + 1) as u32);
+        let side_zero = (b * t) as u32;
         let mut pick = Vec::with_capacity(b * w);
         let (mut side_pick, mut pos, mut bias) = (pick.clone(), pick.clone(), Vec::with_capacity(b * w));
         let (mut cell_of, mut read) = (Vec::new(), Vec::new());
@@ -222,7 +223,7 @@ impl Nova {
                     (false, true) => mask_row,
                     (false, false) => zero_row,
                 });
-                side_pick.push(if real { cell as u32 } else { (b * t) as u32 });
+                side_pick.push(if real { cell as u32 } else { side_zero });
                 pos.push(if col < n { col as u32 } else { 0 });
                 bias.push(if col < n { 0.0 } else { MASKED });
             }
