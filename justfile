@@ -74,9 +74,9 @@ bench: build torch-venv
     {{kdsr}} --threads 1 bench --epochs --python {{venv}}/bin/python --out reports/bench/latest-1thread.json
     just bench-models
 
-# Every model's training step as a run trains it on full Beauty, 1 thread, beside SASRec's (reports/bench/models.md). A few minutes.
+# Every model's training step as a run trains it on full Beauty, 1 thread, beside SASRec's, and SASRec and the released KDSR network with CDL (reports/bench/models.md). A few minutes.
 bench-models: build
-    {{kdsr}} --threads 1 bench --models sasrec,gru4rec,srgnn,mmsrec,sasrm,nova,difsr,trans2d,mmsr,kdsr-rgat --reps 1 --out reports/bench/latest-models.json
+    {{kdsr}} --threads 1 bench --models sasrec,gru4rec,srgnn,mmsrec,sasrm,nova,difsr,trans2d,mmsr,kdsr-rgat --cdl-models sasrec,kdsr-rgat --reps 1 --out reports/bench/latest-models.json
 
 # A git-ignored virtual environment with torch and numpy for the PyTorch reference.
 torch-venv:

@@ -11,7 +11,7 @@ use crate::data::split::{Instance, Split};
 use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
 use crate::eval::{rank_instances, EvalOptions, Scorer};
 use crate::model::params::ParamStore;
-use crate::model::{Backbone, Ctx, Dims, ModelKind, ModelSpec};
+use crate::model::{Backbone, Ctx, Dims, ModalityMode, ModelKind, ModelSpec};
 use crate::optim::Adam;
 use crate::train::step::{batch_loss, batch_loss_sharing};
 use anyhow::{bail, Context, Result};
@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// --models-out.
     #[arg(long, value_enum, value_delimiter = ',')]
     models: Vec<ModelKind>,
+    /// Also time these models with correlation distillation (`modality.mode = "cdl"`), each
+    /// row beside the same model's default row when --models lists it.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    cdl_models: Vec<ModelKind>,
     /// Steps timed per model with --models (an epoch's first steps, after one untimed step).
     #[arg(long, default_value_t = 24, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     model_steps: usize,
@@ -437,6 +441,23 @@ fn bench_ops(reps: usize, n_items: usize, n_targets: usize) -> Result<Value> {
         crate::ops::pair_diff_relu(x.as_tensor(), c.as_tensor(), &a, &b)?.sum_all()?.backward().map(|_| ())
     })?;
     out.insert("pair_diff_relu".into(), json!({"shape": [p, d], "composite_ms": composite, "fused_ms": fused}));
+    // The dissected head (second layer and cross-entropy over K = 50 codes) on the pairs of a
+    // prefix batch of the released network: ~31,600 pairs over ~1,500 distinct items, 128-d.
+    let (u, p, k) = (1500usize, 31_600usize, 50usize);
+    let (h, w) = (randn(&[u, d], 1.0)?, randn(&[k, d + 1], 0.1)?);
+    let pa: Vec<u32> = (0..p as u32).map(|i| (i * 7919) % u as u32).collect();
+    let pb: Vec<u32> = (0..p as u32).map(|i| (i * 104_729 + 13) % u as u32).collect();
+    let codes: Vec<u32> = (0..p as u32).map(|i| (i * 31) % k as u32).collect();
+    let (h, c, w) = (h.as_tensor(), c.as_tensor(), w.as_tensor());
+    let composite = time_ms(reps, || {
+        crate::ops::cross_entropy(&crate::ops::pair_code_logits(h, c, w, &pa, &pb)?, &codes)?.backward().map(|_| ())
+    })?;
+    let fused =
+        time_ms(reps, || crate::ops::pair_code_cross_entropy(h, c, w, &pa, &pb, &codes)?.backward().map(|_| ()))?;
+    out.insert(
+        "pair_code_cross_entropy".into(),
+        json!({"shape": [p, d, k], "composite_ms": composite, "fused_ms": fused}),
+    );
     // One Adam update of an item table [n_items + 1, 64] (no backward: the update itself).
     let table = randn(&[n_items + 1, 64], 0.02)?;
     let grads = table.as_tensor().sqr()?.sum_all()?.backward()?;
@@ -501,7 +522,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     let ds = Dataset::load(&DatasetRef::Named(DatasetId::Beauty), paths)?;
-    if args.models.contains(&ModelKind::Pop) {
+    if args.models.contains(&ModelKind::Pop) || args.cdl_models.contains(&ModelKind::Pop) {
         bail!(crate::error::bad_input("--models: pop has no training step to time"));
     }
     let split = Split::new(&ds.sequences, crate::data::split::Protocol::Paper);
@@ -598,10 +619,12 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
     if args.epochs || args.converge {
         report.insert("epochs".into(), bench_epochs(&ds, paths, args.epochs, args.converge)?);
     }
-    if !args.models.is_empty() {
+    if !args.models.is_empty() || !args.cdl_models.is_empty() {
         let mut rows = Vec::new();
-        for &kind in &args.models {
-            let r = models::time_model(kind, &ds, paths, args.model_steps)?;
+        let plain = args.models.iter().map(|&k| (k, None));
+        let with_cdl = args.cdl_models.iter().map(|&k| (k, Some(ModalityMode::Cdl)));
+        for (kind, mode) in plain.chain(with_cdl) {
+            let r = models::time_model(kind, mode, &ds, paths, args.model_steps)?;
             eprintln!(
                 "{}: {:.1} ms per step, {:.1} s per epoch ({} steps)",
                 r.name,
@@ -611,9 +634,15 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
             );
             rows.push(r);
         }
-        let names: Vec<&str> = args.models.iter().map(|k| k.name()).collect();
-        let command =
-            format!("kdsr --threads {threads} bench --models {} --model-steps {}", names.join(","), args.model_steps);
+        let list = |kinds: &[ModelKind]| kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
+        let mut command = format!("kdsr --threads {threads} bench");
+        if !args.models.is_empty() {
+            command += &format!(" --models {}", list(&args.models));
+        }
+        if !args.cdl_models.is_empty() {
+            command += &format!(" --cdl-models {}", list(&args.cdl_models));
+        }
+        command += &format!(" --model-steps {}", args.model_steps);
         if let Some(dir) = args.models_out.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }

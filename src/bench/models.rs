@@ -12,7 +12,7 @@ use crate::config::RunConfig;
 use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Cloze, Layout, SampleMode};
 use crate::data::split::Split;
 use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
-use crate::model::{Ctx, ModelKind};
+use crate::model::{Ctx, ModalityMode, ModelKind};
 use crate::optim::Adam;
 use crate::train::step::{step_loss, StepLoss};
 use anyhow::{Context, Result};
@@ -45,9 +45,21 @@ impl ModelTiming {
     }
 }
 
-/// Times the first `n_steps` training steps of an epoch of `kind` (after one untimed step).
-pub fn time_model(kind: ModelKind, ds: &Dataset, paths: &DataPaths, n_steps: usize) -> Result<ModelTiming> {
-    let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
+/// Times the first `n_steps` training steps of an epoch of `kind` (after one untimed step), in
+/// modality mode `mode` where given (its default otherwise).
+pub fn time_model(
+    kind: ModelKind,
+    mode: Option<ModalityMode>,
+    ds: &Dataset,
+    paths: &DataPaths,
+    n_steps: usize,
+) -> Result<ModelTiming> {
+    let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), kind, 2023);
+    if let Some(mode) = mode {
+        let mut mc = cfg.modality.clone().unwrap_or_else(|| cfg.default_modality());
+        mc.mode = mode;
+        cfg.modality = Some(mc);
+    }
     let t = &cfg.train;
     let split = Split::new(&ds.sequences, cfg.protocol);
     let opts =

@@ -5,7 +5,7 @@
 //! the released code's cross-wiring: the first modality's two losses are both weighted by α and
 //! the second's both by β (with the released config α = 4, β = 0.5).
 
-use super::student::{BatchPairs, CdlHead, PairIndex, PairTargets, StudentConfig};
+use super::student::{BatchPairs, CdlHead, PairIndex, PairTargets, StudentConfig, TargetCache};
 use super::teacher::Teacher;
 use crate::data::batch::Batch;
 use crate::model::params::ParamStore;
@@ -17,6 +17,8 @@ pub struct Cdl {
     pub names: Vec<String>,
     pub teachers: Vec<Teacher>,
     heads: Vec<CdlHead>,
+    /// Per modality, the teacher's targets of the pairs seen so far.
+    caches: Vec<TargetCache>,
     pub cfg: StudentConfig,
     pub code_faithful: bool,
     rng: ChaCha8Rng,
@@ -60,7 +62,8 @@ impl Cdl {
             ts.push(t);
             names.push(name);
         }
-        Ok(Self { names, teachers: ts, heads, cfg, code_faithful, rng: ChaCha8Rng::seed_from_u64(seed) })
+        let caches = ts.iter().map(|_| TargetCache::default()).collect();
+        Ok(Self { names, teachers: ts, heads, caches, cfg, code_faithful, rng: ChaCha8Rng::seed_from_u64(seed) })
     }
 
     /// The pair-sampling stream's word position (to resume a run exactly).
@@ -92,21 +95,31 @@ impl Cdl {
         BatchPairs::from_sequences(batch.sequences(), self.code_faithful)
     }
 
-    /// Every modality's terms on `batch` given the current tables (`tables[m]` is [N+1, d_m]);
-    /// empty when the batch has no supervised pair.
-    pub fn terms(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Vec<ModalityTerms>> {
+    /// The batch's pairs and each modality's rows at their items (`tables[m]` is [N+1, d_m]);
+    /// `None` when the batch has no supervised pair.
+    fn rows_of(&self, batch: &Batch, tables: &[Tensor]) -> Result<Option<(BatchPairs, Vec<Tensor>)>> {
         let pairs = self.pairs(batch);
         if pairs.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let idx = Tensor::from_slice(&pairs.items, pairs.items.len(), tables[0].device())?;
         let rows = tables.iter().map(|t| crate::ops::gather_rows(t, &idx)).collect::<Result<Vec<_>>>()?;
-        self.terms_on(&pairs, &rows)
+        Ok(Some((pairs, rows)))
+    }
+
+    /// Every modality's terms on `batch` given the current tables, with the dissected logits
+    /// (for diagnostics); empty when the batch has no supervised pair.
+    pub fn terms(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Vec<ModalityTerms>> {
+        match self.rows_of(batch, tables)? {
+            Some((pairs, rows)) => self.terms_on(&pairs, &rows, true),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Every modality's terms on `pairs` given each modality's rows at `pairs.items`
-    /// (`rows[m]` is [U, d_m]); empty when there is no pair.
-    pub fn terms_on(&mut self, pairs: &BatchPairs, rows: &[Tensor]) -> Result<Vec<ModalityTerms>> {
+    /// (`rows[m]` is [U, d_m]), with the dissected logits when `logits` (diagnostics); empty
+    /// when there is no pair.
+    pub fn terms_on(&mut self, pairs: &BatchPairs, rows: &[Tensor], logits: bool) -> Result<Vec<ModalityTerms>> {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
@@ -115,7 +128,7 @@ impl Cdl {
         let mut out = Vec::new();
         for (m, e) in rows.iter().enumerate().take(self.teachers.len()) {
             let (teacher, head) = (&self.teachers[m], &self.heads[m]);
-            let targets = PairTargets::new(pairs, teacher, self.cfg.max_pairs, &mut self.rng);
+            let targets = PairTargets::cached(pairs, teacher, self.cfg.max_pairs, &mut self.rng, &mut self.caches[m]);
             // e: [U, d_m], this modality's rows at pairs.items
             let (holistic, scores) = if self.cfg.holistic {
                 let (l, s) = head.holistic_loss(e, &index, &targets, teacher, &self.cfg, self.code_faithful)?;
@@ -123,13 +136,11 @@ impl Cdl {
             } else {
                 (None, None)
             };
-            let (dissected, logits) = if self.cfg.dissected {
-                match head.dissected_loss(e, pairs, &targets, self.code_faithful)? {
-                    Some((l, z)) => (Some(l), Some(z)),
-                    None => (None, None),
-                }
-            } else {
-                (None, None)
+            let dissected =
+                if self.cfg.dissected { head.dissected_loss(e, pairs, &targets, self.code_faithful)? } else { None };
+            let logits = match dissected {
+                Some(_) if logits => Some(head.dissected_logits(e, pairs, &targets, self.code_faithful)?),
+                _ => None,
             };
             out.push(ModalityTerms {
                 weights: self.weights(m),
@@ -147,14 +158,16 @@ impl Cdl {
     /// The weighted correlation loss of `batch` given the current tables (`tables[m]` is
     /// [N+1, d_m]); `None` when the batch has no supervised pair.
     pub fn loss(&mut self, batch: &Batch, tables: &[Tensor]) -> Result<Option<(Tensor, CdlParts)>> {
-        let terms = self.terms(batch, tables)?;
-        Self::weighted(terms)
+        match self.rows_of(batch, tables)? {
+            Some((pairs, rows)) => self.loss_on(&pairs, &rows),
+            None => Ok(None),
+        }
     }
 
     /// [`Self::loss`] on `pairs` given each modality's rows at `pairs.items` (`rows[m]` is
     /// [U, d_m], e.g. from [`crate::model::Recommender::forward_sharing`]).
     pub fn loss_on(&mut self, pairs: &BatchPairs, rows: &[Tensor]) -> Result<Option<(Tensor, CdlParts)>> {
-        let terms = self.terms_on(pairs, rows)?;
+        let terms = self.terms_on(pairs, rows, false)?;
         Self::weighted(terms)
     }
 

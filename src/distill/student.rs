@@ -187,24 +187,6 @@ impl BatchPairs {
         self.a.is_empty()
     }
 
-    /// `f(i, j)` for every pair, computed once per unordered pair (`f` must be symmetric).
-    fn symmetric<T: Copy + Default + Send>(&self, f: impl Fn(u32, u32) -> T + Sync) -> Vec<T> {
-        let first: Vec<u32> = (0..self.len() as u32).filter(|&p| self.mirror[p as usize] >= p).collect();
-        let values: Vec<T> = first
-            .par_iter()
-            .map(|&p| {
-                let (i, j) = self.ids(p as usize);
-                f(i, j)
-            })
-            .collect();
-        let mut out = vec![T::default(); self.len()];
-        for (&p, &v) in first.iter().zip(&values) {
-            out[p as usize] = v;
-            out[self.mirror[p as usize] as usize] = v;
-        }
-        out
-    }
-
     /// The item ids of pair `p`.
     fn ids(&self, p: usize) -> (u32, u32) {
         (self.items[self.a[p] as usize], self.items[self.b[p] as usize])
@@ -222,22 +204,86 @@ pub struct PairTargets {
 }
 
 impl PairTargets {
+    /// The dissected loss's pairs as positions in [`BatchPairs::items`]: (firsts, seconds).
+    fn dissected_ends(&self, pairs: &BatchPairs) -> (Vec<u32>, Vec<u32>) {
+        self.dissected.iter().map(|&p| (pairs.a[p as usize], pairs.b[p as usize])).unzip()
+    }
+
     pub fn new(pairs: &BatchPairs, teacher: &Teacher, max_pairs: usize, rng: &mut ChaCha8Rng) -> Self {
-        let holistic = pairs.symmetric(|i, j| teacher.holistic(i, j));
+        Self::cached(pairs, teacher, max_pairs, rng, &mut TargetCache::default())
+    }
+
+    /// [`Self::new`], looking each unordered pair up in `cache` first and adding what it computes.
+    pub fn cached(
+        pairs: &BatchPairs,
+        teacher: &Teacher,
+        max_pairs: usize,
+        rng: &mut ChaCha8Rng,
+        cache: &mut TargetCache,
+    ) -> Self {
+        let (holistic, all_codes) = cache.targets(pairs, teacher);
         if pairs.len() > max_pairs {
             let mut dissected: Vec<u32> = sample(rng, pairs.len(), max_pairs).into_iter().map(|k| k as u32).collect();
             dissected.sort_unstable();
-            let codes = dissected
-                .par_iter()
-                .map(|&p| {
-                    let (i, j) = pairs.ids(p as usize);
-                    teacher.code(i, j)
-                })
-                .collect();
+            let codes = dissected.iter().map(|&p| all_codes[p as usize]).collect();
             return Self { holistic, dissected, codes };
         }
-        let codes = pairs.symmetric(|i, j| teacher.code(i, j));
-        Self { holistic, dissected: (0..pairs.len() as u32).collect(), codes }
+        Self { holistic, dissected: (0..pairs.len() as u32).collect(), codes: all_codes }
+    }
+}
+
+/// A teacher's targets by unordered item pair, `(s^T_ij, c_ij)`, kept across a run's batches:
+/// a prefix-mode epoch scores every pair of a user's sequence in each of its prefixes, and
+/// every epoch the same pairs again. Both targets are symmetric to the bit and deterministic,
+/// so a hit returns what the teacher would compute. Holds at most [`TargetCache::CAPACITY`]
+/// pairs (about 100 MB); pairs beyond are computed every time.
+#[derive(Default)]
+pub struct TargetCache {
+    map: HashMap<u64, (f32, u32)>,
+}
+
+impl TargetCache {
+    pub const CAPACITY: usize = 1 << 22;
+
+    fn key(i: u32, j: u32) -> u64 {
+        let (lo, hi) = if i <= j { (i, j) } else { (j, i) };
+        (u64::from(lo) << 32) | u64::from(hi)
+    }
+
+    /// Holistic score and code of every pair of `pairs` (each unordered pair computed once).
+    fn targets(&mut self, pairs: &BatchPairs, teacher: &Teacher) -> (Vec<f32>, Vec<u32>) {
+        let first: Vec<u32> = (0..pairs.len() as u32).filter(|&p| pairs.mirror[p as usize] >= p).collect();
+        let mut values = vec![(0f32, 0u32); first.len()];
+        let mut missing = Vec::new();
+        for (q, &p) in first.iter().enumerate() {
+            let (i, j) = pairs.ids(p as usize);
+            match self.map.get(&Self::key(i, j)) {
+                Some(&v) => values[q] = v,
+                None => missing.push(q),
+            }
+        }
+        let computed: Vec<(f32, u32)> = missing
+            .par_iter()
+            .map(|&q| {
+                let (i, j) = pairs.ids(first[q] as usize);
+                (teacher.holistic(i, j), teacher.code(i, j))
+            })
+            .collect();
+        for (&q, &v) in missing.iter().zip(&computed) {
+            values[q] = v;
+            if self.map.len() < Self::CAPACITY {
+                let (i, j) = pairs.ids(first[q] as usize);
+                self.map.insert(Self::key(i, j), v);
+            }
+        }
+        let (mut holistic, mut codes) = (vec![0f32; pairs.len()], vec![0u32; pairs.len()]);
+        for (&p, &(s, c)) in first.iter().zip(&values) {
+            for at in [p as usize, pairs.mirror[p as usize] as usize] {
+                holistic[at] = s;
+                codes[at] = c;
+            }
+        }
+        (holistic, codes)
     }
 }
 
@@ -331,38 +377,61 @@ impl CdlHead {
         Ok((loss, s))
     }
 
-    /// Dissected loss for the batch's distinct-item embeddings `e` [U, dim], and the logits
-    /// [P', K] of the supervised pairs.
+    /// Dissected loss for the batch's distinct-item embeddings `e` [U, dim]: the mean
+    /// cross-entropy of the supervised pairs' logits against the teacher's codes.
     pub fn dissected_loss(
         &self,
         e: &Tensor,
         pairs: &BatchPairs,
         t: &PairTargets,
         code_faithful: bool,
-    ) -> Result<Option<(Tensor, Tensor)>> {
+    ) -> Result<Option<Tensor>> {
         if t.dissected.is_empty() {
             return Ok(None);
         }
-        let dev = e.device();
-        let (a, b): (Vec<u32>, Vec<u32>) =
-            t.dissected.iter().map(|&p| (pairs.a[p as usize], pairs.b[p as usize])).unzip();
-        let n = a.len();
-        let (a, b) = (Tensor::from_vec(a, n, dev)?, Tensor::from_vec(b, n, dev)?);
-        let hidden = if code_faithful {
+        let (a, b) = t.dissected_ends(pairs);
+        if code_faithful {
+            let logits = self.dissected_logits(e, pairs, t, true)?;
+            return Ok(Some(crate::ops::cross_entropy(&logits, &t.codes)?));
+        }
+        let (h, c, w) = self.dissected_parts(e)?;
+        Ok(Some(crate::ops::pair_code_cross_entropy(&h, &c, &w, &a, &b, &t.codes)?))
+    }
+
+    /// The dissected logits [P', K] of the supervised pairs (for diagnostics: the loss never
+    /// materialises them on CPU).
+    pub fn dissected_logits(
+        &self,
+        e: &Tensor,
+        pairs: &BatchPairs,
+        t: &PairTargets,
+        code_faithful: bool,
+    ) -> Result<Tensor> {
+        let (a, b) = t.dissected_ends(pairs);
+        if code_faithful {
+            let dev = e.device();
+            let (a, b) = (Tensor::from_slice(&a, a.len(), dev)?, Tensor::from_slice(&b, b.len(), dev)?);
             let diff = (e.index_select(&a, 0)? - e.index_select(&b, 0)?)?.abs()?; // [P, dim]
-            self.dis_1.forward(&diff)?.relu()?
-        } else {
-            // W_1 (e_a - e_b) + b_1 = (W_1 e)_a - (W_1 e)_b + b_1: the first layer runs once per
-            // distinct item instead of once per pair.
-            let h = e.matmul(&self.dis_1.weight().t()?)?; // [U, dim]
-            let c = match self.dis_1.bias() {
-                Some(c) => c.clone(),
-                None => Tensor::zeros(h.dim(1)?, h.dtype(), dev)?,
-            };
-            crate::ops::pair_diff_relu(&h, &c, &a, &b)? // [P, dim]
+            return self.dis_2.forward(&self.dis_1.forward(&diff)?.relu()?);
+        }
+        let (h, c, w) = self.dissected_parts(e)?;
+        crate::ops::pair_code_logits(&h, &c, &w, &a, &b)
+    }
+
+    /// `W_1 (e_a - e_b) + b_1 = (W_1 e)_a - (W_1 e)_b + b_1`: the first layer runs once per
+    /// distinct item instead of once per pair. Returns `W_1 e` [U, dim], `b_1` and
+    /// `[W_2 | b_2]` [K, dim + 1].
+    fn dissected_parts(&self, e: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let h = e.matmul(&self.dis_1.weight().t()?)?; // [U, dim]
+        let bias = |l: &Linear, n: usize| match l.bias() {
+            Some(c) => Ok(c.clone()),
+            None => Tensor::zeros(n, h.dtype(), h.device()),
         };
-        let logits = self.dis_2.forward(&hidden)?; // [P, K]
-        Ok(Some((crate::ops::cross_entropy(&logits, &t.codes)?, logits)))
+        let c = bias(&self.dis_1, h.dim(1)?)?;
+        let w2 = self.dis_2.weight();
+        let b2 = bias(&self.dis_2, w2.dim(0)?)?;
+        let w = Tensor::cat(&[w2, &b2.unsqueeze(1)?], 1)?;
+        Ok((h, c, w))
     }
 }
 
@@ -431,6 +500,36 @@ mod tests {
                 assert!(pt.codes.iter().any(|&c| c != pt.codes[0]), "{scoring:?}: the codes should vary");
             }
         }
+    }
+
+    #[test]
+    fn cached_targets_equal_fresh_ones_and_the_sample_stream_is_unchanged() {
+        let repr: Vec<f32> = (0..28).map(|i| ((i * 7919) % 101) as f32 / 37.0 - 1.3).collect();
+        let t = Teacher::new(
+            repr,
+            4,
+            Scoring::Cos,
+            2,
+            Codebook { k: 3, dim: 2, centroids: vec![0.9, -0.2, 0.1, 0.4, -0.5, 0.8] },
+        );
+        let batches = [[3u32, 1, 4, 1, 5, 2, 6, 0], [2, 6, 3, 0, 5, 1, 4, 3], [6, 5, 4, 3, 2, 1, 0, 0]];
+        let mut cache = TargetCache::default();
+        let (mut r1, mut r2) = (ChaCha8Rng::seed_from_u64(9), ChaCha8Rng::seed_from_u64(9));
+        for batch in &batches {
+            let pairs = BatchPairs::from_batch(batch, 2, 4, false);
+            for max_pairs in [1000, 5] {
+                let fresh = PairTargets::new(&pairs, &t, max_pairs, &mut r1);
+                let cached = PairTargets::cached(&pairs, &t, max_pairs, &mut r2, &mut cache);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&fresh.holistic), bits(&cached.holistic));
+                assert_eq!((&fresh.dissected, &fresh.codes), (&cached.dissected, &cached.codes));
+                for (q, &p) in cached.dissected.iter().enumerate() {
+                    let (i, j) = pairs.ids(p as usize);
+                    assert_eq!(cached.codes[q], t.code(i, j));
+                }
+            }
+        }
+        assert!(!cache.map.is_empty() && cache.map.len() <= 21, "{} unordered pairs of 7 items", cache.map.len());
     }
 
     #[test]
@@ -576,7 +675,7 @@ mod tests {
         let params = ParamStore::new(1);
         let head = CdlHead::new(2, 2, false, params.var_builder(&dev)).unwrap();
         let e = Var::from_tensor(&Tensor::new(&[[0.3f32, 0.1], [0.5, 0.9]], &dev).unwrap()).unwrap();
-        let loss = head.dissected_loss(e.as_tensor(), &pairs, &pt, false).unwrap().unwrap().0;
+        let loss = head.dissected_loss(e.as_tensor(), &pairs, &pt, false).unwrap().unwrap();
         // Two pairs, uniform-ish logits -> loss near ln 2.
         let v = loss.to_scalar::<f32>().unwrap();
         assert!(v > 0.3 && v < 1.5, "{v}");
@@ -596,7 +695,7 @@ mod tests {
         let pt = PairTargets::new(&pairs, &t, 100, &mut ChaCha8Rng::seed_from_u64(0));
         let (_params, head) = head(4, false);
         let e = Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap();
-        let got = head.dissected_loss(&e, &pairs, &pt, false).unwrap().unwrap().0.to_scalar::<f32>().unwrap();
+        let got = head.dissected_loss(&e, &pairs, &pt, false).unwrap().unwrap().to_scalar::<f32>().unwrap();
         let idx = |v: &[u32]| Tensor::new(v, &dev).unwrap();
         let diff = (e.index_select(&idx(&pairs.a), 0).unwrap() - e.index_select(&idx(&pairs.b), 0).unwrap()).unwrap();
         let logits = head.dis_2.forward(&head.dis_1.forward(&diff).unwrap().relu().unwrap()).unwrap();

@@ -35,7 +35,7 @@ fn parallelism() -> Parallelism {
 simd_kernel! {
     /// Turns a row of logits into `(softmax(row) - onehot(y)) · scale` in place; returns the
     /// row's loss `log Σ exp(row) - row[y]`.
-    fn softmax_grad_in_place(row: &mut [f32], y: usize, scale: f32) -> f32 {
+    pub(super) fn softmax_grad_in_place(row: &mut [f32], y: usize, scale: f32) -> f32 {
         let max = fastmath::max(row);
         let zy = row[y];
         let sum = fastmath::exp_in_place(row, max);
@@ -47,7 +47,7 @@ simd_kernel! {
 }
 
 /// A matrix operand: its data, column stride and row stride.
-type Operand<'a> = (&'a [f32], isize, isize);
+pub(super) type Operand<'a> = (&'a [f32], isize, isize);
 
 /// `dst = lhs · rhs` for `lhs` [m, k] and `rhs` [k, n] into the row-major `dst` [m, n], or
 /// `dst += lhs · rhs` when `accumulate`, with `gemm` (threads as rayon's pool).
@@ -56,7 +56,7 @@ fn product(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: Operand, rhs: Ope
 }
 
 /// [`product`] into a `dst` [m, n] with any column and row strides, on the given threads.
-fn product_into(
+pub(super) fn product_into(
     (m, n, k): (usize, usize, usize),
     dst: (&mut [f32], isize, isize),
     lhs: Operand,

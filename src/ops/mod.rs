@@ -47,6 +47,7 @@ pub mod gather;
 pub mod gelu;
 pub mod gru;
 pub mod layer_norm;
+pub mod pair_codes;
 pub mod pairs;
 pub mod softmax;
 
@@ -61,6 +62,7 @@ pub use gather::{gather_rows, gather_rows_pair};
 pub use gelu::gelu;
 pub use gru::gru_sequence;
 pub use layer_norm::layer_norm;
+pub use pair_codes::{pair_code_cross_entropy, pair_code_logits};
 pub use pairs::{pair_diff_relu, pair_dot};
 pub use softmax::causal_softmax;
 
