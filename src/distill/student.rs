@@ -253,11 +253,17 @@ impl TargetCache {
     /// Holistic score and code of every pair of `pairs` (each unordered pair computed once).
     fn targets(&mut self, pairs: &BatchPairs, teacher: &Teacher) -> (Vec<f32>, Vec<u32>) {
         let first: Vec<u32> = (0..pairs.len() as u32).filter(|&p| pairs.mirror[p as usize] >= p).collect();
+        let keys: Vec<u64> = first
+            .iter()
+            .map(|&p| {
+                let (i, j) = pairs.ids(p as usize);
+                Self::key(i, j)
+            })
+            .collect();
         let mut values = vec![(0f32, 0u32); first.len()];
         let mut missing = Vec::new();
-        for (q, &p) in first.iter().enumerate() {
-            let (i, j) = pairs.ids(p as usize);
-            match self.map.get(&Self::key(i, j)) {
+        for (q, key) in keys.iter().enumerate() {
+            match self.map.get(key) {
                 Some(&v) => values[q] = v,
                 None => missing.push(q),
             }
@@ -272,8 +278,7 @@ impl TargetCache {
         for (&q, &v) in missing.iter().zip(&computed) {
             values[q] = v;
             if self.map.len() < Self::CAPACITY {
-                let (i, j) = pairs.ids(first[q] as usize);
-                self.map.insert(Self::key(i, j), v);
+                self.map.insert(keys[q], v);
             }
         }
         let (mut holistic, mut codes) = (vec![0f32; pairs.len()], vec![0u32; pairs.len()]);
@@ -389,11 +394,11 @@ impl CdlHead {
         if t.dissected.is_empty() {
             return Ok(None);
         }
-        let (a, b) = t.dissected_ends(pairs);
         if code_faithful {
             let logits = self.dissected_logits(e, pairs, t, true)?;
             return Ok(Some(crate::ops::cross_entropy(&logits, &t.codes)?));
         }
+        let (a, b) = t.dissected_ends(pairs);
         let (h, c, w) = self.dissected_parts(e)?;
         Ok(Some(crate::ops::pair_code_cross_entropy(&h, &c, &w, &a, &b, &t.codes)?))
     }
