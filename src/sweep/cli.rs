@@ -286,8 +286,8 @@ fn sweep_run(
 /// Each of the plan's runs' cost, estimated from every grid's records under `out`.
 fn estimate_costs(plan: &Plan, out: &Path, paths: &DataPaths) -> Vec<cost::Estimate> {
     let history = cost::History::load(out);
-    let targets = cost::training_targets(plan.runs.iter().map(|r| &r.config), paths);
-    plan.runs.iter().map(|r| history.estimate(&r.config, targets.get(&cost::targets_key(&r.config)).copied())).collect()
+    let work = cost::WorkTable::new(paths);
+    plan.runs.iter().map(|r| history.estimate(&r.config, &|c| work.get(c))).collect()
 }
 
 /// First Ctrl-C (or SIGTERM): start no new runs. Second: exit at once; runs in flight leave

@@ -5,8 +5,11 @@
 //! closest records that have it ([`Basis`], best first):
 //!
 //! - `c` = median over the matching records of `total_seconds · threads / epochs_run`, scaled
-//!   by `targets(run) / targets(record)` (training targets: the work of an epoch) when the
-//!   record is of another configuration;
+//!   by `work(run) / work(record)` when the record is of another configuration, where an
+//!   epoch's work is [`Work::units`] = positions + training targets (the network runs over
+//!   every position of the epoch's windows, the catalogue cross-entropy over every target), so
+//!   a run in another sample mode, at another `max_len` or on another dataset scales by what
+//!   it trains on (by training targets alone where a record's data does not load here);
 //! - `e` = `max_epochs` for a run that trains a fixed number of epochs (selection `last`, or
 //!   patience >= max_epochs), else the median `epochs_run` of the matching early-stopped
 //!   records, capped at `max_epochs`; records under another protocol (whose stopping rule
@@ -18,9 +21,11 @@
 //! records behind it, and says which they are.
 
 use crate::config::{RunConfig, Selection};
+use crate::data::batch::train_windows;
 use crate::data::split::Split;
 use crate::data::{DataPaths, Dataset, DatasetRef};
 use serde::Deserialize;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -145,9 +150,10 @@ impl History {
         });
     }
 
-    /// The cost of `cfg`, which trains on `targets` training targets (`None`: not known, e.g.
-    /// its dataset is not on this machine; per-epoch costs are then not scaled).
-    pub fn estimate(&self, cfg: &RunConfig, targets: Option<usize>) -> Estimate {
+    /// The cost of `cfg`; `work` gives a configuration's epoch [`Work`] (`None`: not known,
+    /// e.g. its dataset is not on this machine; per-epoch costs are then not scaled, or by
+    /// training targets where only the record's work is unknown).
+    pub fn estimate(&self, cfg: &RunConfig, work: &dyn Fn(&RunConfig) -> Option<Work>) -> Estimate {
         if let Some(&i) = self.by_id.get(&cfg.run_id()) {
             let r = &self.runs[i];
             return Estimate { core_seconds: Some(r.core_seconds_per_epoch * r.epochs as f64), basis: Basis::Record };
@@ -174,10 +180,16 @@ impl History {
                 self.runs.iter().zip(&levels).filter(|(r, l)| **l != Basis::Unknown && ok(r)).map(|(_, l)| *l).min()?;
             Some((best, self.runs.iter().zip(&levels).filter(|(r, l)| **l == best && ok(r)).map(|(r, _)| r).collect()))
         };
+        let own = work(cfg);
+        let scale = |r: &PastRun| match (own, work(&r.config)) {
+            (None, _) => 1.0,
+            (Some(w), Some(rw)) => w.units() / rw.units().max(1.0),
+            (Some(w), None) => w.targets as f64 / r.targets.max(1) as f64,
+        };
         let per_epoch = closest(&|_| true).and_then(|(basis, rs)| {
-            let scaled = rs.iter().map(|r| match (basis, targets) {
-                (Basis::SameConfig, _) | (_, None) => r.core_seconds_per_epoch,
-                (_, Some(t)) => r.core_seconds_per_epoch * t as f64 / r.targets.max(1) as f64,
+            let scaled = rs.iter().map(|r| match basis {
+                Basis::SameConfig => r.core_seconds_per_epoch,
+                _ => r.core_seconds_per_epoch * scale(r),
             });
             Some((basis, median(scaled.collect())?))
         });
@@ -233,33 +245,63 @@ impl History {
     }
 }
 
-/// Training targets of each run's (dataset, users, protocol), from the data where it loads;
-/// absent where it does not.
-pub fn training_targets<'a>(
-    runs: impl IntoIterator<Item = &'a RunConfig>,
-    paths: &DataPaths,
-) -> HashMap<String, usize> {
-    let mut loaded: HashMap<DatasetRef, Option<Dataset>> = HashMap::new();
-    let mut out = HashMap::new();
-    for cfg in runs {
-        let key = targets_key(cfg);
-        if out.contains_key(&key) {
-            continue;
-        }
-        let ds = loaded.entry(cfg.dataset.clone()).or_insert_with(|| Dataset::load(&cfg.dataset, paths).ok());
-        let Some(ds) = ds else { continue };
-        let sequences = match cfg.max_users {
-            Some(n) => &ds.clone().truncate_users(n).sequences,
-            None => &ds.sequences,
-        };
-        out.insert(key, Split::new(sequences, cfg.protocol).n_train_targets());
-    }
-    out
+/// What one epoch of a configuration trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Work {
+    /// Training targets: one catalogue cross-entropy each.
+    pub targets: usize,
+    /// Positions the network runs over: the sum of the epoch's window lengths
+    /// ([`train_windows`] in the run's sample mode at its `max_len`).
+    pub positions: usize,
 }
 
-/// The key of [`training_targets`] for a run.
-pub fn targets_key(cfg: &RunConfig) -> String {
-    format!("{}|{:?}|{}", cfg.dataset, cfg.max_users, cfg.protocol.name())
+impl Work {
+    /// `positions + targets`, a position's pass and a target's cross-entropy weighted alike.
+    /// A proxy: the two costs differ by model and catalogue, and attention adds a factor of
+    /// the window length; the bench notes give its error against the runs.
+    pub fn units(self) -> f64 {
+        (self.positions + self.targets) as f64
+    }
+}
+
+/// Each configuration's epoch [`Work`], computed from its data on first use and kept; datasets
+/// load once. `None` where the data does not load on this machine.
+pub struct WorkTable<'a> {
+    paths: &'a DataPaths,
+    datasets: RefCell<HashMap<DatasetRef, Option<Dataset>>>,
+    work: RefCell<HashMap<String, Option<Work>>>,
+}
+
+impl<'a> WorkTable<'a> {
+    pub fn new(paths: &'a DataPaths) -> Self {
+        Self { paths, datasets: Default::default(), work: Default::default() }
+    }
+
+    pub fn get(&self, cfg: &RunConfig) -> Option<Work> {
+        let t = &cfg.train;
+        let key =
+            format!("{}|{:?}|{}|{}|{:?}", cfg.dataset, cfg.max_users, cfg.protocol.name(), t.max_len, t.sample_mode);
+        if let Some(w) = self.work.borrow().get(&key) {
+            return *w;
+        }
+        let mut datasets = self.datasets.borrow_mut();
+        let ds = datasets.entry(cfg.dataset.clone()).or_insert_with(|| Dataset::load(&cfg.dataset, self.paths).ok());
+        let w = ds.as_ref().map(|ds| {
+            let truncated;
+            let sequences = match cfg.max_users {
+                Some(n) => {
+                    truncated = ds.clone().truncate_users(n);
+                    &truncated.sequences
+                }
+                None => &ds.sequences,
+            };
+            let split = Split::new(sequences, cfg.protocol);
+            let positions = train_windows(&split, t.max_len, t.sample_mode).iter().map(|w| w.len()).sum();
+            Work { targets: split.n_train_targets(), positions }
+        });
+        self.work.borrow_mut().insert(key, w);
+        w
+    }
 }
 
 /// Core-seconds as hours for a table: `0.42`, `12.3`.
@@ -275,6 +317,7 @@ pub fn hours(core_seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::batch::SampleMode;
     use crate::data::split::Protocol;
     use crate::data::DatasetId;
     use crate::model::ModelKind;
@@ -292,6 +335,16 @@ mod tests {
         RecordCost { config, epochs_run: epochs, total_seconds: seconds, threads: 1, n_train_targets: targets }
     }
 
+    /// Work of `n` targets over `n` positions (one window per target of length 1).
+    fn flat(n: usize) -> Option<Work> {
+        Some(Work { targets: n, positions: n })
+    }
+
+    /// Paper-protocol configurations train on 1000 targets, released ones on 1200.
+    fn by_protocol(cfg: &RunConfig) -> Option<Work> {
+        flat(if cfg.protocol == Protocol::Released { 1200 } else { 1000 })
+    }
+
     fn history(records: Vec<RecordCost>) -> History {
         let mut h = History::default();
         records.into_iter().for_each(|r| h.push(r));
@@ -307,16 +360,16 @@ mod tests {
         ]);
         let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 1);
         cfg.protocol = Protocol::Paper;
-        assert_eq!(h.estimate(&cfg, Some(1000)), Estimate { core_seconds: Some(100.0), basis: Basis::Record });
+        assert_eq!(h.estimate(&cfg, &by_protocol), Estimate { core_seconds: Some(100.0), basis: Basis::Record });
         cfg.seed = 9;
         // Median per-epoch cost 15 s (10, 15, 20), median epochs 10.
-        assert_eq!(h.estimate(&cfg, Some(1000)), Estimate { core_seconds: Some(150.0), basis: Basis::SameConfig });
+        assert_eq!(h.estimate(&cfg, &by_protocol), Estimate { core_seconds: Some(150.0), basis: Basis::SameConfig });
         cfg.protocol = Protocol::Released;
-        let e = h.estimate(&cfg, Some(1200));
+        let e = h.estimate(&cfg, &by_protocol);
         assert_eq!(e.basis, Basis::OtherProtocol);
         assert!((e.core_seconds.unwrap() - 15.0 * 1.2 * 10.0).abs() < 1e-9, "{e:?}");
         cfg.model = crate::model::ModelSpec::default_for(ModelKind::Gru4rec);
-        assert_eq!(h.estimate(&cfg, Some(1200)), Estimate { core_seconds: None, basis: Basis::Unknown });
+        assert_eq!(h.estimate(&cfg, &by_protocol), Estimate { core_seconds: None, basis: Basis::Unknown });
     }
 
     #[test]
@@ -326,7 +379,7 @@ mod tests {
         cfg.protocol = Protocol::Paper;
         cfg.train.selection = Selection::Last;
         cfg.train.max_epochs = 27;
-        let e = h.estimate(&cfg, Some(1000));
+        let e = h.estimate(&cfg, &by_protocol);
         assert_eq!(e.core_seconds, Some(270.0));
         assert_eq!(e.basis, Basis::SameModel, "the configuration differs in its selection");
     }
@@ -341,9 +394,31 @@ mod tests {
         let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Gru4rec, 1);
         cfg.protocol = Protocol::Released;
         // 10 s per epoch x 1.2 (targets), 8 epochs x 2 (SASRec's released / paper epochs).
-        let e = h.estimate(&cfg, Some(1200));
+        let e = h.estimate(&cfg, &by_protocol);
         assert_eq!(e.basis, Basis::OtherProtocol);
         assert!((e.core_seconds.unwrap() - 12.0 * 16.0).abs() < 1e-9, "{e:?}");
+    }
+
+    #[test]
+    fn another_sample_mode_scales_by_positions_and_targets() {
+        let h = history(vec![record(ModelKind::Sasrec, 1, Protocol::Paper, 100.0, 10, 1000)]);
+        let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Sasrec, 2);
+        cfg.protocol = Protocol::Paper;
+        cfg.train.sample_mode = SampleMode::FullContext;
+        // The record's epoch: 1000 targets over 1000 positions; the run's: the same targets
+        // over 9000 positions, 5x the work.
+        let work = |c: &RunConfig| match c.train.sample_mode {
+            SampleMode::FullContext => Some(Work { targets: 1000, positions: 9000 }),
+            _ => flat(1000),
+        };
+        let e = h.estimate(&cfg, &work);
+        assert_eq!(e.basis, Basis::SameModel);
+        assert!((e.core_seconds.unwrap() - 10.0 * 5.0 * 10.0).abs() < 1e-9, "{e:?}");
+        // Where the record's data does not load, training targets scale it (here: not at all).
+        let unknown_record = |c: &RunConfig| if c.seed == 2 { work(c) } else { None };
+        assert_eq!(h.estimate(&cfg, &unknown_record).core_seconds, Some(100.0));
+        // Where the run's own data does not load, nothing scales.
+        assert_eq!(h.estimate(&cfg, &|_| None).core_seconds, Some(100.0));
     }
 
     #[test]
