@@ -500,10 +500,13 @@ impl SeqModel for Mmsr {
                 at += n;
             }
         }
-        let x = gather_rows(&source, &Tensor::from_vec(src, total, dev)?)?; // [total, D]
-        let ty = gather_rows(&self.type_embedding, &Tensor::from_vec(type_ids, total, dev)?)?;
-        let pos = Tensor::from_vec(pos_w, (total, max_pos), dev)?.matmul(&self.pos_embedding)?;
-        let h0 = Tensor::cat(&[x, ty, pos], 1)?.matmul(&self.w_input)?; // [total, D]
+        // `[x ; t ; p] W_in = x W₁ + (T W₂)[type] + pos_w (P W₃)` for `W_in = [W₁; W₂; W₃]`:
+        // the type and position tables are projected once, not once per node.
+        let w_in = |k: usize| self.w_input.narrow(0, k * d, d);
+        let x = gather_rows(&source, &Tensor::from_vec(src, total, dev)?)?.matmul(&w_in(0)?)?; // [total, D]
+        let ty = gather_rows(&self.type_embedding.matmul(&w_in(1)?)?, &Tensor::from_vec(type_ids, total, dev)?)?;
+        let pos = Tensor::from_vec(pos_w, (total, max_pos), dev)?.matmul(&self.pos_embedding.matmul(&w_in(2)?)?)?;
+        let h0 = ((x + ty)? + pos)?; // [total, D]
 
         // Only each row's last item node is read: the top layer computes that node alone.
         let mut outs = Vec::with_capacity(buckets.len());
