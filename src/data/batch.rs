@@ -83,6 +83,11 @@ impl Window {
     }
 }
 
+/// Positions one epoch runs the network over in `mode`: the sum of [`train_windows`]' lengths.
+pub fn epoch_positions(split: &Split, max_len: usize, mode: SampleMode) -> usize {
+    train_windows(split, max_len, mode).iter().map(Window::len).sum()
+}
+
 /// Training windows for every user's training targets (positions `1..train_end`).
 pub fn train_windows(split: &Split, max_len: usize, mode: SampleMode) -> Vec<Window> {
     let l = max_len as u32;

@@ -1,7 +1,7 @@
 //! Dataset statistics in the layout of the paper's Table 1, and the training context each
 //! sample mode gives the training targets.
 
-use super::batch::{train_windows, SampleMode};
+use super::batch::{epoch_positions, train_windows, SampleMode};
 use super::split::{Protocol, Split};
 use super::{Dataset, DatasetId};
 
@@ -74,7 +74,7 @@ impl Context {
             beyond_max_len: 0,
             shortened: 0,
             shortest: 0,
-            positions: Self::MODES.map(|m| train_windows(&split, max_len, m).iter().map(|w| w.len()).sum()),
+            positions: Self::MODES.map(|m| epoch_positions(&split, max_len, m)),
         };
         for w in train_windows(&split, max_len, SampleMode::Sequence) {
             for k in w.first as usize..w.len() {

@@ -21,7 +21,7 @@
 //! records behind it, and says which they are.
 
 use crate::config::{RunConfig, Selection};
-use crate::data::batch::train_windows;
+use crate::data::batch::epoch_positions;
 use crate::data::split::Split;
 use crate::data::{DataPaths, Dataset, DatasetRef};
 use serde::Deserialize;
@@ -251,7 +251,7 @@ pub struct Work {
     /// Training targets: one catalogue cross-entropy each.
     pub targets: usize,
     /// Positions the network runs over: the sum of the epoch's window lengths
-    /// ([`train_windows`] in the run's sample mode at its `max_len`).
+    /// ([`epoch_positions`] in the run's sample mode at its `max_len`).
     pub positions: usize,
 }
 
@@ -296,7 +296,7 @@ impl<'a> WorkTable<'a> {
                 None => &ds.sequences,
             };
             let split = Split::new(sequences, cfg.protocol);
-            let positions = train_windows(&split, t.max_len, t.sample_mode).iter().map(|w| w.len()).sum();
+            let positions = epoch_positions(&split, t.max_len, t.sample_mode);
             Work { targets: split.n_train_targets(), positions }
         });
         self.work.borrow_mut().insert(key, w);
