@@ -36,6 +36,9 @@ pub struct GridFile {
     /// Extra grid points (RunConfig fields on top of `fixed`), added after `exclude`.
     #[serde(default)]
     pub include: Vec<Spanned<Node>>,
+    /// What `--budget quick` runs of this grid ([`super::trial::Trial`]).
+    #[serde(default)]
+    pub trial: Option<Spanned<super::trial::Trial>>,
     /// How `kdsr report` lays out this grid's tables and figures: parsed by the report stage
     /// (`report::spec`), from the file's text so that its errors name their lines.
     #[serde(default)]

@@ -20,6 +20,10 @@
 //! [[include]]                         # extra points, on top of [fixed]
 //! model.kind = "sasrec"
 //! model.hidden = 128
+//!
+//! [trial]                             # what `--budget quick` runs ([`trial::Trial`])
+//! epochs = 20
+//! users = 2000
 //! ```
 //!
 //! Every key below `fixed`, `axes`, `exclude` and `include` is a dotted path into
@@ -38,6 +42,7 @@
 pub mod expand;
 pub mod file;
 pub mod spec;
+pub mod trial;
 
 use crate::error::bad_input;
 use anyhow::Result;
@@ -110,6 +115,8 @@ pub struct Grid {
     pub include: Vec<Include>,
     /// Plan table columns: the axes, then keys that only includes set.
     pub columns: Vec<String>,
+    /// What `--budget quick` runs (`[trial]`, else the defaults).
+    pub trial: trial::Trial,
 }
 
 /// `quick` -> `experiments/quick.toml` (relative to the working directory, else the crate);
@@ -208,7 +215,28 @@ impl Grid {
             include.push(Include { span: node.span(), assigns });
         }
         let preset = file.preset.unwrap_or_default();
-        Ok(Self { name, description: file.description, preset, seeds, fixed, axes, exclude, include, columns, source })
+        let trial = match &file.trial {
+            None => trial::Trial::default(),
+            Some(t) => {
+                if let Some(key) = t.get_ref().zero_cap() {
+                    return Err(source.error(&t.span(), format!("trial: `{key}` must be at least 1")));
+                }
+                *t.get_ref()
+            }
+        };
+        Ok(Self {
+            name,
+            description: file.description,
+            preset,
+            seeds,
+            fixed,
+            axes,
+            exclude,
+            include,
+            columns,
+            trial,
+            source,
+        })
     }
 }
 
@@ -462,6 +490,13 @@ mod tests {
     }
 
     #[test]
+    fn trial_caps_default_and_override() {
+        assert_eq!(grid("").unwrap().trial, trial::Trial::default());
+        let g = grid("[trial]\nepochs = 20\nusers = 2000\n").unwrap();
+        assert_eq!(g.trial, trial::Trial { epochs: 20, users: 2000, ..trial::Trial::default() });
+    }
+
+    #[test]
     fn table_axis_values_set_several_fields() {
         let g = grid("[[axes.model]]\nkind = \"sasrec\"\nhidden = 32\n[[axes.model]]\nkind = \"gru4rec\"\n").unwrap();
         let v = &g.axes[0].values;
@@ -489,6 +524,8 @@ mod tests {
                 "g.toml:4: exclude: model = sasrec matches no value of axis `model` (values: pop)",
             ),
             ("fixed = 3\n", "g.toml:1: `fixed` must be a table"),
+            ("[trial]\nepochs = 4\nseeds = 0\n", "g.toml:1: trial: `seeds` must be at least 1"),
+            ("[trial]\nepoch = 4\n", "g.toml:2: unknown field `epoch`"),
         ];
         for (text, want) in cases {
             let e = grid(text).unwrap_err();

@@ -40,9 +40,9 @@ pub struct SealArgs {
 pub struct GridArgs {
     /// A grid name (experiments/<name>.toml) or the path of a grid file.
     pub grid: String,
-    /// `quick` scales the grid down for a trial: at most 3 epochs, 1000 users (100 on
-    /// MovieLens: about 10k training targets either way), the first seed (the flags below
-    /// override its caps).
+    /// `quick` scales the grid down for a trial: the grid's `[trial]` caps, or at most 3
+    /// epochs, 1000 users (100 on MovieLens: about 10k training targets either way) and the
+    /// first seed where it has none (the flags below override them).
     #[arg(long, value_enum, default_value_t = Budget::Full)]
     pub budget: Budget,
     /// Cap every run's maximum number of epochs.
@@ -64,8 +64,9 @@ pub struct GridArgs {
 
 impl GridArgs {
     pub fn plan(&self) -> Result<(Plan, Store)> {
-        let scale = Scale::new(self.budget, self.epochs, self.max_users, self.seeds)?;
-        let plan = Plan::build(&self.grid, scale, self.shard)?;
+        let grid = crate::grid::Grid::load(&crate::grid::resolve_path(&self.grid)?)?;
+        let scale = Scale::new(self.budget, self.epochs, self.max_users, self.seeds, grid.trial)?;
+        let plan = Plan::from_grid(grid, scale, self.shard)?;
         let store = Store::for_plan(&self.out, &plan);
         Ok((plan, store))
     }

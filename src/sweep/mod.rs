@@ -20,6 +20,7 @@ pub mod store;
 
 use crate::config::RunConfig;
 use crate::error::bad_input;
+use crate::grid::trial::Trial;
 use serde::Serialize;
 
 /// Preset scales for a trial run of a grid.
@@ -29,28 +30,9 @@ pub enum Budget {
     /// The grid as written.
     #[default]
     Full,
-    /// At most 3 epochs, the first seed, and about 10k training targets: the first 1000 users
-    /// ([`QUICK_USERS`]), 100 on MovieLens ([`QUICK_USERS_LONG`]).
+    /// The grid's `[trial]` caps ([`Trial`]; without one: at most 3 epochs, the first seed,
+    /// the first 1000 users, 100 on MovieLens).
     Quick,
-}
-
-/// The quick budget's users on the Amazon datasets and files (1000 Beauty users: 8,894 training
-/// targets under the paper's protocol).
-pub const QUICK_USERS: usize = 1000;
-/// The quick budget's users on MovieLens, whose users rate ~165 movies each (100 ML-1M users:
-/// 10,217 training targets; 1000 would be ~120k, a full Beauty epoch).
-pub const QUICK_USERS_LONG: usize = 100;
-
-impl Budget {
-    /// The users this budget keeps of `dataset`, when `--max-users` does not say.
-    fn users(&self, dataset: &crate::data::DatasetRef) -> Option<usize> {
-        use crate::data::{DatasetId, DatasetRef};
-        match (self, dataset) {
-            (Budget::Full, _) => None,
-            (Budget::Quick, DatasetRef::Named(DatasetId::Ml1m | DatasetId::Ml100k)) => Some(QUICK_USERS_LONG),
-            (Budget::Quick, _) => Some(QUICK_USERS),
-        }
-    }
 }
 
 /// Caps that scale a grid down for a trial run. They change the runs' RunConfigs (and so
@@ -60,19 +42,24 @@ pub struct Scale {
     pub budget: Budget,
     /// Cap on `train.max_epochs`.
     pub max_epochs: Option<usize>,
-    /// Cap on `max_users` (`None`: the budget's per-dataset cap, if any).
+    /// Cap on `max_users` (`None`: the quick budget's per-dataset cap, if any).
     pub max_users: Option<usize>,
     /// Keep the first N of the grid's seeds.
     pub seeds: Option<usize>,
+    /// The grid's trial caps, which `quick` applies (not part of plan.json: the caps above
+    /// and the runs' configs say what ran).
+    #[serde(skip)]
+    pub trial: Trial,
 }
 
 impl Scale {
-    /// A preset with explicit caps on top (explicit values win).
+    /// A preset (from the grid's `trial`) with explicit caps on top (explicit values win).
     pub fn new(
         budget: Budget,
         max_epochs: Option<usize>,
         max_users: Option<usize>,
         seeds: Option<usize>,
+        trial: Trial,
     ) -> anyhow::Result<Self> {
         for (flag, v) in [("--epochs", max_epochs), ("--max-users", max_users), ("--seeds", seeds)] {
             if v == Some(0) {
@@ -81,14 +68,22 @@ impl Scale {
         }
         let preset = match budget {
             Budget::Full => (None, None),
-            Budget::Quick => (Some(3), Some(1)),
+            Budget::Quick => (Some(trial.epochs), Some(trial.seeds)),
         };
-        Ok(Self { budget, max_epochs: max_epochs.or(preset.0), max_users, seeds: seeds.or(preset.1) })
+        Ok(Self { budget, max_epochs: max_epochs.or(preset.0), max_users, seeds: seeds.or(preset.1), trial })
     }
 
     /// True when nothing is scaled.
     pub fn is_full(&self) -> bool {
         self.budget == Budget::Full && self.max_epochs.is_none() && self.max_users.is_none() && self.seeds.is_none()
+    }
+
+    /// The users the budget keeps of `dataset` when `--max-users` does not say.
+    fn budget_users(&self, dataset: &crate::data::DatasetRef) -> Option<usize> {
+        match self.budget {
+            Budget::Full => None,
+            Budget::Quick => Some(self.trial.users_of(dataset)),
+        }
     }
 
     /// Applies the caps to one run; `None` when its seed is dropped.
@@ -100,7 +95,7 @@ impl Scale {
         if let Some(n) = self.max_epochs {
             cfg.train.max_epochs = cfg.train.max_epochs.min(n);
         }
-        if let Some(n) = self.max_users.or_else(|| self.budget.users(&cfg.dataset)) {
+        if let Some(n) = self.max_users.or_else(|| self.budget_users(&cfg.dataset)) {
             cfg.max_users = Some(cfg.max_users.map_or(n, |m| m.min(n)));
         }
         Some(cfg)
@@ -115,7 +110,7 @@ impl Scale {
         match (self.max_users, self.budget) {
             (Some(n), _) => parts.push(format!("at most {n} users")),
             (None, Budget::Quick) => {
-                parts.push(format!("at most {QUICK_USERS} users ({QUICK_USERS_LONG} on MovieLens)"))
+                parts.push(format!("at most {} users ({} on MovieLens)", self.trial.users, self.trial.movielens_users))
             }
             (None, Budget::Full) => {}
         }
@@ -131,7 +126,7 @@ impl Scale {
     /// preset are left to the budget).
     pub fn to_flags(&self) -> Vec<String> {
         let mut out = Vec::new();
-        let preset = Self::new(self.budget, None, None, None).unwrap_or_default();
+        let preset = Self::new(self.budget, None, None, None, self.trial).unwrap_or_default();
         if self.budget != Budget::Full {
             out.extend(["--budget".to_string(), "quick".to_string()]);
         }
@@ -231,22 +226,35 @@ mod tests {
     #[test]
     fn quick_budget_caps_and_keeps_first_seed() {
         use crate::data::{DatasetId, DatasetRef};
-        let s = Scale::new(Budget::Quick, None, Some(300), None).unwrap();
+        let s = Scale::new(Budget::Quick, None, Some(300), None, Trial::default()).unwrap();
         let mut cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), crate::model::ModelKind::Sasrec, 1);
         cfg.train.max_epochs = 2;
         let out = s.apply(0, &cfg).unwrap();
         assert_eq!((out.train.max_epochs, out.max_users), (2, Some(300)));
         assert!(s.apply(1, &cfg).is_none());
         assert_eq!(s.to_flags(), ["--budget", "quick", "--max-users", "300"]);
-        assert_eq!(Scale::new(Budget::Full, Some(2), None, None).unwrap().to_flags(), ["--epochs", "2"]);
-        assert!(Scale::new(Budget::Full, None, None, None).unwrap().is_full());
+        assert_eq!(
+            Scale::new(Budget::Full, Some(2), None, None, Trial::default()).unwrap().to_flags(),
+            ["--epochs", "2"]
+        );
+        assert!(Scale::new(Budget::Full, None, None, None, Trial::default()).unwrap().is_full());
         // Without --max-users: about 10k training targets per dataset.
-        let q = Scale::new(Budget::Quick, None, None, None).unwrap();
+        let q = Scale::new(Budget::Quick, None, None, None, Trial::default()).unwrap();
         assert!(!q.is_full());
-        assert_eq!(q.apply(0, &cfg).unwrap().max_users, Some(QUICK_USERS));
+        assert_eq!(q.apply(0, &cfg).unwrap().max_users, Some(1000));
         let ml = RunConfig::new(DatasetRef::Named(DatasetId::Ml1m), crate::model::ModelKind::Sasrec, 1);
-        assert_eq!(q.apply(0, &ml).unwrap().max_users, Some(QUICK_USERS_LONG));
+        assert_eq!(q.apply(0, &ml).unwrap().max_users, Some(100));
         assert_eq!(q.describe(), "at most 3 epochs, at most 1000 users (100 on MovieLens), the first seed");
         assert_eq!(q.to_flags(), ["--budget", "quick"]);
+        // A grid's [trial] replaces the defaults, and the flags stay `--budget quick`.
+        let t = Trial { epochs: 20, users: 2000, movielens_users: 50, seeds: 2 };
+        let g = Scale::new(Budget::Quick, None, None, None, t).unwrap();
+        assert_eq!(g.apply(0, &cfg).unwrap().max_users, Some(2000));
+        assert_eq!(g.apply(0, &ml).unwrap().max_users, Some(50));
+        assert!(g.apply(1, &cfg).is_some() && g.apply(2, &cfg).is_none());
+        assert_eq!(g.describe(), "at most 20 epochs, at most 2000 users (50 on MovieLens), the first 2 seeds");
+        assert_eq!(g.to_flags(), ["--budget", "quick"]);
+        let g5 = Scale::new(Budget::Quick, Some(5), None, None, t).unwrap();
+        assert_eq!(g5.to_flags(), ["--budget", "quick", "--epochs", "5"]);
     }
 }
