@@ -56,7 +56,8 @@ pub fn find(text: &str, path: &str) -> Result<Vec<Block>> {
 }
 
 /// The content of every block `text` names: the claims' blocks, and `table:<grid>` rendered
-/// from the grid's records under `out`.
+/// from the grid's records under `out` (`table:<grid>.trial`: from its `--budget quick`
+/// trial's records).
 pub fn generated(
     claims: &crate::report::claims::Claims,
     text: &str,

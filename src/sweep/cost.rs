@@ -52,7 +52,7 @@ impl Basis {
             Self::Record => "its record",
             Self::SameConfig => "same configuration",
             Self::SameModel => "same model, dataset and protocol",
-            Self::OtherProtocol => "same model and dataset, other protocol",
+            Self::OtherProtocol => "same model and dataset, other protocol or users",
             Self::OtherDataset => "same model, other dataset (scaled)",
             Self::Unknown => "no record of the model",
         }
