@@ -74,14 +74,15 @@ bench: build torch-venv
     {{kdsr}} --threads 1 bench --epochs --python {{venv}}/bin/python --out reports/bench/latest-1thread.json
     just bench-models
 
-# Every model's training step as a run trains it on full Beauty, 1 thread, beside SASRec's, and SASRec and the released KDSR network with CDL (reports/bench/models.md). A few minutes.
-bench-models: build
-    {{kdsr}} --threads 1 bench --models sasrec,gru4rec,srgnn,mmsrec,sasrm,nova,difsr,trans2d,mmsr,kdsr-rgat --cdl-models sasrec,kdsr-rgat --reps 1 --out reports/bench/latest-models.json
+# Every model's training step as a run trains it on full Beauty, 1 thread, beside SASRec's, SASRec and the released KDSR network with CDL, and RecBole 1.2.1's own SR-GNN on the same steps (reports/bench/models.md). A few minutes.
+bench-models: build torch-venv
+    {{kdsr}} --threads 1 bench --models sasrec,gru4rec,srgnn,mmsrec,sasrm,nova,difsr,trans2d,mmsr,kdsr-rgat --cdl-models sasrec,kdsr-rgat --reps 1 --python {{venv}}/bin/python --out reports/bench/latest-models.json
 
-# A git-ignored virtual environment with torch and numpy for the PyTorch reference.
+# A git-ignored virtual environment with torch and numpy for the PyTorch reference, and RecBole 1.2.1 (its model classes; without its dependencies) for the SR-GNN peer.
 torch-venv:
     test -x {{venv}}/bin/python || python3 -m venv {{venv}}
     {{venv}}/bin/python -c "import torch, numpy" 2>/dev/null || {{venv}}/bin/pip install --quiet torch==2.15.0 numpy
+    {{venv}}/bin/pip show --quiet recbole 2>/dev/null || {{venv}}/bin/pip install --quiet --no-deps recbole==1.2.1
 
 # Build with CUDA into target/cuda/release/kdsr for compute capability `cap` (90: H100/H200). Uses the system CUDA when nvcc is on PATH, else CUDA 13.0 from PyPI wheels in .cuda/ (scripts/cuda_toolchain.sh; no GPU needed). Not run in CI.
 build-cuda cap="90":

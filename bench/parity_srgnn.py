@@ -46,20 +46,24 @@ class _Dataset:
         return N_ITEMS + 1
 
 
-def build():
-    config = {
+def srgnn_config(max_len, embedding, step):
+    """The settings RecBole's SRGNN reads, for batches of `max_len` columns on the CPU."""
+    return {
         "USER_ID_FIELD": "user_id",
         "ITEM_ID_FIELD": "item_id",
         "LIST_SUFFIX": "_list",
         "ITEM_LIST_LENGTH_FIELD": "item_length",
         "NEG_PREFIX": "neg_",
-        "MAX_ITEM_LIST_LENGTH": len(ITEMS[0]),
+        "MAX_ITEM_LIST_LENGTH": max_len,
         "device": "cpu",
-        "embedding_size": D,
-        "step": STEP,
+        "embedding_size": embedding,
+        "step": step,
         "loss_type": "CE",
     }
-    model = SRGNN(config, _Dataset())  # float32: RecBole builds its adjacency as FloatTensor
+
+
+def build():
+    model = SRGNN(srgnn_config(len(ITEMS[0]), D, STEP), _Dataset())  # float32: RecBole builds its adjacency as FloatTensor
     params = dict(model.named_parameters())
     with torch.no_grad():
         for p, name in enumerate(sorted(params)):

@@ -634,6 +634,26 @@ pub fn run(args: &BenchArgs, paths: &DataPaths) -> Result<()> {
             );
             rows.push(r);
         }
+        if let (Some(python), Some(ours)) = (&args.python, rows.iter().find(|r| r.name == "srgnn")) {
+            let npz = models::srgnn_recbole_steps(&ds, args.model_steps, threads)?;
+            let peer = run_bench_script(python, "recbole_srgnn_bench.py", "bench", npz, args.model_steps)?;
+            let ms = |k: &str| peer[k].as_f64().with_context(|| format!("the RecBole peer printed no `{k}`"));
+            let row = models::ModelTiming {
+                name: format!(
+                    "srgnn, RecBole {} (torch {})",
+                    peer["recbole"].as_str().unwrap_or("?"),
+                    peer["torch"].as_str().unwrap_or("?")
+                ),
+                steps_per_epoch: ours.steps_per_epoch,
+                timed_steps: peer["timed_steps"].as_u64().context("the RecBole peer printed no `timed_steps`")?
+                    as usize,
+                forward_ms: ms("forward_ms")?,
+                backward_ms: ms("backward_ms")?,
+                adam_ms: ms("adam_ms")?,
+            };
+            eprintln!("{}: {:.1} ms per step, {:.1} s per epoch", row.name, row.step_ms(), row.epoch_s());
+            rows.push(row);
+        }
         let list = |kinds: &[ModelKind]| kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join(",");
         let mut command = format!("kdsr --threads {threads} bench");
         if !args.models.is_empty() {
@@ -738,12 +758,24 @@ fn batch_arrays(batch: &crate::data::batch::Batch, cfg: &Value) -> Result<Vec<(S
 /// Writes `npz` (plus the batch and settings the caller put in it) to a temporary file and
 /// runs `bench/torch_ref.py <mode> FILE REPS`; returns the JSON object it prints last.
 fn run_torch_script(python: &PathBuf, mode: &str, npz: Vec<(String, Tensor)>, reps: usize) -> Result<Value> {
+    run_bench_script(python, "torch_ref.py", mode, npz, reps)
+}
+
+/// Writes `npz` to a temporary file and runs `bench/<script> <mode> FILE REPS`; returns the
+/// JSON object it prints last.
+fn run_bench_script(
+    python: &PathBuf,
+    script: &str,
+    mode: &str,
+    npz: Vec<(String, Tensor)>,
+    reps: usize,
+) -> Result<Value> {
     let dir = std::env::temp_dir().join(format!("kdsr-bench-{}-{mode}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("batch.npz");
     let refs: Vec<(&str, &Tensor)> = npz.iter().map(|(k, t)| (k.as_str(), t)).collect();
     Tensor::write_npz(&refs, &path)?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/torch_ref.py");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench").join(script);
     let out = std::process::Command::new(python)
         .arg(&script)
         .arg(mode)
@@ -755,8 +787,9 @@ fn run_torch_script(python: &PathBuf, mode: &str, npz: Vec<(String, Tensor)>, re
         let _ = std::fs::remove_dir_all(&dir);
     }
     if !out.status.success() {
-        bail!("torch reference failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(stdout.lines().last().unwrap_or("")).context("parsing the torch reference's JSON")
+    serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .with_context(|| format!("parsing the JSON of {}", script.display()))
 }

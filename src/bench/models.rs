@@ -6,10 +6,12 @@
 //! `epoch_s = mean(step) * steps per epoch`, with `step = forward + backward + Adam` (the
 //! forward includes the loss, and CDL's correlation losses where the run has them); the ratio
 //! is to SASRec's `epoch_s` of the same call. The epoch's ranking of validation users is not
-//! included.
+//! included. With `--python`, SR-GNN's row gets a peer in the same call: RecBole 1.2.1's own
+//! `SRGNN` trained on the same steps, as RecBole's loader pads them
+//! (`bench/recbole_srgnn_bench.py`, [`srgnn_recbole_steps`]).
 
 use crate::config::RunConfig;
-use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Cloze, Layout, SampleMode};
+use crate::data::batch::{cloze_batch, steps, train_batch, train_windows, Cloze, Layout, SampleMode, Window};
 use crate::data::split::Split;
 use crate::data::{DataPaths, Dataset, DatasetId, DatasetRef};
 use crate::model::{Ctx, ModalityMode, ModelKind};
@@ -61,16 +63,13 @@ pub fn time_model(
         cfg.modality = Some(mc);
     }
     let t = &cfg.train;
-    let split = Split::new(&ds.sequences, cfg.protocol);
+    let (split, epoch_steps) = epoch_steps(&cfg, ds);
     let opts =
         crate::train::RunOptions { device: Device::Cpu, progress: false, paths: paths.clone(), stop_after: None };
     let setup =
         crate::train::setup::build(&cfg, ds, &split, &opts).with_context(|| format!("building {}", kind.name()))?;
     let mut cdl = setup.cdl;
     let mut adam = Adam::new(setup.params.vars(), t.lr, t.weight_decay)?;
-    let mut windows = train_windows(&split, t.max_len, t.sample_mode);
-    windows.shuffle(&mut ChaCha8Rng::seed_from_u64(2023));
-    let epoch_steps = steps(&windows, t.batch_size, t.batch_unit);
     let layout = if t.pack { Layout::Packed } else { Layout::Padded };
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     let mut ctx = Ctx::train(2025);
@@ -106,6 +105,55 @@ pub fn time_model(
         backward_ms: sums[1] / n,
         adam_ms: sums[2] / n,
     })
+}
+
+/// The split of `cfg`'s run and the steps of its first epoch (windows shuffled with a fixed
+/// seed), as [`time_model`] times them.
+fn epoch_steps(cfg: &RunConfig, ds: &Dataset) -> (Split, Vec<Vec<Window>>) {
+    let t = &cfg.train;
+    let split = Split::new(&ds.sequences, cfg.protocol);
+    let mut windows = train_windows(&split, t.max_len, t.sample_mode);
+    windows.shuffle(&mut ChaCha8Rng::seed_from_u64(2023));
+    let epoch_steps = steps(&windows, t.batch_size, t.batch_unit);
+    (split, epoch_steps)
+}
+
+/// SR-GNN's steps of [`time_model`] as RecBole feeds its `SRGNN`: per step `item_seq` [B, L]
+/// (each prefix left-aligned, zero-padded to `max_len`, as RecBole's data loader pads every
+/// batch), `item_length` [B] and the target `item_id` [B] (ids as kdsr's: 1-based, 0 pads),
+/// for the peer row of the per-model table (`bench/recbole_srgnn_bench.py`).
+/// With them, `config` (JSON bytes): the catalogue, the run's SR-GNN settings and learning rate.
+pub fn srgnn_recbole_steps(ds: &Dataset, n_steps: usize, threads: usize) -> Result<Vec<(String, candle_core::Tensor)>> {
+    let cfg = RunConfig::new(DatasetRef::Named(DatasetId::Beauty), ModelKind::Srgnn, 2023);
+    let crate::model::ModelSpec::Srgnn(m) = &cfg.model else {
+        anyhow::bail!("SR-GNN's run config has no SR-GNN settings")
+    };
+    let l = cfg.train.max_len;
+    let settings = serde_json::json!({"n_items": ds.n_items, "max_len": l, "embedding": m.embedding, "step": m.step,
+                                      "lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay, "threads": threads});
+    let (_, epoch_steps) = epoch_steps(&cfg, ds);
+    let mut out = Vec::new();
+    let timed = n_steps.min(epoch_steps.len().saturating_sub(1));
+    for (k, chunk) in epoch_steps.iter().take(timed + 1).enumerate() {
+        let (mut seq, mut len, mut target) = (vec![0i64; chunk.len() * l], Vec::new(), Vec::new());
+        for (r, w) in chunk.iter().enumerate() {
+            let s = &ds.sequences[w.user as usize];
+            let items = &s[w.start as usize..w.end as usize];
+            anyhow::ensure!(items.len() <= l && w.first as usize + 1 == items.len(), "SR-GNN windows are prefixes");
+            for (c, &item) in items.iter().enumerate() {
+                seq[r * l + c] = i64::from(item);
+            }
+            len.push(items.len() as i64);
+            target.push(i64::from(s[w.end as usize]));
+        }
+        let dev = Device::Cpu;
+        let b = chunk.len();
+        out.push((format!("seq_{k}"), candle_core::Tensor::from_vec(seq, (b, l), &dev)?));
+        out.push((format!("len_{k}"), candle_core::Tensor::from_vec(len, b, &dev)?));
+        out.push((format!("target_{k}"), candle_core::Tensor::from_vec(target, b, &dev)?));
+    }
+    out.push(("config".into(), candle_core::Tensor::new(settings.to_string().into_bytes(), &Device::Cpu)?));
+    Ok(out)
 }
 
 /// The Markdown table, ratios to the `sasrec` row where there is one.
