@@ -100,14 +100,12 @@ pub fn reference_of(plan: &Plan, section: &Section, c: &Collected) -> Result<Opt
 /// A grid's `table.md`, as [`write`] renders it from the grid's records under `out` (README
 /// block `table:<grid>`; `<grid>.trial`: its `--budget quick` trial's).
 pub fn table_markdown(grid: &str, out: &std::path::Path) -> Result<String> {
-    use crate::sweep::{Budget, Scale};
-    let (name, trial) = match grid.strip_suffix(".trial") {
-        Some(name) => (name, true),
-        None => (grid, false),
+    use crate::sweep::Budget;
+    let (name, budget) = match grid.strip_suffix(".trial") {
+        Some(name) => (name, Budget::Quick),
+        None => (grid, Budget::Full),
     };
-    let grid = crate::grid::Grid::load(&crate::grid::resolve_path(name)?)?;
-    let scale = if trial { Scale::new(Budget::Quick, None, None, None, grid.trial)? } else { Scale::default() };
-    let plan = Plan::from_grid(grid, scale, None)?;
+    let plan = Plan::scaled(name, budget, (None, None, None), None)?;
     let store = Store::for_plan(out, &plan);
     let collected = Collected::from_store(&plan, &store)?;
     let section = Section::of(&plan)?;

@@ -5,7 +5,7 @@ use super::plan::Plan;
 use super::scheduler::{self, SweepOptions, Workers};
 use super::slurm::{self, SlurmOptions};
 use super::store::{RunStatus, Store};
-use super::{Budget, Scale, Shard};
+use super::{Budget, Shard};
 use crate::data::DataPaths;
 use crate::device::DeviceSpec;
 use crate::error::bad_input;
@@ -64,9 +64,7 @@ pub struct GridArgs {
 
 impl GridArgs {
     pub fn plan(&self) -> Result<(Plan, Store)> {
-        let grid = crate::grid::Grid::load(&crate::grid::resolve_path(&self.grid)?)?;
-        let scale = Scale::new(self.budget, self.epochs, self.max_users, self.seeds, grid.trial)?;
-        let plan = Plan::from_grid(grid, scale, self.shard)?;
+        let plan = Plan::scaled(&self.grid, self.budget, (self.epochs, self.max_users, self.seeds), self.shard)?;
         let store = Store::for_plan(&self.out, &plan);
         Ok((plan, store))
     }

@@ -27,6 +27,20 @@ impl Plan {
         Self::from_grid(grid, scale, shard)
     }
 
+    /// Loads `grid_arg` and builds the plan at `budget` (`quick`: the grid's `[trial]` caps)
+    /// with explicit caps on top.
+    pub fn scaled(
+        grid_arg: &str,
+        budget: super::Budget,
+        caps: (Option<usize>, Option<usize>, Option<usize>),
+        shard: Option<Shard>,
+    ) -> Result<Self> {
+        let grid = Grid::load(&grid::resolve_path(grid_arg)?)?;
+        let (epochs, users, seeds) = caps;
+        let scale = Scale::new(budget, epochs, users, seeds, grid.trial)?;
+        Self::from_grid(grid, scale, shard)
+    }
+
     pub fn from_grid(grid: Grid, scale: Scale, shard: Option<Shard>) -> Result<Self> {
         let resolved = grid::resolve(&grid, &grid::expand(&grid)?)?;
         let mut seen = HashSet::new();
